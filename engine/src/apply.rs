@@ -1,0 +1,574 @@
+//! Applying a plan: changes run concurrently in dependency order, each host capped by its transport,
+//! and the state is saved after every finished change.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use petgraph::Direction;
+use petgraph::graph::NodeIndex;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+use kz_state::{ModuleState, State};
+
+use crate::graph::{DepGraph, Node};
+use crate::model::{AttrValue, Instance, Stack};
+use crate::plan::{Action, Env, Plan};
+use crate::provider::{Provider, ProviderError, Transport};
+use crate::record::{instance_from_state, record_instance};
+
+/// Progress of an apply, sent to the output layer, which alone draws it.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Started {
+        address: String,
+        action: Action,
+    },
+    Finished {
+        address: String,
+        action: Action,
+        elapsed: Duration,
+        error: Option<String>,
+    },
+    NotAttempted {
+        address: String,
+        because: String,
+    },
+}
+
+/// Where the state goes after every change (the local file, later a database).
+pub trait StateSink: Send {
+    fn save(&mut self, state: &mut State) -> Result<(), String>;
+}
+
+/// How far an interrupt has gone: 1 = start nothing new, 2 = abort what runs.
+pub type Cancel = watch::Receiver<u8>;
+
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub parallelism: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    pub applied: Vec<String>,
+    pub failed: Vec<(String, String)>,
+    pub not_attempted: Vec<(String, String)>,
+    pub unreachable_hosts: BTreeSet<String>,
+    pub interrupted: bool,
+    /// The last state save failed: what is on disk may lag behind what was done.
+    pub state_error: Option<String>,
+}
+
+impl ApplyReport {
+    pub fn success(&self) -> bool {
+        self.failed.is_empty()
+            && self.not_attempted.is_empty()
+            && !self.interrupted
+            && self.state_error.is_none()
+    }
+}
+
+/// A unit of work: one change of one instance.
+struct Job {
+    address: String,
+    action: Action,
+    instance: Instance,
+    /// For replace: the instance as recorded, whose remains are removed first.
+    previous: Option<Instance>,
+    changed: Vec<String>,
+    /// Fails at once with this message (it could not be read during the plan), and whether its
+    /// whole host was unreachable.
+    fail: Option<(String, bool)>,
+}
+
+struct Ctx<'a> {
+    stack: &'a Stack,
+    env: &'a Env,
+    state: &'a mut State,
+    sink: &'a mut dyn StateSink,
+    events: mpsc::UnboundedSender<Event>,
+    cancel: Cancel,
+    report: ApplyReport,
+    parallelism: usize,
+    transports: HashMap<String, (Arc<dyn Transport>, Arc<Semaphore>)>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn apply(
+    stack: &Stack,
+    plan: &Plan,
+    state: &mut State,
+    sink: &mut dyn StateSink,
+    opts: &ApplyOptions,
+    env: &Env,
+    events: mpsc::UnboundedSender<Event>,
+    cancel: Cancel,
+) -> ApplyReport {
+    let mut ctx = Ctx {
+        stack,
+        env,
+        state,
+        sink,
+        events,
+        cancel,
+        report: ApplyReport::default(),
+        parallelism: opts.parallelism.max(1),
+        transports: HashMap::new(),
+    };
+    let by_address: HashMap<String, usize> = stack
+        .instances
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| (inst.address.to_string(), i))
+        .collect();
+
+    // Phase 1: deletions, dependents before their dependencies.
+    let mut delete_instances = Vec::new();
+    let mut delete_jobs = Vec::new();
+    for c in plan.changes.iter().filter(|c| c.action == Action::Delete) {
+        let Some(recorded) = ctx.state.resources.get(&c.address) else {
+            continue;
+        };
+        let from_state = instance_from_state(recorded);
+        // A still-declared instance knows its secrets; the state only has their hashes.
+        let inst = by_address
+            .get(&c.address)
+            .map_or(from_state, |i| stack.instances[*i].clone());
+        delete_instances.push(inst.clone());
+        delete_jobs.push(Some(Job {
+            address: c.address.clone(),
+            action: Action::Delete,
+            instance: inst,
+            previous: None,
+            changed: Vec::new(),
+            fail: None,
+        }));
+    }
+    if !delete_jobs.is_empty() {
+        let modules = ctx
+            .state
+            .modules
+            .iter()
+            .map(|(k, m)| (k.clone(), m.depends_on.clone()))
+            .collect();
+        match DepGraph::build_with(&delete_instances, &modules) {
+            Ok(g) => ctx.run_graph(&g, true, delete_jobs).await,
+            Err(c) => ctx.report.failed.push((
+                "destroy".into(),
+                format!("dependency cycle in state: {}", c.members.join(" -> ")),
+            )),
+        }
+    }
+
+    // Phase 2: everything else, dependencies first.
+    for (name, m) in &stack.modules {
+        ctx.state.modules.insert(
+            name.clone(),
+            ModuleState {
+                depends_on: m.depends_on.clone(),
+            },
+        );
+    }
+    let mut jobs: Vec<Option<Job>> = (0..stack.instances.len()).map(|_| None).collect();
+    for c in plan.changes.iter().filter(|c| c.action != Action::Delete) {
+        let Some(&i) = by_address.get(&c.address) else {
+            ctx.report.failed.push((
+                c.address.clone(),
+                "not in the stack any more (the plan is stale)".into(),
+            ));
+            continue;
+        };
+        let inst = stack.instances[i].clone();
+        let previous = (c.action == Action::Replace)
+            .then(|| ctx.state.resources.get(&c.address))
+            .flatten()
+            .map(|r| {
+                let mut old = instance_from_state(r);
+                // Fill hashed attributes from the stack where they still match, so the old
+                // instance can be removed with its real values.
+                for (k, a) in &mut old.attrs {
+                    if let (AttrValue::Hashed(_), Some(d)) = (&a.value, inst.attrs.get(k)) {
+                        *a = d.clone();
+                    }
+                }
+                old
+            });
+        jobs[i] = Some(Job {
+            address: c.address.clone(),
+            action: c.action,
+            changed: c.attributes.iter().map(|a| a.name.clone()).collect(),
+            instance: inst,
+            previous,
+            fail: None,
+        });
+    }
+    // Instances that could not be read fail, so that what depends on them is not attempted.
+    for (i, inst) in stack.instances.iter().enumerate() {
+        let addr = inst.address.to_string();
+        let err = plan.errors.iter().find(|e| {
+            e.address.as_deref() == Some(addr.as_str())
+                || (e.address.is_none() && e.host == inst.address.host)
+        });
+        if let (Some(e), None) = (err, &jobs[i]) {
+            jobs[i] = Some(Job {
+                address: addr,
+                action: Action::Update,
+                instance: inst.clone(),
+                previous: None,
+                changed: Vec::new(),
+                fail: Some((e.message.clone(), e.address.is_none())),
+            });
+        }
+    }
+    if jobs.iter().any(Option::is_some) {
+        match DepGraph::build(&stack.instances, &stack.modules) {
+            Ok(g) => ctx.run_graph(&g, false, jobs).await,
+            Err(c) => ctx.report.failed.push((
+                "apply".into(),
+                format!("dependency cycle: {}", c.members.join(" -> ")),
+            )),
+        }
+    }
+    let live: BTreeSet<String> = ctx
+        .state
+        .resources
+        .values()
+        .map(|r| r.module.clone())
+        .collect();
+    ctx.state
+        .modules
+        .retain(|k, _| stack.modules.contains_key(k) || live.contains(k));
+    ctx.save();
+    ctx.report
+}
+
+impl Ctx<'_> {
+    fn save(&mut self) {
+        self.state.kz_version = env!("CARGO_PKG_VERSION").into();
+        match self.sink.save(self.state) {
+            Ok(()) => self.report.state_error = None,
+            Err(e) => self.report.state_error = Some(e),
+        }
+    }
+
+    fn transport(
+        &mut self,
+        host: &str,
+    ) -> Result<(Arc<dyn Transport>, Arc<Semaphore>), ProviderError> {
+        if let Some(t) = self.transports.get(host) {
+            return Ok(t.clone());
+        }
+        let h = self.stack.hosts.get(host).ok_or_else(|| {
+            ProviderError::new(
+                "transport",
+                format!("host `{host}` is not in the inventory"),
+            )
+        })?;
+        let t = self
+            .env
+            .transports
+            .transport(h)
+            .map_err(|e| ProviderError::transport("connect", e))?;
+        let sem = Arc::new(Semaphore::new(t.max_sessions().max(1)));
+        self.transports
+            .insert(host.to_string(), (t.clone(), sem.clone()));
+        Ok((t, sem))
+    }
+
+    /// Runs the jobs of a graph: a node starts when all its predecessors (or, in reverse, its
+    /// successors) are done; a failure marks everything that waits on it as not attempted.
+    async fn run_graph(&mut self, g: &DepGraph, reverse: bool, mut jobs: Vec<Option<Job>>) {
+        let (before, after) = if reverse {
+            (Direction::Outgoing, Direction::Incoming)
+        } else {
+            (Direction::Incoming, Direction::Outgoing)
+        };
+        let graph = &g.graph;
+        let mut remaining: Vec<usize> = graph
+            .node_indices()
+            .map(|n| graph.neighbors_directed(n, before).count())
+            .collect();
+        let mut blocked_by: Vec<Option<String>> = vec![None; graph.node_count()];
+        let mut ready: Vec<NodeIndex> = graph
+            .node_indices()
+            .filter(|n| remaining[n.index()] == 0)
+            .collect();
+        let global = Arc::new(Semaphore::new(self.parallelism));
+        let mut running: JoinSet<(NodeIndex, Job, Duration, Result<(), ProviderError>)> =
+            JoinSet::new();
+        let mut aborted = false;
+
+        loop {
+            // Start or settle everything that is ready.
+            while let Some(n) = ready.pop() {
+                let job = match graph[n] {
+                    Node::Instance(i) => jobs[i].take(),
+                    _ => None,
+                };
+                let Some(job) = job else {
+                    // A barrier or an instance without change: done at once, passing on any block.
+                    let b = blocked_by[n.index()].clone();
+                    self.settle(
+                        graph,
+                        n,
+                        after,
+                        b,
+                        &mut remaining,
+                        &mut blocked_by,
+                        &mut ready,
+                    );
+                    continue;
+                };
+                if let Some(because) = blocked_by[n.index()].clone() {
+                    self.not_attempted(
+                        &job.address,
+                        format!("not attempted because {because} failed"),
+                    );
+                    let b = Some(because);
+                    self.settle(
+                        graph,
+                        n,
+                        after,
+                        b,
+                        &mut remaining,
+                        &mut blocked_by,
+                        &mut ready,
+                    );
+                    continue;
+                }
+                if let Some((message, unreachable)) = job.fail.clone() {
+                    let address = job.address.clone();
+                    self.report.failed.push((address.clone(), message.clone()));
+                    if unreachable {
+                        self.report
+                            .unreachable_hosts
+                            .insert(job.instance.host().to_string());
+                    }
+                    let _ = self.events.send(Event::Finished {
+                        address: address.clone(),
+                        action: job.action,
+                        elapsed: Duration::ZERO,
+                        error: Some(message),
+                    });
+                    self.settle(
+                        graph,
+                        n,
+                        after,
+                        Some(address),
+                        &mut remaining,
+                        &mut blocked_by,
+                        &mut ready,
+                    );
+                    continue;
+                }
+                if *self.cancel.borrow() > 0 {
+                    self.report.interrupted = true;
+                    self.not_attempted(&job.address, "not attempted: interrupted".into());
+                    let b = Some(format!("{} (interrupted)", job.address));
+                    self.settle(
+                        graph,
+                        n,
+                        after,
+                        b,
+                        &mut remaining,
+                        &mut blocked_by,
+                        &mut ready,
+                    );
+                    continue;
+                }
+                let (transport, host_limit) = match self.transport(job.instance.host()) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let address = job.address.clone();
+                        self.finish(&job, Duration::ZERO, Err(e));
+                        let b = Some(address);
+                        self.settle(
+                            graph,
+                            n,
+                            after,
+                            b,
+                            &mut remaining,
+                            &mut blocked_by,
+                            &mut ready,
+                        );
+                        continue;
+                    }
+                };
+                let Some(provider) = self.env.providers.get(job.instance.kind()).cloned() else {
+                    let e = ProviderError::new(
+                        "apply",
+                        format!("no provider for `{}`", job.instance.kind()),
+                    );
+                    let address = job.address.clone();
+                    self.finish(&job, Duration::ZERO, Err(e));
+                    self.settle(
+                        graph,
+                        n,
+                        after,
+                        Some(address),
+                        &mut remaining,
+                        &mut blocked_by,
+                        &mut ready,
+                    );
+                    continue;
+                };
+                let global = Arc::clone(&global);
+                let events = self.events.clone();
+                running.spawn(async move {
+                    let _g = global.acquire_owned().await;
+                    let _h = host_limit.acquire_owned().await;
+                    let _ = events.send(Event::Started {
+                        address: job.address.clone(),
+                        action: job.action,
+                    });
+                    let started = Instant::now();
+                    let result = execute(provider.as_ref(), &job, transport.as_ref()).await;
+                    (n, job, started.elapsed(), result)
+                });
+            }
+            if running.is_empty() {
+                break;
+            }
+            let next = tokio::select! {
+                r = running.join_next() => r,
+                _ = self.cancel.changed(), if !aborted => {
+                    if *self.cancel.borrow() >= 2 {
+                        aborted = true;
+                        self.report.interrupted = true;
+                        running.abort_all();
+                    }
+                    continue;
+                }
+            };
+            let mut finished = vec![next];
+            // Collect whatever else finished meanwhile, so one state write covers them all.
+            while let Some(r) = running.try_join_next() {
+                finished.push(Some(r));
+            }
+            let mut changed_state = false;
+            for r in finished.into_iter().flatten() {
+                match r {
+                    Ok((n, job, elapsed, result)) => {
+                        let ok = result.is_ok();
+                        changed_state |= ok;
+                        let address = job.address.clone();
+                        self.finish(&job, elapsed, result);
+                        let b = (!ok).then_some(address);
+                        self.settle(
+                            graph,
+                            n,
+                            after,
+                            b,
+                            &mut remaining,
+                            &mut blocked_by,
+                            &mut ready,
+                        );
+                    }
+                    Err(e) if e.is_cancelled() => {
+                        self.report
+                            .failed
+                            .push(("(in flight)".into(), "aborted by a second interrupt".into()));
+                    }
+                    Err(e) => self.report.failed.push(("(task)".into(), e.to_string())),
+                }
+            }
+            if changed_state {
+                self.save();
+            }
+        }
+        // Whatever never became ready (after an abort) was not attempted.
+        for job in jobs.into_iter().flatten() {
+            self.not_attempted(&job.address, "not attempted: interrupted".into());
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &mut self,
+        graph: &petgraph::graph::DiGraph<Node, ()>,
+        n: NodeIndex,
+        after: Direction,
+        blocked: Option<String>,
+        remaining: &mut [usize],
+        blocked_by: &mut [Option<String>],
+        ready: &mut Vec<NodeIndex>,
+    ) {
+        for s in graph.neighbors_directed(n, after) {
+            if blocked.is_some() && blocked_by[s.index()].is_none() {
+                blocked_by[s.index()].clone_from(&blocked);
+            }
+            remaining[s.index()] -= 1;
+            if remaining[s.index()] == 0 {
+                ready.push(s);
+            }
+        }
+    }
+
+    fn not_attempted(&mut self, address: &str, because: String) {
+        let _ = self.events.send(Event::NotAttempted {
+            address: address.to_string(),
+            because: because.clone(),
+        });
+        self.report
+            .not_attempted
+            .push((address.to_string(), because));
+    }
+
+    /// Records the outcome of a job in the report and, when it succeeded, in the state.
+    fn finish(&mut self, job: &Job, elapsed: Duration, result: Result<(), ProviderError>) {
+        let host = job.instance.host().to_string();
+        let error = match result {
+            Ok(()) => {
+                if job.action == Action::Delete {
+                    self.state.resources.remove(&job.address);
+                } else {
+                    let prev = self.state.resources.get(&job.address).cloned();
+                    let rec = record_instance(self.state, &job.instance, prev.as_ref());
+                    self.state.resources.insert(job.address.clone(), rec);
+                }
+                self.report.applied.push(job.address.clone());
+                None
+            }
+            Err(e) => {
+                if e.unreachable {
+                    self.report.unreachable_hosts.insert(host.clone());
+                }
+                let addr_host = self
+                    .stack
+                    .hosts
+                    .get(&host)
+                    .map_or(host.clone(), |h| format!("{} ({})", h.name, h.address));
+                let msg = format!("{addr_host}: {e}");
+                self.report.failed.push((job.address.clone(), msg.clone()));
+                Some(msg)
+            }
+        };
+        let _ = self.events.send(Event::Finished {
+            address: job.address.clone(),
+            action: job.action,
+            elapsed,
+            error,
+        });
+    }
+}
+
+async fn execute(
+    provider: &dyn Provider,
+    job: &Job,
+    t: &dyn Transport,
+) -> Result<(), ProviderError> {
+    match job.action {
+        Action::Create => provider.create(&job.instance, t).await,
+        Action::Update => provider.update(&job.instance, &job.changed, t).await,
+        Action::Replace => {
+            provider
+                .delete(job.previous.as_ref().unwrap_or(&job.instance), t)
+                .await?;
+            provider.create(&job.instance, t).await
+        }
+        Action::Delete => provider.delete(&job.instance, t).await,
+        Action::Adopt => Ok(()),
+    }
+}

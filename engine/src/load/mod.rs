@@ -1,0 +1,501 @@
+//! Loading a stack directory: parse every TOML file with spans, validate, interpolate, and expand
+//! resources into instances. Every problem becomes a [`Diagnostic`] naming `file:line:col`.
+
+mod raw;
+mod resources;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+use crate::diag::{Diagnostic, Diagnostics, Location, SourceFile};
+use crate::graph::DepGraph;
+use crate::model::{
+    Host, Module, SshSettings, Stack, StateBackendKind, StateConfig, TransportKind,
+};
+use crate::units::parse_duration;
+
+/// Reads variables for `${env.*}` and `${secret.*}`; the real environment in production,
+/// a map in tests.
+pub type EnvFn<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Loads the stack in `dir` with the process environment.
+pub fn load_stack(dir: &Path) -> Result<Stack, Diagnostics> {
+    load_stack_with_env(dir, &|k| std::env::var(k).ok())
+}
+
+pub fn load_stack_with_env(dir: &Path, env: EnvFn<'_>) -> Result<Stack, Diagnostics> {
+    let mut loader = Loader {
+        dir: dir.to_path_buf(),
+        diags: Diagnostics::default(),
+        digest: Sha256::new(),
+        env,
+    };
+    let stack = loader.load();
+    match stack {
+        Some(stack) if loader.diags.is_empty() => Ok(stack),
+        _ => Err(loader.diags),
+    }
+}
+
+/// The path of a stack file as shown to the user.
+fn display_path(dir: &Path, file: &str) -> PathBuf {
+    if dir == Path::new(".") || dir.as_os_str().is_empty() {
+        PathBuf::from(file)
+    } else {
+        dir.join(file)
+    }
+}
+
+pub(crate) struct Loader<'a> {
+    dir: PathBuf,
+    diags: Diagnostics,
+    digest: Sha256,
+    env: EnvFn<'a>,
+}
+
+pub(crate) fn loc<T>(file: &Arc<SourceFile>, s: &Spanned<T>) -> Location {
+    Location::new(file, s.span())
+}
+
+impl Loader<'_> {
+    fn error(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    /// Reads a file of the stack and folds it into the stack digest.
+    fn read_source(&mut self, name: &str) -> Option<Arc<SourceFile>> {
+        let path = self.dir.join(name);
+        let shown = display_path(&self.dir, name);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                self.digest.update(name.as_bytes());
+                self.digest.update((bytes.len() as u64).to_le_bytes());
+                self.digest.update(&bytes);
+                match String::from_utf8(bytes) {
+                    Ok(text) => Some(SourceFile::new(shown, text)),
+                    Err(_) => {
+                        self.error(Diagnostic::in_file(&shown, "not valid UTF-8"));
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                self.error(Diagnostic::in_file(&shown, format!("cannot read: {e}")));
+                None
+            }
+        }
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&mut self, file: &Arc<SourceFile>) -> Option<T> {
+        match toml::from_str::<T>(&file.text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let message = e.message().trim().to_string();
+                let d = match e.span() {
+                    Some(span) => Diagnostic::at(Location::new(file, span), message),
+                    None => Diagnostic::in_file(&file.display, message),
+                };
+                self.error(d);
+                None
+            }
+        }
+    }
+
+    fn load(&mut self) -> Option<Stack> {
+        if !self.dir.is_dir() {
+            self.error(Diagnostic::new(format!(
+                "{}: not a directory (a stack is a directory holding stack.toml)",
+                self.dir.display()
+            )));
+            return None;
+        }
+        if !self.dir.join("stack.toml").is_file() {
+            self.error(Diagnostic::new(format!(
+                "{}: no stack.toml (a stack is a directory holding stack.toml)",
+                self.dir.display()
+            )));
+            return None;
+        }
+        let stack_src = self.read_source("stack.toml")?;
+        let raw: raw::StackFile = self.parse(&stack_src)?;
+
+        let name = raw.stack.name.get_ref().clone();
+        if !valid_name(&name) {
+            self.error(Diagnostic::at(
+                loc(&stack_src, &raw.stack.name),
+                format!("invalid stack name `{name}`: use letters, digits, `-` and `_`"),
+            ));
+        }
+        let parallelism = match &raw.stack.parallelism {
+            Some(p) if *p.get_ref() < 1 || *p.get_ref() > 10_000 => {
+                self.error(Diagnostic::at(
+                    loc(&stack_src, p),
+                    "parallelism must be between 1 and 10000",
+                ));
+                None
+            }
+            Some(p) => usize::try_from(*p.get_ref()).ok(),
+            None => None,
+        };
+        let state = self.state_config(&stack_src, raw.state.as_ref());
+        let hosts = self.hosts(&stack_src, &raw);
+
+        let module_files = self.module_files();
+        let mut parsed = Vec::new();
+        for file_name in module_files {
+            let module = file_name.trim_end_matches(".toml").to_string();
+            let Some(src) = self.read_source(&file_name) else {
+                continue;
+            };
+            if !valid_name(&module) {
+                self.error(Diagnostic::in_file(
+                    &src.display,
+                    format!(
+                        "invalid module name `{module}`: a module file is named MODULE.toml with \
+                         letters, digits, `-` and `_` only"
+                    ),
+                ));
+                continue;
+            }
+            if let Some(m) = self.parse::<raw::ModuleFile>(&src) {
+                parsed.push((module, src, m));
+            }
+        }
+
+        let mut modules = BTreeMap::new();
+        for (name, _, m) in &parsed {
+            let (description, depends_on) = match &m.module {
+                Some(t) => (
+                    t.description.clone(),
+                    t.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
+                ),
+                None => (None, Vec::new()),
+            };
+            modules.insert(
+                name.clone(),
+                Module {
+                    name: name.clone(),
+                    description,
+                    depends_on,
+                },
+            );
+        }
+        for (name, src, m) in &parsed {
+            let Some(t) = &m.module else { continue };
+            let mut seen = HashSet::new();
+            for dep in &t.depends_on {
+                let d = dep.get_ref();
+                if !modules.contains_key(d) {
+                    self.error(Diagnostic::at(
+                        loc(src, dep),
+                        format!(
+                            "unknown module `{d}` in depends_on of module `{name}`{}",
+                            suggest(d, modules.keys())
+                        ),
+                    ));
+                } else if !seen.insert(d) {
+                    self.error(Diagnostic::at(
+                        loc(src, dep),
+                        format!("module `{d}` is listed twice in depends_on"),
+                    ));
+                }
+            }
+        }
+
+        let hosts = hosts?;
+        let mut secrets_used = std::collections::BTreeSet::new();
+        let mut instances = Vec::new();
+        let mut decls = Vec::new();
+        for (module, src, m) in &parsed {
+            decls.extend(self.declarations(module, src, m));
+        }
+        if self.diags.is_empty() {
+            instances = self.expand(&decls, &hosts, &mut secrets_used);
+        }
+        if !self.diags.is_empty() {
+            return None;
+        }
+
+        if let Err(cycle) = DepGraph::build(&instances, &modules) {
+            let first = &cycle.members[0];
+            let location = decls
+                .iter()
+                .find(|d| {
+                    first.starts_with(&format!("{}.{}.{}", d.module, d.kind, d.name.get_ref()))
+                })
+                .map(|d| Location::new(&d.file, d.span.clone()));
+            let message = "dependency cycle".to_string();
+            let d = match location {
+                Some(l) => Diagnostic::at(l, message),
+                None => Diagnostic::new(message),
+            };
+            self.error(d.note(format!("cycle: {}", cycle.members.join(" -> "))));
+            return None;
+        }
+
+        let secrets_used: Vec<String> = secrets_used.into_iter().collect();
+        let secrets_missing = secrets_used
+            .iter()
+            .filter(|s| (self.env)(&crate::interp::secret_var(s)).is_none())
+            .cloned()
+            .collect();
+        let digest = hex::encode(std::mem::take(&mut self.digest).finalize());
+        Some(Stack {
+            name,
+            description: raw.stack.description.clone(),
+            dir: self.dir.clone(),
+            parallelism,
+            state,
+            hosts,
+            modules,
+            instances,
+            digest,
+            secrets_used,
+            secrets_missing,
+        })
+    }
+
+    fn state_config(
+        &mut self,
+        src: &Arc<SourceFile>,
+        raw: Option<&raw::StateTable>,
+    ) -> StateConfig {
+        let backend = match raw.and_then(|s| s.backend.as_ref()) {
+            None => StateBackendKind::Local,
+            Some(b) if b.get_ref() == "local" => StateBackendKind::Local,
+            Some(b) => {
+                self.error(Diagnostic::at(
+                    loc(src, b),
+                    format!(
+                        "unknown state backend `{}`: expected \"local\"",
+                        b.get_ref()
+                    ),
+                ));
+                StateBackendKind::Local
+            }
+        };
+        StateConfig { backend }
+    }
+
+    /// The module files of the stack: every `*.toml` but `stack.toml`, sorted by name.
+    fn module_files(&mut self) -> Vec<String> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) => {
+                self.error(Diagnostic::new(format!(
+                    "{}: cannot list: {e}",
+                    self.dir.display()
+                )));
+                return Vec::new();
+            }
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".toml") && n != "stack.toml" && !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn hosts(
+        &mut self,
+        src: &Arc<SourceFile>,
+        raw: &raw::StackFile,
+    ) -> Option<BTreeMap<String, Host>> {
+        let defaults = self.ssh_settings(src, SshSettings::default(), raw.ssh.as_ref(), &raw.hosts);
+        let mut hosts = BTreeMap::new();
+        let before = self.diags.0.len();
+        for (name, h) in &raw.hosts {
+            let table = h.get_ref();
+            if !valid_host_name(name) {
+                self.error(Diagnostic::at(
+                    loc(src, h),
+                    format!("invalid host name `{name}`: use letters, digits, `-`, `_` and `.`"),
+                ));
+                continue;
+            }
+            let transport = match &table.transport {
+                None => TransportKind::Ssh,
+                Some(t) => match t.get_ref().as_str() {
+                    "ssh" => TransportKind::Ssh,
+                    "local" => TransportKind::Local,
+                    other => {
+                        self.error(Diagnostic::at(
+                            loc(src, t),
+                            format!("unknown transport `{other}`: expected \"ssh\" or \"local\""),
+                        ));
+                        continue;
+                    }
+                },
+            };
+            let address = match (&table.address, &transport) {
+                (Some(a), _)
+                    if a.get_ref().trim().is_empty()
+                        || a.get_ref().contains(char::is_whitespace) =>
+                {
+                    self.error(Diagnostic::at(
+                        loc(src, a),
+                        format!("invalid address `{}`", a.get_ref()),
+                    ));
+                    continue;
+                }
+                (Some(a), _) => a.get_ref().clone(),
+                (None, TransportKind::Local) => "127.0.0.1".to_string(),
+                (None, TransportKind::Ssh) => {
+                    self.error(Diagnostic::at(
+                        loc(src, h),
+                        format!(
+                            "host `{name}` has no `address` (required unless transport = \"local\")"
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            let ssh = self.ssh_settings(src, defaults.clone(), table.ssh.as_ref(), &raw.hosts);
+            if ssh.jump.as_deref() == Some(name.as_str()) {
+                self.error(Diagnostic::at(
+                    loc(src, h),
+                    format!("host `{name}` cannot be its own jump host"),
+                ));
+            }
+            hosts.insert(
+                name.clone(),
+                Host {
+                    name: name.clone(),
+                    address,
+                    labels: table.labels.clone(),
+                    transport,
+                    ssh,
+                },
+            );
+        }
+        (self.diags.0.len() == before).then_some(hosts)
+    }
+
+    fn ssh_settings(
+        &mut self,
+        src: &Arc<SourceFile>,
+        mut s: SshSettings,
+        raw: Option<&raw::SshTable>,
+        hosts: &BTreeMap<String, Spanned<raw::HostTable>>,
+    ) -> SshSettings {
+        let Some(raw) = raw else { return s };
+        if let Some(u) = &raw.user {
+            s.user = u.get_ref().clone();
+        }
+        if let Some(p) = &raw.port {
+            match u16::try_from(*p.get_ref()) {
+                Ok(port) if port > 0 => s.port = port,
+                _ => self.error(Diagnostic::at(
+                    loc(src, p),
+                    "port must be between 1 and 65535",
+                )),
+            }
+        }
+        if let Some(id) = &raw.identity {
+            match id.get_ref() {
+                toml::Value::String(p) => s.identity = vec![p.clone()],
+                toml::Value::Array(a) if a.iter().all(toml::Value::is_str) => {
+                    s.identity = a
+                        .iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect();
+                }
+                _ => self.error(Diagnostic::at(
+                    loc(src, id),
+                    "identity must be a key file path or a list of them",
+                )),
+            }
+        }
+        if let Some(k) = &raw.known_hosts {
+            s.known_hosts = Some(k.get_ref().clone());
+        }
+        if let Some(j) = &raw.jump {
+            if hosts.contains_key(j.get_ref()) {
+                s.jump = Some(j.get_ref().clone());
+            } else {
+                self.error(Diagnostic::at(
+                    loc(src, j),
+                    format!("unknown host `{}` as jump host", j.get_ref()),
+                ));
+            }
+        }
+        for (field, target) in [
+            (&raw.connect_timeout, &mut s.connect_timeout),
+            (&raw.command_timeout, &mut s.command_timeout),
+            (&raw.keepalive, &mut s.keepalive),
+        ] {
+            if let Some(d) = field {
+                match parse_duration(d.get_ref()) {
+                    Some(v) if !v.is_zero() => *target = v,
+                    _ => self.diags.push(Diagnostic::at(
+                        loc(src, d),
+                        format!(
+                            "invalid duration `{}`: expected a number and a unit, e.g. 500ms, 30s, 10m, 1h",
+                            d.get_ref()
+                        ),
+                    )),
+                }
+            }
+        }
+        if let Some(m) = &raw.max_sessions {
+            match usize::try_from(*m.get_ref()) {
+                Ok(n) if (1..=64).contains(&n) => s.max_sessions = n,
+                _ => self.error(Diagnostic::at(
+                    loc(src, m),
+                    "max_sessions must be between 1 and 64",
+                )),
+            }
+        }
+        if let Some(a) = raw.accept_new_host_keys {
+            s.accept_new_host_keys = a;
+        }
+        s
+    }
+}
+
+/// Names of stacks, modules and resources: they appear in addresses, so no dots or brackets.
+pub(crate) fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn valid_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+/// ", did you mean `x`?" when a known name is close to the unknown one.
+pub(crate) fn suggest<'a>(unknown: &str, known: impl Iterator<Item = &'a String>) -> String {
+    known
+        .map(|k| (edit_distance(unknown, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

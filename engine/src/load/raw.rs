@@ -1,0 +1,103 @@
+//! The TOML shapes of stack files, exactly as written. Unknown keys are rejected everywhere.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackFile {
+    pub stack: StackTable,
+    pub state: Option<StateTable>,
+    pub ssh: Option<SshTable>,
+    #[serde(default)]
+    pub hosts: BTreeMap<String, Spanned<HostTable>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackTable {
+    pub name: Spanned<String>,
+    pub description: Option<String>,
+    pub parallelism: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateTable {
+    pub backend: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshTable {
+    pub user: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub identity: Option<Spanned<toml::Value>>,
+    pub known_hosts: Option<Spanned<String>>,
+    pub jump: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub command_timeout: Option<Spanned<String>>,
+    pub keepalive: Option<Spanned<String>>,
+    pub max_sessions: Option<Spanned<i64>>,
+    pub accept_new_host_keys: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostTable {
+    pub address: Option<Spanned<String>>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub transport: Option<Spanned<String>>,
+    pub ssh: Option<SshTable>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleFile {
+    pub module: Option<ModuleTable>,
+    #[serde(default)]
+    pub file: Vec<Spanned<FileDecl>>,
+    #[serde(default)]
+    pub command: Vec<Spanned<CommandDecl>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleTable {
+    pub description: Option<String>,
+    #[serde(default)]
+    pub depends_on: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDecl {
+    pub name: Spanned<String>,
+    pub on: Spanned<toml::Value>,
+    #[serde(default)]
+    pub depends_on: Vec<Spanned<String>>,
+    pub path: Spanned<String>,
+    pub content: Option<Spanned<String>>,
+    pub source: Option<Spanned<String>>,
+    pub mode: Option<Spanned<String>>,
+    pub owner: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub ensure: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandDecl {
+    pub name: Spanned<String>,
+    pub on: Spanned<toml::Value>,
+    #[serde(default)]
+    pub depends_on: Vec<Spanned<String>>,
+    pub run: Spanned<String>,
+    pub check: Option<Spanned<String>>,
+    pub destroy: Option<Spanned<String>>,
+    pub triggers: Option<Spanned<BTreeMap<String, toml::Value>>>,
+    pub timeout: Option<Spanned<String>>,
+}

@@ -1,0 +1,263 @@
+//! The two traits through which the engine reaches the world. The engine decides; implementations
+//! of these traits (in the `kz-providers` crate) do the I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::model::{Host, Instance, Value};
+
+/// A command to run on a host: a POSIX shell script, run non-interactively with `LC_ALL=C`.
+#[derive(Debug, Clone)]
+pub struct CommandSpec {
+    pub script: String,
+    pub stdin: Option<Vec<u8>>,
+    pub timeout: Duration,
+}
+
+/// What a command left behind. Output is kept as bytes; rendering makes it safe to show.
+#[derive(Debug, Clone, Default)]
+pub struct CommandOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The exit status; `-1` when the process was ended by a signal.
+    pub status: i32,
+}
+
+/// Why a transport could not do what was asked; the message names the stage.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("auth: {0}")]
+    Auth(String),
+    #[error("{0}")]
+    HostKey(String),
+    #[error("command timed out after {}: {command}", crate::units::format_duration(*after))]
+    Timeout { after: Duration, command: String },
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Options for an atomic upload.
+#[derive(Debug, Clone, Default)]
+pub struct UploadOptions {
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub timeout: Duration,
+}
+
+/// Quotes a value for a POSIX shell, so that a value taken from TOML arrives literally.
+pub fn shell_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// The shell script that writes its standard input to `path` atomically: a temporary file in the same
+/// directory, mode and owner set, flushed to disk, then renamed over the target. Without a mode or an
+/// owner, an existing file keeps its own, and a new one gets 0644.
+pub fn upload_script(path: &str, opts: &UploadOptions) -> String {
+    let p = shell_quote(path);
+    let mut s = format!(
+        "set -e\np={p}\nd=$(dirname -- \"$p\")\nmkdir -p -- \"$d\"\n\
+         t=$(mktemp -- \"$d/.kz-upload.XXXXXX\")\ntrap 'rm -f -- \"$t\"' EXIT\ncat > \"$t\"\n"
+    );
+    match opts.mode {
+        Some(m) => s.push_str(&format!("chmod {m:04o} \"$t\"\n")),
+        None => s.push_str(
+            "if [ -e \"$p\" ]; then chmod --reference=\"$p\" \"$t\"; else chmod 0644 \"$t\"; fi\n",
+        ),
+    }
+    match (&opts.owner, &opts.group) {
+        (None, None) => s.push_str("if [ -e \"$p\" ]; then chown --reference=\"$p\" \"$t\"; fi\n"),
+        (owner, group) => {
+            let spec = format!(
+                "{}:{}",
+                owner.as_deref().unwrap_or(""),
+                group.as_deref().unwrap_or("")
+            );
+            s.push_str(&format!(
+                "chown {} \"$t\"\n",
+                shell_quote(spec.trim_end_matches(':'))
+            ));
+        }
+    }
+    s.push_str("sync -- \"$t\" 2>/dev/null || true\nmv -f -- \"$t\" \"$p\"\ntrap - EXIT\n");
+    s
+}
+
+/// How kz runs commands and writes files on one host.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// The inventory name of the host, for error messages.
+    fn host(&self) -> &str;
+
+    /// How many commands may run on this host at once.
+    fn max_sessions(&self) -> usize;
+
+    /// The deadline of a command that sets none of its own.
+    fn command_timeout(&self) -> Duration;
+
+    /// Runs a command under its deadline. A non-zero exit is not an error here: the caller reads `status`.
+    async fn run(&self, cmd: CommandSpec) -> Result<CommandOutput, TransportError>;
+
+    /// Writes `bytes` to `path` atomically, in one round trip.
+    async fn upload(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+        opts: &UploadOptions,
+    ) -> Result<(), TransportError> {
+        let out = self
+            .run(CommandSpec {
+                script: upload_script(path, opts),
+                stdin: Some(bytes),
+                timeout: opts.timeout,
+            })
+            .await?;
+        if out.status == 0 {
+            Ok(())
+        } else {
+            Err(TransportError::Io(format!(
+                "upload to {path} failed (exit {}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+}
+
+/// Makes the transport of each host; supplied by the binary so the engine stays free of I/O.
+pub trait TransportFactory: Send + Sync {
+    fn transport(&self, host: &Host) -> Result<Arc<dyn Transport>, TransportError>;
+}
+
+/// What a provider read of an instance on its host.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observation {
+    pub exists: bool,
+    /// The observed values of the attributes the provider can read back; attributes not listed here
+    /// are compared against the state instead.
+    pub attrs: BTreeMap<String, Value>,
+    /// Why it is absent, in a few words (e.g. "check failed (exit 1)").
+    pub note: Option<String>,
+}
+
+/// The output of one probe, cut out of the host's batched read.
+#[derive(Debug, Clone)]
+pub struct ProbeOutput {
+    pub stdout: Vec<u8>,
+    pub status: i32,
+}
+
+/// A failed step of a provider, named so that errors read `host: step: message`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{step}: {message}")]
+pub struct ProviderError {
+    pub step: String,
+    pub message: String,
+    /// The host could not be reached at all (connect, auth or host key): the summary lists it.
+    pub unreachable: bool,
+}
+
+impl ProviderError {
+    pub fn new(step: impl Into<String>, message: impl Into<String>) -> Self {
+        ProviderError {
+            step: step.into(),
+            message: message.into(),
+            unreachable: false,
+        }
+    }
+
+    /// A transport failure during `step`, keeping whether the host was unreachable.
+    pub fn transport(step: impl Into<String>, e: TransportError) -> Self {
+        let unreachable = matches!(
+            e,
+            TransportError::Connect(_) | TransportError::Auth(_) | TransportError::HostKey(_)
+        );
+        ProviderError {
+            step: step.into(),
+            message: e.to_string(),
+            unreachable,
+        }
+    }
+}
+
+/// One resource type (`file`, `command`, ...): how to read it and how to change it.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    fn kind(&self) -> &'static str;
+
+    /// A shell snippet whose standard output `observe` reads; `None` when nothing can be read.
+    /// The engine joins the probes of every instance of a host into one round trip.
+    fn probe(&self, inst: &Instance) -> Option<String>;
+
+    fn observe(&self, inst: &Instance, out: &ProbeOutput) -> Result<Observation, String>;
+
+    /// Attributes whose change replaces the instance instead of updating it in place.
+    fn force_new(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    async fn create(&self, inst: &Instance, t: &dyn Transport) -> Result<(), ProviderError>;
+
+    /// Brings an existing instance in line; `changed` names the attributes that differ.
+    async fn update(
+        &self,
+        inst: &Instance,
+        changed: &[String],
+        t: &dyn Transport,
+    ) -> Result<(), ProviderError>;
+
+    /// Removes it. `inst` comes from the stack when it is still declared, else from the state.
+    async fn delete(&self, inst: &Instance, t: &dyn Transport) -> Result<(), ProviderError>;
+}
+
+/// The providers known to this build of kz, by resource type.
+#[derive(Clone, Default)]
+pub struct Providers {
+    by_kind: BTreeMap<&'static str, Arc<dyn Provider>>,
+}
+
+impl Providers {
+    pub fn new(list: Vec<Arc<dyn Provider>>) -> Providers {
+        Providers {
+            by_kind: list.into_iter().map(|p| (p.kind(), p)).collect(),
+        }
+    }
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn Provider>> {
+        self.by_kind.get(kind)
+    }
+}
+
+impl fmt::Debug for Providers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.by_kind.keys()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_keeps_values_literal() {
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's $(x); `y`"), "'it'\\''s $(x); `y`'");
+    }
+}

@@ -1,0 +1,438 @@
+//! Rendering plans and apply progress as text: human (UTF-8 or ASCII, with or without colour)
+//! or JSON. Pure functions: the binary's output layer decides where text goes.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use similar::{ChangeTag, TextDiff};
+
+use crate::apply::{ApplyReport, Event};
+use crate::plan::{Action, AttrChange, Change, Plan};
+
+/// How text is drawn.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Style {
+    /// Only ASCII characters: for terminals that garble UTF-8 (plink on a Windows console).
+    pub ascii: bool,
+    pub color: bool,
+}
+
+const MAX_DIFF_LINES: usize = 400;
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    pub fn green(&self, s: &str) -> String {
+        self.paint("32", s)
+    }
+    pub fn yellow(&self, s: &str) -> String {
+        self.paint("33", s)
+    }
+    pub fn red(&self, s: &str) -> String {
+        self.paint("31", s)
+    }
+    pub fn cyan(&self, s: &str) -> String {
+        self.paint("36", s)
+    }
+    pub fn bold(&self, s: &str) -> String {
+        self.paint("1", s)
+    }
+    pub fn dim(&self, s: &str) -> String {
+        self.paint("2", s)
+    }
+    fn arrow(&self) -> &'static str {
+        if self.ascii { "->" } else { "→" }
+    }
+    fn rule(&self) -> &'static str {
+        if self.ascii { "--" } else { "──" }
+    }
+
+    /// Makes text from anywhere (file contents, command output) safe to print: control characters
+    /// become visible escapes, and in ASCII mode so does every non-ASCII character.
+    pub fn safe(&self, s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for c in s.chars() {
+            match c {
+                '\n' | '\t' => out.push(c),
+                c if c.is_control() => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c if self.ascii && !c.is_ascii() => {
+                    let _ = write!(out, "\\u{{{:x}}}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+}
+
+fn symbol(action: Action) -> &'static str {
+    match action {
+        Action::Create => "+",
+        Action::Update => "~",
+        Action::Replace => "-/+",
+        Action::Delete => "-",
+        Action::Adopt => "=",
+    }
+}
+
+fn colored(style: &Style, action: Action, s: &str) -> String {
+    match action {
+        Action::Create => style.green(s),
+        Action::Update => style.yellow(s),
+        Action::Replace | Action::Delete => style.red(s),
+        Action::Adopt => style.cyan(s),
+    }
+}
+
+fn describe(action: Action) -> &'static str {
+    match action {
+        Action::Create => "will be created",
+        Action::Update => "will be updated in place",
+        Action::Replace => "will be replaced",
+        Action::Delete => "will be deleted",
+        Action::Adopt => "will be adopted",
+    }
+}
+
+/// The human form of a plan, host by host, in the style of `terraform plan`.
+pub fn render_plan(plan: &Plan, style: &Style) -> String {
+    let mut out = String::new();
+    let mut host: Option<&str> = None;
+    for c in &plan.changes {
+        if host != Some(c.host.as_str()) {
+            host = Some(&c.host);
+            let _ = writeln!(
+                out,
+                "\n{} {} {}",
+                style.rule(),
+                style.bold(&format!("host {}", style.safe(&c.host))),
+                style.rule()
+            );
+        }
+        render_change(&mut out, c, style);
+    }
+    for e in &plan.errors {
+        let _ = writeln!(out, "\n{} {}", style.red("error:"), style.safe(&e.message));
+    }
+    for w in &plan.warnings {
+        let _ = writeln!(out, "\n{} {}", style.yellow("warning:"), style.safe(w));
+    }
+    out.push('\n');
+    if plan.changes.is_empty() {
+        if plan.errors.is_empty() {
+            out.push_str("No changes. The hosts match the stack.\n");
+        } else {
+            out.push_str("No changes on the hosts that could be read.\n");
+        }
+    } else {
+        let s = &plan.summary;
+        let _ = writeln!(
+            out,
+            "{} {} to create, {} to update, {} to replace, {} to delete, {} to adopt.",
+            style.bold("Plan:"),
+            s.create,
+            s.update,
+            s.replace,
+            s.delete,
+            s.adopt
+        );
+    }
+    if plan.refreshed && plan.read.hosts > 0 {
+        let _ = writeln!(
+            out,
+            "{}",
+            style.dim(&format!(
+                "Read {} host{} in {} round trip{}.",
+                plan.read.hosts,
+                plural(plan.read.hosts),
+                plan.read.round_trips,
+                plural(plan.read.round_trips)
+            ))
+        );
+    }
+    out
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn render_change(out: &mut String, c: &Change, style: &Style) {
+    let sym = colored(style, c.action, &format!("{:>3}", symbol(c.action)));
+    let _ = write!(
+        out,
+        "\n{sym} {} {}",
+        style.bold(&style.safe(&c.address)),
+        describe(c.action)
+    );
+    if let Some(r) = &c.reason {
+        let _ = write!(out, " {}", style.dim(&format!("({})", style.safe(r))));
+    }
+    out.push('\n');
+    let width = c.attributes.iter().map(|a| a.name.len()).max().unwrap_or(0);
+    for a in &c.attributes {
+        render_attr(out, a, width, c.action, style);
+    }
+}
+
+fn value_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn inline(v: Option<&serde_json::Value>, style: &Style) -> String {
+    match v {
+        None => "(none)".into(),
+        Some(serde_json::Value::String(s)) if s == "(sensitive)" || s == "(known after apply)" => {
+            s.clone()
+        }
+        Some(serde_json::Value::String(s)) => style.safe(&format!("{s:?}")),
+        Some(serde_json::Value::Object(o)) if o.contains_key("sha256") => {
+            let sha = o.get("sha256").map(value_text).unwrap_or_default();
+            let size = o.get("size").map(value_text).unwrap_or_default();
+            format!(
+                "(content of {size} bytes, sha256 {})",
+                &sha[..sha.len().min(12)]
+            )
+        }
+        Some(other) => style.safe(&other.to_string()),
+    }
+}
+
+fn is_multiline(v: Option<&serde_json::Value>) -> bool {
+    matches!(v, Some(serde_json::Value::String(s)) if s.contains('\n'))
+}
+
+fn render_attr(out: &mut String, a: &AttrChange, width: usize, action: Action, style: &Style) {
+    let name = format!("{:width$}", format!("{}:", a.name), width = width + 1);
+    let pad = "      ";
+    let text_diff = !a.sensitive
+        && (is_multiline(a.before.as_ref()) || is_multiline(a.after.as_ref()))
+        && matches!(a.before, None | Some(serde_json::Value::String(_)))
+        && matches!(a.after, None | Some(serde_json::Value::String(_)));
+    if text_diff {
+        let _ = writeln!(out, "{pad}{}:", a.name);
+        let before = a.before.as_ref().map(value_text).unwrap_or_default();
+        let after = a.after.as_ref().map(value_text).unwrap_or_default();
+        render_text_diff(out, &before, &after, style);
+        return;
+    }
+    let line = match (action, &a.before, &a.after) {
+        (Action::Delete, b, _) => inline(b.as_ref(), style),
+        (_, None, after) => inline(after.as_ref(), style),
+        (_, before, after) if before == after => inline(after.as_ref(), style),
+        (_, before, after) => format!(
+            "{} {} {}",
+            inline(before.as_ref(), style),
+            style.arrow(),
+            inline(after.as_ref(), style)
+        ),
+    };
+    let _ = writeln!(out, "{pad}{name} {line}");
+}
+
+/// A unified diff with three lines of context, cut after a few hundred lines.
+fn render_text_diff(out: &mut String, before: &str, after: &str, style: &Style) {
+    let diff = TextDiff::from_lines(before, after);
+    let mut lines = 0;
+    let mut cut = 0;
+    for group in diff.grouped_ops(3) {
+        let (first, last) = (&group[0], &group[group.len() - 1]);
+        let (o, n) = (first.old_range().start, first.new_range().start);
+        let header = format!(
+            "@@ -{},{} +{},{} @@",
+            o + 1,
+            last.old_range().end - o,
+            n + 1,
+            last.new_range().end - n
+        );
+        if lines < MAX_DIFF_LINES {
+            let _ = writeln!(out, "        {}", style.cyan(&header));
+        }
+        for op in &group {
+            for change in diff.iter_changes(op) {
+                if lines >= MAX_DIFF_LINES {
+                    cut += 1;
+                    continue;
+                }
+                lines += 1;
+                let text = style.safe(change.value().trim_end_matches('\n'));
+                let line = match change.tag() {
+                    ChangeTag::Delete => style.red(&format!("-{text}")),
+                    ChangeTag::Insert => style.green(&format!("+{text}")),
+                    ChangeTag::Equal => format!(" {text}"),
+                };
+                let _ = writeln!(out, "        {line}");
+                if change.missing_newline() {
+                    let _ = writeln!(out, "        {}", style.dim("\\ No newline at end of file"));
+                }
+            }
+        }
+    }
+    if cut > 0 {
+        let _ = writeln!(
+            out,
+            "        {}",
+            style.dim(&format!("... {cut} more diff lines"))
+        );
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+fn progressive(action: Action) -> &'static str {
+    match action {
+        Action::Create => "creating",
+        Action::Update => "updating",
+        Action::Replace => "replacing",
+        Action::Delete => "deleting",
+        Action::Adopt => "adopting",
+    }
+}
+
+fn past(action: Action) -> &'static str {
+    match action {
+        Action::Create => "created",
+        Action::Update => "updated",
+        Action::Replace => "replaced",
+        Action::Delete => "deleted",
+        Action::Adopt => "adopted",
+    }
+}
+
+/// One line per apply event, for logs and non-terminal output.
+pub fn render_event(e: &Event, style: &Style) -> String {
+    match e {
+        Event::Started { address, action } => {
+            format!("{}: {}...", style.safe(address), progressive(*action))
+        }
+        Event::Finished {
+            address,
+            action,
+            elapsed,
+            error: None,
+        } => format!(
+            "{}: {} {}",
+            style.safe(address),
+            colored(style, *action, past(*action)),
+            style.dim(&format!("({})", seconds(*elapsed)))
+        ),
+        Event::Finished {
+            address,
+            action,
+            elapsed,
+            error: Some(err),
+        } => format!(
+            "{}: {} {} after {}: {}",
+            style.safe(address),
+            style.red("failed to"),
+            action.verb(),
+            seconds(*elapsed),
+            style.safe(err)
+        ),
+        Event::NotAttempted { address, because } => {
+            format!(
+                "{}: {}",
+                style.safe(address),
+                style.yellow(&style.safe(because))
+            )
+        }
+    }
+}
+
+/// The closing lines of an apply.
+pub fn render_report(r: &ApplyReport, style: &Style) -> String {
+    let mut out = String::new();
+    if !r.failed.is_empty() {
+        let _ = writeln!(out, "\n{}", style.red("Failed:"));
+        for (addr, err) in &r.failed {
+            let _ = writeln!(out, "  {}: {}", style.safe(addr), style.safe(err));
+        }
+    }
+    if !r.unreachable_hosts.is_empty() {
+        let hosts: Vec<&str> = r.unreachable_hosts.iter().map(String::as_str).collect();
+        let _ = writeln!(
+            out,
+            "{} {}",
+            style.red("Unreachable hosts:"),
+            hosts.join(", ")
+        );
+    }
+    if r.interrupted {
+        let _ = writeln!(
+            out,
+            "{}",
+            style.yellow("Interrupted: nothing new was started after the interrupt.")
+        );
+    }
+    if let Some(e) = &r.state_error {
+        let _ = writeln!(out, "{} {}", style.red("State not saved:"), style.safe(e));
+    }
+    let _ = writeln!(
+        out,
+        "\n{} {} applied, {} failed, {} not attempted.",
+        style.bold("Apply:"),
+        r.applied.len(),
+        r.failed.len(),
+        r.not_attempted.len()
+    );
+    out
+}
+
+/// Replaces every known secret value in text bound for the screen or a log.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    pub fn new(mut secrets: Vec<String>) -> Redactor {
+        secrets.retain(|s| !s.is_empty());
+        // Longest first, so a secret containing another is masked whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Redactor { secrets }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), "(sensitive)");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_text_escapes_controls_and_non_ascii_in_ascii_mode() {
+        let utf8 = Style::default();
+        let ascii = Style {
+            ascii: true,
+            color: false,
+        };
+        assert_eq!(utf8.safe("é\x1b[2J"), "é\\x1b[2J");
+        assert_eq!(ascii.safe("é ✓"), "\\u{e9} \\u{2713}");
+    }
+
+    #[test]
+    fn redactor_masks_every_occurrence() {
+        let r = Redactor::new(vec!["hunter2".into(), String::new()]);
+        assert_eq!(r.redact("pw=hunter2;hunter2"), "pw=(sensitive);(sensitive)");
+    }
+}

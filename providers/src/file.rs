@@ -1,0 +1,206 @@
+//! The `file` resource: a file's content, mode and ownership, written atomically.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use kz_engine::model::{ContentDigest, Instance, Value};
+use kz_engine::provider::{
+    CommandSpec, Observation, ProbeOutput, Provider, ProviderError, Transport, UploadOptions,
+    shell_quote,
+};
+use kz_engine::units::parse_mode;
+
+/// Files larger than this are compared by digest instead of being read back whole.
+const READ_LIMIT: u64 = 1024 * 1024;
+
+#[derive(Debug)]
+pub struct FileProvider;
+
+fn path(inst: &Instance) -> Result<&str, ProviderError> {
+    inst.text("path")
+        .ok_or_else(|| ProviderError::new("file", "no known `path`"))
+}
+
+fn wants_absent(inst: &Instance) -> bool {
+    inst.text("ensure") == Some("absent")
+}
+
+fn upload_options(inst: &Instance, t: &dyn Transport) -> UploadOptions {
+    UploadOptions {
+        mode: inst.text("mode").and_then(parse_mode),
+        owner: inst.text("owner").map(String::from),
+        group: inst.text("group").map(String::from),
+        timeout: t.command_timeout(),
+    }
+}
+
+async fn run(t: &dyn Transport, step: &str, script: String) -> Result<(), ProviderError> {
+    let out = t
+        .run(CommandSpec {
+            script,
+            stdin: None,
+            timeout: t.command_timeout(),
+        })
+        .await
+        .map_err(|e| ProviderError::transport(step, e))?;
+    if out.status == 0 {
+        Ok(())
+    } else {
+        Err(ProviderError::new(
+            step,
+            format!(
+                "exit status {}: {}",
+                out.status,
+                crate::tail(&out.stderr, 5)
+            ),
+        ))
+    }
+}
+
+impl FileProvider {
+    async fn write(&self, inst: &Instance, t: &dyn Transport) -> Result<(), ProviderError> {
+        let p = path(inst)?;
+        if wants_absent(inst) {
+            return run(t, "remove", format!("rm -f -- {}", shell_quote(p))).await;
+        }
+        let content = inst
+            .attr("content")
+            .and_then(|a| a.known())
+            .and_then(Value::as_bytes)
+            .ok_or_else(|| {
+                ProviderError::new("upload", "content is not known (is a secret unset?)")
+            })?;
+        t.upload(p, content.to_vec(), &upload_options(inst, t))
+            .await
+            .map_err(|e| ProviderError::transport("upload", e))
+    }
+}
+
+#[async_trait]
+impl Provider for FileProvider {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn probe(&self, inst: &Instance) -> Option<String> {
+        let p = shell_quote(inst.text("path")?);
+        Some(format!(
+            "p={p}\nif [ -d \"$p\" ]; then echo directory\nelif [ -e \"$p\" ]; then \
+             s=$(stat -L -c '%a %U %G %s' -- \"$p\") || exit 1\necho \"present $s\"\n\
+             if [ \"${{s##* }}\" -le {READ_LIMIT} ]; then cat -- \"$p\"; \
+             else sha256sum -- \"$p\" | cut -d' ' -f1; fi\nelse echo absent; fi"
+        ))
+    }
+
+    fn observe(&self, inst: &Instance, out: &ProbeOutput) -> Result<Observation, String> {
+        if out.status != 0 {
+            return Err(format!("cannot read file (exit {})", out.status));
+        }
+        let nl = out
+            .stdout
+            .iter()
+            .position(|b| *b == b'\n')
+            .unwrap_or(out.stdout.len());
+        let head = String::from_utf8_lossy(&out.stdout[..nl]).to_string();
+        let body = out.stdout.get(nl + 1..).unwrap_or_default();
+        let mut fields = head.split(' ');
+        let mut attrs = BTreeMap::new();
+        let present = match fields.next() {
+            Some("absent") => false,
+            Some("present") => true,
+            Some("directory") => return Err("the path is a directory".into()),
+            _ => return Err(format!("unexpected answer `{head}`")),
+        };
+        if wants_absent(inst) {
+            let state = if present { "present" } else { "absent" };
+            attrs.insert("ensure".into(), Value::Text(state.into()));
+            return Ok(Observation {
+                exists: true,
+                attrs,
+                note: None,
+            });
+        }
+        if !present {
+            return Ok(Observation {
+                exists: false,
+                attrs,
+                note: Some("file absent".into()),
+            });
+        }
+        let (Some(mode), Some(owner), Some(group), Some(size)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(format!("unexpected answer `{head}`"));
+        };
+        let mode = u32::from_str_radix(mode, 8).map_err(|_| format!("bad mode `{mode}`"))?;
+        let size: u64 = size.parse().map_err(|_| format!("bad size `{size}`"))?;
+        let content = if size <= READ_LIMIT {
+            match String::from_utf8(body.to_vec()) {
+                Ok(t) => Value::Text(t),
+                Err(e) => Value::Bytes(e.into_bytes()),
+            }
+        } else {
+            Value::Digest(ContentDigest {
+                sha256: String::from_utf8_lossy(body).trim().to_string(),
+                size,
+            })
+        };
+        attrs.insert("content".into(), content);
+        attrs.insert("mode".into(), Value::Text(format!("{mode:04o}")));
+        attrs.insert("owner".into(), Value::Text(owner.into()));
+        attrs.insert("group".into(), Value::Text(group.into()));
+        Ok(Observation {
+            exists: true,
+            attrs,
+            note: None,
+        })
+    }
+
+    fn force_new(&self) -> &'static [&'static str] {
+        &["path"]
+    }
+
+    async fn create(&self, inst: &Instance, t: &dyn Transport) -> Result<(), ProviderError> {
+        self.write(inst, t).await
+    }
+
+    async fn update(
+        &self,
+        inst: &Instance,
+        changed: &[String],
+        t: &dyn Transport,
+    ) -> Result<(), ProviderError> {
+        if wants_absent(inst) || changed.iter().any(|c| c == "content" || c == "ensure") {
+            return self.write(inst, t).await;
+        }
+        // Only metadata differs: fix it without rewriting the content.
+        let p = shell_quote(path(inst)?);
+        let mut script = String::from("set -e\n");
+        if let Some(mode) = inst.text("mode") {
+            script.push_str(&format!("chmod {} -- {p}\n", shell_quote(mode)));
+        }
+        let owner = inst.text("owner").unwrap_or("");
+        let group = inst.text("group").unwrap_or("");
+        if !owner.is_empty() || !group.is_empty() {
+            let spec = format!("{owner}:{group}");
+            script.push_str(&format!(
+                "chown {} -- {p}\n",
+                shell_quote(spec.trim_end_matches(':'))
+            ));
+        }
+        run(t, "update", script).await
+    }
+
+    async fn delete(&self, inst: &Instance, t: &dyn Transport) -> Result<(), ProviderError> {
+        if wants_absent(inst) {
+            return Ok(());
+        }
+        run(
+            t,
+            "delete",
+            format!("rm -f -- {}", shell_quote(path(inst)?)),
+        )
+        .await
+    }
+}

@@ -1,0 +1,220 @@
+//! The `local` transport: commands run on the machine that runs kz, through `sh -c`.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use kz_engine::model::Host;
+use kz_engine::provider::{CommandOutput, CommandSpec, Transport, TransportError};
+
+use crate::sys::kill_group;
+
+#[derive(Debug)]
+pub struct LocalTransport {
+    host: String,
+    command_timeout: Duration,
+    max_sessions: usize,
+}
+
+impl LocalTransport {
+    pub fn new(host: &Host) -> LocalTransport {
+        LocalTransport {
+            host: host.name.clone(),
+            command_timeout: host.ssh.command_timeout,
+            // Local commands are cheap to start; the machine's cores are the real limit.
+            max_sessions: 16,
+        }
+    }
+}
+
+/// Kills the command's whole process group if it is dropped before the command ended
+/// (timeout, or an apply aborted by a second Ctrl-C).
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            kill_group(pid);
+        }
+    }
+}
+
+fn short(script: &str) -> String {
+    let first = script.lines().next().unwrap_or("");
+    if first.len() > 80 || script.lines().nth(1).is_some() {
+        format!("{}...", &first[..first.floor_char_boundary(80)])
+    } else {
+        first.to_string()
+    }
+}
+
+#[async_trait]
+impl Transport for LocalTransport {
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn max_sessions(&self) -> usize {
+        self.max_sessions
+    }
+
+    fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
+    async fn run(&self, cmd: CommandSpec) -> Result<CommandOutput, TransportError> {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(&cmd.script)
+            .env("LC_ALL", "C")
+            .stdin(if cmd.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| TransportError::Io(format!("cannot start sh: {e}")))?;
+        let mut guard = GroupGuard(child.id());
+        let stdin = child.stdin.take();
+        let mut stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        let input = cmd.stdin;
+        let work = async move {
+            let feed = async move {
+                if let (Some(mut pipe), Some(bytes)) = (stdin, input) {
+                    // A command that does not read its input is not an error.
+                    let _ = pipe.write_all(&bytes).await;
+                    let _ = pipe.shutdown().await;
+                }
+            };
+            let read_out = async {
+                let mut buf = Vec::new();
+                if let Some(p) = stdout.as_mut() {
+                    let _ = p.read_to_end(&mut buf).await;
+                }
+                buf
+            };
+            let read_err = async {
+                let mut buf = Vec::new();
+                if let Some(p) = stderr.as_mut() {
+                    let _ = p.read_to_end(&mut buf).await;
+                }
+                buf
+            };
+            let ((), out, err, status) = tokio::join!(feed, read_out, read_err, child.wait());
+            (out, err, status)
+        };
+        match tokio::time::timeout(cmd.timeout, work).await {
+            Ok((stdout, stderr, status)) => {
+                guard.0 = None;
+                let status = status.map_err(|e| TransportError::Io(format!("wait: {e}")))?;
+                Ok(CommandOutput {
+                    stdout,
+                    stderr,
+                    status: status.code().unwrap_or(-1),
+                })
+            }
+            Err(_) => {
+                drop(guard);
+                Err(TransportError::Timeout {
+                    after: cmd.timeout,
+                    command: short(&cmd.script),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kz_engine::model::{SshSettings, TransportKind};
+    use kz_engine::provider::UploadOptions;
+    use std::collections::BTreeMap;
+
+    fn local() -> LocalTransport {
+        LocalTransport::new(&Host {
+            name: "local".into(),
+            address: "127.0.0.1".into(),
+            labels: BTreeMap::new(),
+            transport: TransportKind::Local,
+            ssh: SshSettings::default(),
+        })
+    }
+
+    fn spec(script: &str, stdin: Option<&[u8]>, timeout: Duration) -> CommandSpec {
+        CommandSpec {
+            script: script.into(),
+            stdin: stdin.map(<[u8]>::to_vec),
+            timeout,
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_with_stdin_and_separates_streams() {
+        let out = local()
+            .run(spec(
+                "cat; echo err >&2; exit 3",
+                Some(b"in\xff"),
+                Duration::from_secs(5),
+            ))
+            .await
+            .expect("runs");
+        assert_eq!(out.stdout, b"in\xff");
+        assert_eq!(out.stderr, b"err\n");
+        assert_eq!(out.status, 3);
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("survived");
+        let script = format!("(sleep 1; touch {}) & sleep 30", marker.display());
+        let err = local()
+            .run(spec(&script, None, Duration::from_millis(200)))
+            .await
+            .expect_err("times out");
+        assert!(
+            err.to_string().starts_with("command timed out after 200ms"),
+            "{err}"
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !marker.exists(),
+            "a child of the timed-out command kept running"
+        );
+    }
+
+    #[tokio::test]
+    async fn upload_is_atomic_with_mode_and_literal_paths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub dir/it's $(x); `y`\nz");
+        let p = path.to_str().expect("utf8");
+        let opts = UploadOptions {
+            mode: Some(0o640),
+            timeout: Duration::from_secs(5),
+            ..UploadOptions::default()
+        };
+        local()
+            .upload(p, b"hello".to_vec(), &opts)
+            .await
+            .expect("upload");
+        assert_eq!(std::fs::read(&path).expect("read"), b"hello");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o7777, 0o640);
+        let leftovers: Vec<_> = std::fs::read_dir(path.parent().expect("parent"))
+            .expect("list")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".kz-upload"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+}

@@ -1,0 +1,136 @@
+//! The command line, declared with clap's derive API. Names, flags and exit codes are a contract:
+//! scripts and other issues rely on them (see docs/commands.md).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kz",
+    version,
+    about = "Plan and apply a fleet of Linux servers declared in TOML stacks"
+)]
+pub struct Cli {
+    /// Only ASCII in the output (chosen automatically when the locale is not UTF-8).
+    #[arg(long, global = true)]
+    pub ascii: bool,
+    /// When to use colours (NO_COLOR is honoured by `auto`).
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load the stack, interpolate it and build its graph; exit 0 when valid, 1 otherwise.
+    Validate { dir: PathBuf },
+    /// Show what apply would change, host by host.
+    Plan(PlanArgs),
+    /// Converge the hosts to the stack (or apply a saved plan).
+    Apply(ApplyArgs),
+    /// Delete everything kz manages in this stack, in reverse dependency order.
+    Destroy(DestroyArgs),
+    /// Print the dependency graph in Graphviz DOT, modules as clusters.
+    Graph { dir: PathBuf },
+    /// Inspect or edit the state.
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Break the state lock of a process that cannot release it.
+    ForceUnlock { dir: PathBuf },
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// How long to wait for the state lock (e.g. 30s); 0 fails at once naming the holder.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub lock_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    pub dir: PathBuf,
+    /// Read the hosts (true) or trust the state (false).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub refresh: bool,
+    /// Limit the plan to MODULE, MODULE.TYPE.NAME or an address, plus what it depends on.
+    #[arg(long = "target", value_name = "ADDR|MODULE")]
+    pub targets: Vec<String>,
+    /// Plan to replace this instance even if it is in sync.
+    #[arg(long = "replace", value_name = "ADDR")]
+    pub replace: Vec<String>,
+    /// Save the plan for `kz apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print the plan as a JSON document.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 0 when there are no changes, 2 when there are, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// How many hosts to read at once.
+    #[arg(long)]
+    pub parallelism: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A stack directory, or a plan file saved by `kz plan --out`.
+    pub target: PathBuf,
+    /// Apply without asking.
+    #[arg(long)]
+    pub yes: bool,
+    /// How many changes may run at once (default: the stack's, else 10).
+    #[arg(long)]
+    pub parallelism: Option<usize>,
+    #[arg(long = "target", value_name = "ADDR|MODULE")]
+    pub targets: Vec<String>,
+    #[arg(long = "replace", value_name = "ADDR")]
+    pub replace: Vec<String>,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub yes: bool,
+    #[arg(long = "target", value_name = "ADDR|MODULE")]
+    pub targets: Vec<String>,
+    #[arg(long)]
+    pub parallelism: Option<usize>,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// List the instances in the state.
+    List { dir: PathBuf },
+    /// Show one instance's recorded attributes (secrets masked).
+    Show { dir: PathBuf, address: String },
+    /// Forget instances without touching the hosts.
+    Rm {
+        dir: PathBuf,
+        #[arg(required = true)]
+        addresses: Vec<String>,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    kz_engine::units::parse_duration(s)
+        .ok_or_else(|| format!("invalid duration `{s}`: expected e.g. 0s, 30s, 5m"))
+}

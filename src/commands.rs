@@ -1,0 +1,464 @@
+//! One function per command: each strings engine operations together and returns the exit code.
+
+use std::path::Path;
+use std::time::Duration;
+
+use clap::CommandFactory;
+use tokio::sync::{mpsc, watch};
+
+use kz_engine::apply::{ApplyOptions, apply};
+use kz_engine::load::load_stack;
+use kz_engine::ops::{
+    LocalSink, Workspace, check_saved_plan, destroy_plan, error_chain, plan_stack_dir,
+    read_plan_file, write_plan_file,
+};
+use kz_engine::plan::{Env, Plan, PlanOptions, plan};
+use kz_engine::render::{render_plan, render_report};
+use kz_state::{State, StateError, StateLock};
+
+use crate::cli::{ApplyArgs, Cli, Command, DestroyArgs, PlanArgs, StateCommand};
+use crate::output::Shell;
+
+/// Exit codes: 0 success, 1 error, 2 changes present (`plan --detailed-exitcode`).
+const OK: i32 = 0;
+const FAILED: i32 = 1;
+const CHANGES: i32 = 2;
+
+pub async fn run(cli: Cli, shell: Shell) -> i32 {
+    let command_line: Vec<String> = std::env::args().collect();
+    let command_line = command_line.join(" ");
+    match cli.command {
+        Command::Validate { dir } => validate(&shell, &dir),
+        Command::Plan(args) => plan_cmd(&shell, args).await,
+        Command::Apply(args) => apply_cmd(&shell, args, &command_line).await,
+        Command::Destroy(args) => destroy_cmd(&shell, args, &command_line).await,
+        Command::Graph { dir } => match open(&shell, &dir) {
+            Some(ws) => {
+                shell.out(&kz_engine::graph::to_dot(
+                    &ws.stack.instances,
+                    &ws.stack.modules,
+                ));
+                OK
+            }
+            None => FAILED,
+        },
+        Command::State(cmd) => state_cmd(&shell, cmd, &command_line),
+        Command::ForceUnlock { dir } => force_unlock(&shell, &dir),
+        Command::Completions { shell: sh } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(sh, &mut Cli::command(), "kz", &mut buf);
+            shell.out(&String::from_utf8_lossy(&buf));
+            OK
+        }
+    }
+}
+
+fn env() -> Env {
+    Env {
+        providers: kz_providers::providers(),
+        transports: std::sync::Arc::new(kz_providers::Transports),
+    }
+}
+
+/// Loads a stack, printing every problem found.
+fn open(shell: &Shell, dir: &Path) -> Option<Workspace> {
+    match load_stack(dir) {
+        Ok(stack) => {
+            let ws = Workspace::new(stack);
+            shell.set_secrets(ws.secret_values());
+            Some(ws)
+        }
+        Err(diags) => {
+            for d in &diags.0 {
+                shell.error(&d.to_string());
+            }
+            None
+        }
+    }
+}
+
+fn state_error(shell: &Shell, e: &StateError) -> i32 {
+    shell.error(&error_chain(e));
+    FAILED
+}
+
+fn validate(shell: &Shell, dir: &Path) -> i32 {
+    let Some(ws) = open(shell, dir) else {
+        return FAILED;
+    };
+    let s = &ws.stack;
+    shell.outln(&format!(
+        "Stack `{}` is valid: {} hosts, {} modules, {} resource instances.",
+        s.name,
+        s.hosts.len(),
+        s.modules.len(),
+        s.instances.len()
+    ));
+    OK
+}
+
+fn parallelism(ws: &Workspace, flag: Option<usize>) -> usize {
+    flag.or(ws.stack.parallelism).unwrap_or(10).max(1)
+}
+
+async fn plan_cmd(shell: &Shell, args: PlanArgs) -> i32 {
+    let Some(ws) = open(shell, &args.dir) else {
+        return FAILED;
+    };
+    if args.out.is_some()
+        && let Err(e) = ws.require_secrets()
+    {
+        shell.error(&e.replace("refusing to apply", "refusing to save a plan"));
+        return FAILED;
+    }
+    let state = match ws.backend.read() {
+        Ok(s) => s,
+        Err(e) => return state_error(shell, &e),
+    };
+    let opts = PlanOptions {
+        refresh: args.refresh,
+        targets: args.targets,
+        replace: args.replace,
+        parallelism: parallelism(&ws, args.parallelism),
+    };
+    let mut p = match plan(&ws.stack, state.as_ref(), &opts, &env()).await {
+        Ok(p) => p,
+        Err(e) => {
+            shell.error(&e.to_string());
+            return FAILED;
+        }
+    };
+    if let Some(out) = &args.out {
+        let dir = std::fs::canonicalize(&ws.stack.dir).unwrap_or_else(|_| ws.stack.dir.clone());
+        p.stack_dir = Some(dir.to_string_lossy().into_owned());
+        p.secrets_digest = Some(ws.secrets_digest(&kz_engine::random_hex(16)));
+        if let Err(e) = write_plan_file(out, &p) {
+            shell.error(&e);
+            return FAILED;
+        }
+    }
+    if args.json {
+        match serde_json::to_string_pretty(&p) {
+            Ok(j) => shell.outln(&j),
+            Err(e) => {
+                shell.error(&e.to_string());
+                return FAILED;
+            }
+        }
+    } else {
+        shell.out(&render_plan(&p, &shell.style));
+        if let Some(out) = &args.out {
+            shell.outln(&format!(
+                "\nSaved the plan to {}; apply it with: kz apply {}",
+                out.display(),
+                out.display()
+            ));
+        }
+    }
+    if !p.errors.is_empty() {
+        FAILED
+    } else if args.detailed_exitcode && p.has_changes() {
+        CHANGES
+    } else {
+        OK
+    }
+}
+
+fn lock(shell: &Shell, ws: &Workspace, command: &str, timeout: Duration) -> Option<StateLock> {
+    match ws.lock(command, timeout) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            state_error(shell, &e);
+            None
+        }
+    }
+}
+
+/// Whether the user agreed to go on: `--yes`, or `yes` typed on a terminal.
+fn confirmed(shell: &Shell, yes: bool, question: &str) -> bool {
+    if yes {
+        return true;
+    }
+    match shell.confirm(question) {
+        Some(true) => true,
+        Some(false) => {
+            shell.errln("Cancelled: nothing was changed.");
+            false
+        }
+        None => {
+            shell.error("refusing to go on without --yes: there is no terminal to confirm on (nothing was changed)");
+            false
+        }
+    }
+}
+
+async fn apply_cmd(shell: &Shell, args: ApplyArgs, command_line: &str) -> i32 {
+    if args.target.is_file() {
+        return apply_saved(shell, &args, command_line).await;
+    }
+    let Some(ws) = open(shell, &args.target) else {
+        return FAILED;
+    };
+    if let Err(e) = ws.require_secrets() {
+        shell.error(&e);
+        return FAILED;
+    }
+    let Some(guard) = lock(shell, &ws, command_line, args.lock.lock_timeout) else {
+        return FAILED;
+    };
+    let (mut state, exists) = match ws.backend.read() {
+        Ok(Some(s)) => (s, true),
+        Ok(None) => (State::new(env!("CARGO_PKG_VERSION")), false),
+        Err(e) => return state_error(shell, &e),
+    };
+    let par = parallelism(&ws, args.parallelism);
+    let opts = PlanOptions {
+        refresh: true,
+        targets: args.targets.clone(),
+        replace: args.replace.clone(),
+        parallelism: par,
+    };
+    let p = match plan(&ws.stack, exists.then_some(&state), &opts, &env()).await {
+        Ok(p) => p,
+        Err(e) => {
+            shell.error(&e.to_string());
+            return FAILED;
+        }
+    };
+    shell.out(&render_plan(&p, &shell.style));
+    if !p.has_changes() {
+        return if p.errors.is_empty() { OK } else { FAILED };
+    }
+    if !confirmed(shell, args.yes, "\nApply these changes?") {
+        return FAILED;
+    }
+    execute(shell, &ws, &p, &mut state, par, guard).await
+}
+
+async fn apply_saved(shell: &Shell, args: &ApplyArgs, command_line: &str) -> i32 {
+    let path = &args.target;
+    let saved = match read_plan_file(path).and_then(|p| plan_stack_dir(&p, path).map(|d| (p, d))) {
+        Ok(x) => x,
+        Err(e) => {
+            shell.error(&e);
+            return FAILED;
+        }
+    };
+    let (p, dir) = saved;
+    let Some(ws) = open(shell, &dir) else {
+        return FAILED;
+    };
+    if let Err(e) = ws.require_secrets() {
+        shell.error(&e);
+        return FAILED;
+    }
+    let Some(guard) = lock(shell, &ws, command_line, args.lock.lock_timeout) else {
+        return FAILED;
+    };
+    let (mut state, exists) = match ws.backend.read() {
+        Ok(Some(s)) => (s, true),
+        Ok(None) => (State::new(env!("CARGO_PKG_VERSION")), false),
+        Err(e) => return state_error(shell, &e),
+    };
+    if let Err(e) = check_saved_plan(&p, &ws, &state, exists) {
+        shell.error(&e);
+        return FAILED;
+    }
+    shell.out(&render_plan(&p, &shell.style));
+    if !p.has_changes() {
+        return OK;
+    }
+    let par = parallelism(&ws, args.parallelism);
+    execute(shell, &ws, &p, &mut state, par, guard).await
+}
+
+async fn destroy_cmd(shell: &Shell, args: DestroyArgs, command_line: &str) -> i32 {
+    let Some(ws) = open(shell, &args.dir) else {
+        return FAILED;
+    };
+    let Some(guard) = lock(shell, &ws, command_line, args.lock.lock_timeout) else {
+        return FAILED;
+    };
+    let mut state = match ws.backend.read() {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            shell.outln("Nothing to destroy: this stack has no state.");
+            return OK;
+        }
+        Err(e) => return state_error(shell, &e),
+    };
+    let p = destroy_plan(&ws, &state, &args.targets);
+    shell.out(&render_plan(&p, &shell.style));
+    if !p.has_changes() {
+        return OK;
+    }
+    if !confirmed(
+        shell,
+        args.yes,
+        "\nDestroy these resources? They are deleted from the hosts.",
+    ) {
+        return FAILED;
+    }
+    let par = parallelism(&ws, args.parallelism);
+    execute(shell, &ws, &p, &mut state, par, guard).await
+}
+
+/// Runs a plan with live progress; Ctrl-C once stops starting new changes, twice aborts them.
+async fn execute(
+    shell: &Shell,
+    ws: &Workspace,
+    p: &Plan,
+    state: &mut State,
+    parallelism: usize,
+    guard: StateLock,
+) -> i32 {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (cancel_tx, cancel_rx) = watch::channel(0u8);
+    let interrupts = tokio::spawn(async move {
+        let mut level = 0u8;
+        while tokio::signal::ctrl_c().await.is_ok() {
+            level = level.saturating_add(1);
+            if cancel_tx.send(level).is_err() {
+                break;
+            }
+        }
+    });
+    let mut sink = LocalSink(&ws.backend);
+    shell.outln("");
+    let (report, ()) = tokio::join!(
+        async {
+            apply(
+                &ws.stack,
+                p,
+                state,
+                &mut sink,
+                &ApplyOptions { parallelism },
+                &env(),
+                tx,
+                cancel_rx,
+            )
+            .await
+        },
+        shell.draw_progress(p.changes.len(), rx)
+    );
+    interrupts.abort();
+    shell.out(&render_report(&report, &shell.style));
+    if let Err(e) = guard.release() {
+        shell.warn(&format!(
+            "could not clear the lock holder record: {}",
+            error_chain(&e)
+        ));
+    }
+    if report.success() { OK } else { FAILED }
+}
+
+fn state_cmd(shell: &Shell, cmd: StateCommand, command_line: &str) -> i32 {
+    match cmd {
+        StateCommand::List { dir } => {
+            let Some(ws) = open(shell, &dir) else {
+                return FAILED;
+            };
+            match ws.backend.read() {
+                Ok(Some(s)) => {
+                    for addr in s.resources.keys() {
+                        shell.outln(&shell.style.safe(addr));
+                    }
+                    OK
+                }
+                Ok(None) => OK,
+                Err(e) => state_error(shell, &e),
+            }
+        }
+        StateCommand::Show { dir, address } => {
+            let Some(ws) = open(shell, &dir) else {
+                return FAILED;
+            };
+            let state = match ws.backend.read() {
+                Ok(s) => s,
+                Err(e) => return state_error(shell, &e),
+            };
+            let Some(r) = state.as_ref().and_then(|s| s.resources.get(&address)) else {
+                shell.error(&format!(
+                    "`{address}` is not in the state (see kz state list)"
+                ));
+                return FAILED;
+            };
+            shell.outln(&shell.style.bold(&shell.style.safe(&address)));
+            shell.outln(&format!("  host:       {}", r.host));
+            shell.outln(&format!("  created_at: {}", r.created_at));
+            shell.outln(&format!("  updated_at: {}", r.updated_at));
+            if !r.depends_on.is_empty() {
+                shell.outln(&format!("  depends_on: {}", r.depends_on.join(", ")));
+            }
+            for (k, a) in &r.attributes {
+                let shown = kz_engine::plan::shown(&kz_engine::record::read_attr(a));
+                let text = match shown {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                shell.outln(&format!("  {k} = {}", shell.style.safe(&text)));
+            }
+            OK
+        }
+        StateCommand::Rm {
+            dir,
+            addresses,
+            lock: l,
+        } => {
+            let Some(ws) = open(shell, &dir) else {
+                return FAILED;
+            };
+            let Some(guard) = lock(shell, &ws, command_line, l.lock_timeout) else {
+                return FAILED;
+            };
+            let mut state = match ws.backend.read() {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    shell.error("this stack has no state");
+                    return FAILED;
+                }
+                Err(e) => return state_error(shell, &e),
+            };
+            for a in &addresses {
+                if state.resources.remove(a).is_none() {
+                    shell.error(&format!("`{a}` is not in the state; nothing was removed"));
+                    return FAILED;
+                }
+            }
+            if let Err(e) = ws.backend.write(&mut state) {
+                return state_error(shell, &e);
+            }
+            drop(guard);
+            for a in &addresses {
+                shell.outln(&format!(
+                    "Removed {a} from the state (the host was not touched)."
+                ));
+            }
+            OK
+        }
+    }
+}
+
+fn force_unlock(shell: &Shell, dir: &Path) -> i32 {
+    let Some(ws) = open(shell, dir) else {
+        return FAILED;
+    };
+    match ws.backend.lock_holder() {
+        Ok(None) => {
+            shell.outln("The state is not locked.");
+            OK
+        }
+        Ok(Some(holder)) => match ws.backend.force_unlock() {
+            Ok(_) => {
+                let who =
+                    holder.map_or_else(|| "an unknown process".to_string(), |h| h.to_string());
+                shell.outln(&format!(
+                    "Broke the lock held by {who}. If that process is still running, stop it: it no longer excludes others."
+                ));
+                OK
+            }
+            Err(e) => state_error(shell, &e),
+        },
+        Err(e) => state_error(shell, &e),
+    }
+}
