@@ -83,6 +83,9 @@ struct Job {
     fail: Option<(String, bool)>,
 }
 
+/// A job back from its task, with its outcome: `None` when it never started because of an interrupt.
+type Finished = (NodeIndex, Job, Duration, Option<Result<(), ProviderError>>);
+
 struct Ctx<'a> {
     stack: &'a Stack,
     env: &'a Env,
@@ -296,8 +299,7 @@ impl Ctx<'_> {
             .filter(|n| remaining[n.index()] == 0)
             .collect();
         let global = Arc::new(Semaphore::new(self.parallelism));
-        let mut running: JoinSet<(NodeIndex, Job, Duration, Result<(), ProviderError>)> =
-            JoinSet::new();
+        let mut running: JoinSet<Finished> = JoinSet::new();
         let mut aborted = false;
 
         loop {
@@ -416,16 +418,21 @@ impl Ctx<'_> {
                 };
                 let global = Arc::clone(&global);
                 let events = self.events.clone();
+                let cancel = self.cancel.clone();
                 running.spawn(async move {
                     let _g = global.acquire_owned().await;
                     let _h = host_limit.acquire_owned().await;
+                    // An interrupt may have come while this job waited for its turn.
+                    if *cancel.borrow() > 0 {
+                        return (n, job, Duration::ZERO, None);
+                    }
                     let _ = events.send(Event::Started {
                         address: job.address.clone(),
                         action: job.action,
                     });
                     let started = Instant::now();
                     let result = execute(provider.as_ref(), &job, transport.as_ref()).await;
-                    (n, job, started.elapsed(), result)
+                    (n, job, started.elapsed(), Some(result))
                 });
             }
             if running.is_empty() {
@@ -450,7 +457,21 @@ impl Ctx<'_> {
             let mut changed_state = false;
             for r in finished.into_iter().flatten() {
                 match r {
-                    Ok((n, job, elapsed, result)) => {
+                    Ok((n, job, _, None)) => {
+                        self.report.interrupted = true;
+                        self.not_attempted(&job.address, "not attempted: interrupted".into());
+                        let b = Some(format!("{} (interrupted)", job.address));
+                        self.settle(
+                            graph,
+                            n,
+                            after,
+                            b,
+                            &mut remaining,
+                            &mut blocked_by,
+                            &mut ready,
+                        );
+                    }
+                    Ok((n, job, elapsed, Some(result))) => {
                         let ok = result.is_ok();
                         changed_state |= ok;
                         let address = job.address.clone();

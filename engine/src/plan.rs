@@ -471,14 +471,6 @@ fn decide(
             diff(false),
         ));
     }
-    if !exists {
-        let reason = match (recorded.is_some(), observed.and_then(|o| o.note.clone())) {
-            (true, Some(note)) => Some(format!("{note}; recorded in state but gone from the host")),
-            (true, None) => Some("recorded in state but gone from the host".into()),
-            (false, note) => note,
-        };
-        return Some(change(Action::Create, reason, diff(false)));
-    }
     if let Some(r) = recorded {
         for k in force_new {
             if let (Some(d), Some(old)) = (inst.attrs.get(*k), r.get(*k))
@@ -498,6 +490,14 @@ fn decide(
                 ));
             }
         }
+    }
+    if !exists {
+        let reason = match (recorded.is_some(), observed.and_then(|o| o.note.clone())) {
+            (true, Some(note)) => Some(format!("{note}; recorded in state but gone from the host")),
+            (true, None) => Some("recorded in state but gone from the host".into()),
+            (false, note) => note,
+        };
+        return Some(change(Action::Create, reason, diff(false)));
     }
     let changed = diff(true);
     match (recorded.is_some(), changed.is_empty()) {

@@ -248,12 +248,12 @@ fn render_text_diff(out: &mut String, before: &str, after: &str, style: &Style) 
     for group in diff.grouped_ops(3) {
         let (first, last) = (&group[0], &group[group.len() - 1]);
         let (o, n) = (first.old_range().start, first.new_range().start);
+        let (old_len, new_len) = (last.old_range().end - o, last.new_range().end - n);
+        // As in diff -u, an empty side starts at line 0.
         let header = format!(
-            "@@ -{},{} +{},{} @@",
-            o + 1,
-            last.old_range().end - o,
-            n + 1,
-            last.new_range().end - n
+            "@@ -{},{old_len} +{},{new_len} @@",
+            if old_len == 0 { o } else { o + 1 },
+            if new_len == 0 { n } else { n + 1 },
         );
         if lines < MAX_DIFF_LINES {
             let _ = writeln!(out, "        {}", style.cyan(&header));

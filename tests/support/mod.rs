@@ -1,0 +1,164 @@
+//! A small harness that runs the real `kz` binary on stacks written into temp directories.
+//! Every stack gets its own scratch root for the files it manages, so tests never collide.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn kz_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kz")
+}
+
+/// A stack directory plus a scratch directory (`root`) that its resources write into.
+pub struct TestStack {
+    pub dir: tempfile::TempDir,
+    pub root: tempfile::TempDir,
+    envs: Vec<(String, String)>,
+}
+
+/// The result of one `kz` run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    #[track_caller]
+    pub fn code(&self, expected: i32) -> &Run {
+        assert_eq!(
+            self.code, expected,
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_has(&self, needle: &str) -> &Run {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Run {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+impl TestStack {
+    /// A stack named `name` with one local host, `local`.
+    pub fn new(name: &str) -> TestStack {
+        let s = TestStack {
+            dir: tempfile::tempdir().expect("stack dir"),
+            root: tempfile::tempdir().expect("root dir"),
+            envs: Vec::new(),
+        };
+        s.write(
+            "stack.toml",
+            &format!(
+                "[stack]\nname = \"{name}\"\n\n[hosts.local]\ntransport = \"local\"\nlabels = {{ role = \"app\" }}\n"
+            ),
+        );
+        s
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The scratch root, as text for TOML.
+    pub fn root(&self) -> String {
+        self.root.path().display().to_string()
+    }
+
+    /// A path inside the scratch root.
+    pub fn at(&self, rel: &str) -> PathBuf {
+        self.root.path().join(rel)
+    }
+
+    /// Writes a stack file; `@ROOT@` stands for the scratch root.
+    pub fn write(&self, name: &str, text: &str) {
+        let text = text.replace("@ROOT@", &self.root());
+        let p = self.dir.path().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(p, text).expect("write stack file");
+    }
+
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.dir.path().join(name)).expect("remove stack file");
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> TestStack {
+        self.envs.push((k.into(), v.into()));
+        self
+    }
+
+    /// A `kz` command on this stack: `DIR` in `args` stands for the stack directory.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let dir = self.path().display().to_string();
+        let mut c = Command::new(kz_bin());
+        if !args.contains(&"--color") {
+            c.arg("--color").arg("never");
+        }
+        c.args(
+            args.iter()
+                .map(|a| if *a == "DIR" { dir.as_str() } else { a }),
+        );
+        c.env("LANG", "C.UTF-8")
+            .env_remove("LC_ALL")
+            .env_remove("NO_COLOR");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("KZ_SECRET_") {
+                c.env_remove(k);
+            }
+        }
+        for (k, v) in &self.envs {
+            c.env(k, v);
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+
+    pub fn kz(&self, args: &[&str]) -> Run {
+        Run::from(self.command(args).output().expect("run kz"))
+    }
+
+    pub fn state(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.path().join(".kz/state.json")).expect("state file");
+        serde_json::from_str(&text).expect("state is valid JSON")
+    }
+
+    pub fn state_addresses(&self) -> Vec<String> {
+        self.state()["resources"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+pub fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
