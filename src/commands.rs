@@ -65,6 +65,15 @@ fn open(shell: &Shell, dir: &Path) -> Option<Workspace> {
     match load_stack(dir) {
         Ok(stack) => {
             let ws = Workspace::new(stack);
+            let short = ws.short_secrets();
+            if !short.is_empty() {
+                shell.error(&format!(
+                    "{} must hold at least {} characters: a shorter secret cannot be masked reliably in kz's output",
+                    short.join(", "),
+                    kz_engine::ops::MIN_SECRET_LEN
+                ));
+                return None;
+            }
             shell.set_secrets(ws.secret_values());
             Some(ws)
         }

@@ -130,8 +130,9 @@ impl Shell {
             let line = self.redact(&render_event(&e, &self.style));
             match (&bar, &e) {
                 (Some(b), Event::Started { address, .. }) => {
-                    b.set_message(self.style.safe(address))
+                    b.set_message(self.style.safe(address));
                 }
+                (Some(b), Event::Interrupted { .. }) => b.println(line),
                 (Some(b), _) => {
                     b.println(line);
                     b.inc(1);

@@ -192,6 +192,8 @@ content = "x\n"
 fn replace_recreates_an_instance_in_sync() {
     let s = two_files();
     s.kz(&["apply", "DIR", "--yes"]).code(0);
+    // A hard link keeps the old inode alive, so the new file cannot reuse its number.
+    std::fs::hard_link(s.at("etc/motd"), s.at("old-motd")).expect("link");
     let before = std::fs::metadata(s.at("etc/motd")).expect("meta").ino();
     s.kz(&["plan", "DIR", "--replace", "01_base.file.motd[local]"])
         .code(0)

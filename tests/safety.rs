@@ -321,3 +321,60 @@ fn a_corrupt_state_is_an_error_not_a_panic() {
     r.code(1).stderr_has("invalid state file");
     assert!(!r.stderr.contains("panicked"));
 }
+
+#[test]
+fn a_second_ctrl_c_aborts_running_changes_and_kills_their_processes() {
+    let s = TestStack::new("abort");
+    s.write(
+        "01.toml",
+        "[[command]]\nname = \"long\"\non = [\"local\"]\nrun = \"sleep 30; touch @ROOT@/finished\"\n",
+    );
+    let child = s
+        .command(&["apply", "DIR", "--yes"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().to_string();
+    std::thread::sleep(Duration::from_millis(700));
+    for _ in 0..2 {
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let started = Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "abort did not stop the apply"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("Second interrupt: aborting 1 running change."),
+        "{stdout}"
+    );
+    // The aborted command's process group is gone: nothing is left to finish its work.
+    let ps = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("ps -eo args | grep -c '[s]leep 30; touch {}'", s.root()),
+        ])
+        .output()
+        .expect("ps");
+    assert_eq!(
+        String::from_utf8_lossy(&ps.stdout).trim(),
+        "0",
+        "the aborted process survived"
+    );
+    assert!(s.state_addresses().is_empty());
+}
+
+#[test]
+fn a_secret_too_short_to_mask_is_refused() {
+    let s = secret_stack().env("KZ_SECRET_REDIS_PASSWORD", "x");
+    s.kz(&["plan", "DIR"])
+        .code(1)
+        .stderr_has("KZ_SECRET_REDIS_PASSWORD must hold at least 6 characters");
+}

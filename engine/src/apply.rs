@@ -35,6 +35,11 @@ pub enum Event {
         address: String,
         because: String,
     },
+    /// An interrupt arrived: `abort` is false for the first (finish what runs), true for the second.
+    Interrupted {
+        abort: bool,
+        running: usize,
+    },
 }
 
 /// Where the state goes after every change (the local file, later a database).
@@ -84,7 +89,19 @@ struct Job {
 }
 
 /// A job back from its task, with its outcome: `None` when it never started because of an interrupt.
-type Finished = (NodeIndex, Job, Duration, Option<Result<(), ProviderError>>);
+/// The job's concurrency permits travel back with it and are released only once its outcome is
+/// saved: so at most `parallelism` changes are ever done or running without being recorded.
+type Finished = (
+    NodeIndex,
+    Job,
+    Duration,
+    Option<Result<(), ProviderError>>,
+    Permits,
+);
+type Permits = (
+    Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>,
+    Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>,
+);
 
 struct Ctx<'a> {
     stack: &'a Stack,
@@ -420,11 +437,13 @@ impl Ctx<'_> {
                 let events = self.events.clone();
                 let cancel = self.cancel.clone();
                 running.spawn(async move {
-                    let _g = global.acquire_owned().await;
-                    let _h = host_limit.acquire_owned().await;
+                    let permits = (
+                        global.acquire_owned().await,
+                        host_limit.acquire_owned().await,
+                    );
                     // An interrupt may have come while this job waited for its turn.
                     if *cancel.borrow() > 0 {
-                        return (n, job, Duration::ZERO, None);
+                        return (n, job, Duration::ZERO, None, permits);
                     }
                     let _ = events.send(Event::Started {
                         address: job.address.clone(),
@@ -432,7 +451,7 @@ impl Ctx<'_> {
                     });
                     let started = Instant::now();
                     let result = execute(provider.as_ref(), &job, transport.as_ref()).await;
-                    (n, job, started.elapsed(), Some(result))
+                    (n, job, started.elapsed(), Some(result), permits)
                 });
             }
             if running.is_empty() {
@@ -441,9 +460,11 @@ impl Ctx<'_> {
             let next = tokio::select! {
                 r = running.join_next() => r,
                 _ = self.cancel.changed(), if !aborted => {
-                    if *self.cancel.borrow() >= 2 {
-                        aborted = true;
-                        self.report.interrupted = true;
+                    let level = *self.cancel.borrow();
+                    self.report.interrupted = true;
+                    aborted = level >= 2;
+                    let _ = self.events.send(Event::Interrupted { abort: aborted, running: running.len() });
+                    if aborted {
                         running.abort_all();
                     }
                     continue;
@@ -455,9 +476,10 @@ impl Ctx<'_> {
                 finished.push(Some(r));
             }
             let mut changed_state = false;
+            let mut held = Vec::new();
             for r in finished.into_iter().flatten() {
                 match r {
-                    Ok((n, job, _, None)) => {
+                    Ok((n, job, _, None, _)) => {
                         self.report.interrupted = true;
                         self.not_attempted(&job.address, "not attempted: interrupted".into());
                         let b = Some(format!("{} (interrupted)", job.address));
@@ -471,7 +493,8 @@ impl Ctx<'_> {
                             &mut ready,
                         );
                     }
-                    Ok((n, job, elapsed, Some(result))) => {
+                    Ok((n, job, elapsed, Some(result), permits)) => {
+                        held.push(permits);
                         let ok = result.is_ok();
                         changed_state |= ok;
                         let address = job.address.clone();
@@ -498,6 +521,7 @@ impl Ctx<'_> {
             if changed_state {
                 self.save();
             }
+            held.clear();
         }
         // Whatever never became ready (after an abort) was not attempted.
         for job in jobs.into_iter().flatten() {

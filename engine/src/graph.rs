@@ -146,7 +146,7 @@ impl DepGraph {
         for n in path {
             let l = self.label(n, instances);
             // A module's start and done barriers read as one step.
-            if members.last() != Some(&l) {
+            if !(l.starts_with("module ") && members.last() == Some(&l)) {
                 members.push(l);
             }
         }
@@ -157,18 +157,6 @@ impl DepGraph {
             members.push(members[0].clone());
         }
         Cycle { members }
-    }
-
-    /// Instances in an order that respects dependencies (for display and destroy).
-    pub fn instance_order(&self) -> Vec<usize> {
-        toposort(&self.graph, None)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|n| match self.graph[n] {
-                Node::Instance(i) => Some(i),
-                _ => None,
-            })
-            .collect()
     }
 }
 

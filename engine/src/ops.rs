@@ -19,6 +19,9 @@ use crate::plan::{
 };
 use crate::record::instance_from_state;
 
+/// The shortest secret value kz accepts: shorter ones cannot be masked in output reliably.
+pub const MIN_SECRET_LEN: usize = 6;
+
 /// A stack with its state backend.
 pub struct Workspace {
     pub stack: Stack,
@@ -49,6 +52,19 @@ impl Workspace {
             .secrets_used
             .iter()
             .filter_map(|s| std::env::var(secret_var(s)).ok())
+            .collect()
+    }
+
+    /// Secrets so short that masking them would garble the output (an `x` would hide every `x`)
+    /// and that could not be told apart from ordinary text: they are refused.
+    pub fn short_secrets(&self) -> Vec<String> {
+        self.stack
+            .secrets_used
+            .iter()
+            .filter(|s| {
+                std::env::var(secret_var(s)).is_ok_and(|v| v.chars().count() < MIN_SECRET_LEN)
+            })
+            .map(|s| secret_var(s))
             .collect()
     }
 

@@ -341,6 +341,18 @@ pub fn render_event(e: &Event, style: &Style) -> String {
             seconds(*elapsed),
             style.safe(err)
         ),
+        Event::Interrupted {
+            abort: false,
+            running,
+        } => style.yellow(&format!(
+            "Interrupt: starting nothing new, waiting for {running} running change{}; interrupt again to abort {}.",
+            plural(*running),
+            if *running == 1 { "it" } else { "them" }
+        )),
+        Event::Interrupted { abort: true, running } => style.red(&format!(
+            "Second interrupt: aborting {running} running change{}.",
+            plural(*running)
+        )),
         Event::NotAttempted { address, because } => {
             format!(
                 "{}: {}",

@@ -63,8 +63,21 @@ pub(crate) fn loc<T>(file: &Arc<SourceFile>, s: &Spanned<T>) -> Location {
 }
 
 impl Loader<'_> {
+    /// Records an error once: a problem that does not depend on the host (an unknown reference in a
+    /// resource selected on many hosts) is reported once, not once per host.
     fn error(&mut self, d: Diagnostic) {
-        self.diags.push(d);
+        let same = |o: &Diagnostic| {
+            o.message == d.message
+                && o.notes == d.notes
+                && match (&o.location, &d.location) {
+                    (Some(a), Some(b)) => a.span == b.span && Arc::ptr_eq(&a.file, &b.file),
+                    (None, None) => true,
+                    _ => false,
+                }
+        };
+        if !self.diags.0.iter().any(same) {
+            self.diags.push(d);
+        }
     }
 
     /// Reads a file of the stack and folds it into the stack digest.
@@ -95,8 +108,13 @@ impl Loader<'_> {
         match toml::from_str::<T>(&file.text) {
             Ok(v) => Some(v),
             Err(e) => {
-                let message = e.message().trim().to_string();
-                let d = match e.span() {
+                let span = e.span();
+                let found = span.clone().and_then(|s| file.text.get(s)).unwrap_or("");
+                let message = friendly_message(e.message().trim(), found);
+                let d = match span {
+                    Some(_) if message.starts_with("missing table [stack]") => {
+                        Diagnostic::in_file(&file.display, message)
+                    }
                     Some(span) => Diagnostic::at(Location::new(file, span), message),
                     None => Diagnostic::in_file(&file.display, message),
                 };
@@ -115,9 +133,13 @@ impl Loader<'_> {
             return None;
         }
         if !self.dir.join("stack.toml").is_file() {
+            let shown = if self.dir == Path::new(".") {
+                "the current directory".to_string()
+            } else {
+                format!("`{}`", self.dir.display())
+            };
             self.error(Diagnostic::new(format!(
-                "{}: no stack.toml (a stack is a directory holding stack.toml)",
-                self.dir.display()
+                "no stack.toml in {shown} (a stack is a directory holding stack.toml)"
             )));
             return None;
         }
@@ -207,6 +229,10 @@ impl Loader<'_> {
             }
         }
 
+        if self.diags.is_empty() {
+            self.module_cycles(&parsed);
+        }
+
         let hosts = hosts?;
         let mut secrets_used = std::collections::BTreeSet::new();
         let mut instances = Vec::new();
@@ -222,19 +248,19 @@ impl Loader<'_> {
         }
 
         if let Err(cycle) = DepGraph::build(&instances, &modules) {
-            let first = &cycle.members[0];
-            let location = decls
-                .iter()
-                .find(|d| {
-                    first.starts_with(&format!("{}.{}.{}", d.module, d.kind, d.name.get_ref()))
-                })
-                .map(|d| Location::new(&d.file, d.span.clone()));
+            // The graph walks in run order; read it as "depends on" instead, like the stack does.
+            let mut members = cycle.members;
+            members.reverse();
+            let location = cycle_location(&decls, &members);
             let message = "dependency cycle".to_string();
             let d = match location {
                 Some(l) => Diagnostic::at(l, message),
                 None => Diagnostic::new(message),
             };
-            self.error(d.note(format!("cycle: {}", cycle.members.join(" -> "))));
+            self.error(d.note(format!(
+                "cycle: {} (each depends on the next)",
+                members.join(" -> ")
+            )));
             return None;
         }
 
@@ -258,6 +284,79 @@ impl Loader<'_> {
             secrets_used,
             secrets_missing,
         })
+    }
+
+    /// Finds a cycle among `[module] depends_on` and reports it at the entry that closes it.
+    fn module_cycles(&mut self, parsed: &[(String, Arc<SourceFile>, raw::ModuleFile)]) {
+        let deps: BTreeMap<&str, Vec<&Spanned<String>>> = parsed
+            .iter()
+            .map(|(name, _, m)| {
+                let d = m
+                    .module
+                    .as_ref()
+                    .map(|t| t.depends_on.iter().collect())
+                    .unwrap_or_default();
+                (name.as_str(), d)
+            })
+            .collect();
+        let src_of = |name: &str| parsed.iter().find(|(n, _, _)| n == name).map(|(_, s, _)| s);
+        // Depth-first search with the current path; the first back edge found is the cycle.
+        fn visit<'a>(
+            m: &'a str,
+            deps: &BTreeMap<&'a str, Vec<&'a Spanned<String>>>,
+            path: &mut Vec<&'a str>,
+            done: &mut HashSet<&'a str>,
+        ) -> Option<(Vec<&'a str>, &'a Spanned<String>)> {
+            if done.contains(m) {
+                return None;
+            }
+            path.push(m);
+            for d in deps.get(m).into_iter().flatten() {
+                let target = d.get_ref().as_str();
+                if let Some(i) = path.iter().position(|p| *p == target) {
+                    let mut cycle = path[i..].to_vec();
+                    cycle.push(target);
+                    return Some((cycle, d));
+                }
+                if let Some(found) = visit(target, deps, path, done) {
+                    return Some(found);
+                }
+            }
+            path.pop();
+            done.insert(m);
+            None
+        }
+        let mut done = HashSet::new();
+        for m in deps.keys() {
+            let mut path = Vec::new();
+            let Some((cycle, entry)) = visit(m, &deps, &mut path, &mut done) else {
+                continue;
+            };
+            // The entry that closes the cycle belongs to the module before the last.
+            let owner = cycle[cycle.len() - 2];
+            let Some(src) = src_of(owner) else { return };
+            let d = if cycle.len() == 2 {
+                Diagnostic::at(
+                    loc(src, entry),
+                    format!("module `{owner}` depends on itself"),
+                )
+            } else {
+                // Start the note at the module whose entry is shown.
+                let mut order: Vec<&str> = vec![owner];
+                order.extend(&cycle[..cycle.len() - 1]);
+                order.dedup();
+                if order.first() != order.last() {
+                    order.push(owner);
+                }
+                let names: Vec<String> = order.iter().map(|m| format!("module {m}")).collect();
+                Diagnostic::at(loc(src, entry), "dependency cycle between modules").note(format!(
+                    "cycle: {} (each depends on the next)",
+                    names.join(" -> ")
+                ))
+            };
+            self.error(d);
+            return;
+        }
     }
 
     fn state_config(
@@ -423,7 +522,11 @@ impl Loader<'_> {
             } else {
                 self.error(Diagnostic::at(
                     loc(src, j),
-                    format!("unknown host `{}` as jump host", j.get_ref()),
+                    format!(
+                        "unknown host `{}` as jump host{}",
+                        j.get_ref(),
+                        suggest(j.get_ref(), hosts.keys())
+                    ),
                 ));
             }
         }
@@ -459,6 +562,67 @@ impl Loader<'_> {
         }
         s
     }
+}
+
+/// Rewrites serde's wording for people who write TOML, not Rust: no `i64` or `sequence`.
+fn friendly_message(message: &str, found: &str) -> String {
+    if message == "missing field `stack`" {
+        return "missing table [stack] (every stack.toml needs [stack] with a name)".into();
+    }
+    if message == "duplicate key" {
+        return format!("duplicate key `{}`", found.trim());
+    }
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((name, expected)) = rest.split_once("`, expected ")
+        && expected.contains("`file`")
+        && expected.contains("`module`")
+    {
+        return format!(
+            "unknown resource type `{name}`: expected `[[file]]` or `[[command]]` (or `[module]`)"
+        );
+    }
+    if message.contains(" as i128, expected i64") || message.contains(" as u128, expected i64") {
+        return format!("integer {} is out of range", found.trim());
+    }
+    message
+        .replace("expected i64", "expected an integer")
+        .replace("expected a sequence", "expected a list")
+        .replace("expected a map", "expected a table")
+        .replace("expected a borrowed string", "expected a string")
+}
+
+/// Where to point at a cycle of instances (each depending on the next): the `depends_on` entry of
+/// the first member that names the next one, else the first member's declaration.
+fn cycle_location(decls: &[resources::Decl<'_>], members: &[String]) -> Option<Location> {
+    let decl_of = |addr: &crate::model::Address| {
+        decls.iter().find(|d| {
+            d.module == addr.module && d.kind == addr.kind && d.name.get_ref() == &addr.name
+        })
+    };
+    let addrs: Vec<Option<crate::model::Address>> = members
+        .iter()
+        .map(|m| crate::model::Address::parse(m))
+        .collect();
+    for pair in addrs.windows(2) {
+        let (Some(a), Some(b)) = (&pair[0], &pair[1]) else {
+            continue;
+        };
+        let Some(d) = decl_of(a) else { continue };
+        for entry in d.depends_on {
+            let text = entry.get_ref();
+            let res = text.split('[').next().unwrap_or_default();
+            let full = if res.matches('.').count() == 1 {
+                format!("{}.{res}", d.module)
+            } else {
+                res.to_string()
+            };
+            if full == b.resource() {
+                return Some(loc(&d.file, entry));
+            }
+        }
+    }
+    let first = addrs.iter().flatten().next()?;
+    decl_of(first).map(|d| Location::new(&d.file, d.span.clone()))
 }
 
 /// Names of stacks, modules and resources: they appear in addresses, so no dots or brackets.

@@ -119,7 +119,7 @@ impl Loader<'_> {
             }
             (Some(c), None, false) => attrs.push(("content", DeclAttr::Text(c))),
             (None, Some(s), false) => {
-                let path = self.dir.join(s.get_ref());
+                let path = super::display_path(&self.dir, s.get_ref());
                 match std::fs::read(&path) {
                     Ok(bytes) => {
                         self.digest.update(s.get_ref().as_bytes());
