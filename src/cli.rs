@@ -46,6 +46,14 @@ pub enum Command {
     State(StateCommand),
     /// Break the state lock of a process that cannot release it.
     ForceUnlock { dir: PathBuf },
+    /// Fetch a host's SSH key, show its fingerprint, and record it in known_hosts once confirmed.
+    Trust {
+        dir: PathBuf,
+        host: String,
+        /// Record the key without asking (check the fingerprint another way first).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }

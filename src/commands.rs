@@ -44,6 +44,7 @@ pub async fn run(cli: Cli, shell: Shell) -> i32 {
         },
         Command::State(cmd) => state_cmd(&shell, cmd, &command_line),
         Command::ForceUnlock { dir } => force_unlock(&shell, &dir),
+        Command::Trust { dir, host, yes } => trust(&shell, &dir, &host, yes).await,
         Command::Completions { shell: sh } => {
             let mut buf = Vec::new();
             clap_complete::generate(sh, &mut Cli::command(), "kz", &mut buf);
@@ -53,10 +54,12 @@ pub async fn run(cli: Cli, shell: Shell) -> i32 {
     }
 }
 
-fn env() -> Env {
+/// Providers and transports for one run: the transports are cached, so the plan and the apply of
+/// one command share each host's connection.
+fn env(ws: &Workspace) -> Env {
     Env {
         providers: kz_providers::providers(),
-        transports: std::sync::Arc::new(kz_providers::Transports),
+        transports: std::sync::Arc::new(kz_providers::Transports::new(ws.stack.hosts.clone())),
     }
 }
 
@@ -130,7 +133,7 @@ async fn plan_cmd(shell: &Shell, args: PlanArgs) -> i32 {
         replace: args.replace,
         parallelism: parallelism(&ws, args.parallelism),
     };
-    let mut p = match plan(&ws.stack, state.as_ref(), &opts, &env()).await {
+    let mut p = match plan(&ws.stack, state.as_ref(), &opts, &env(&ws)).await {
         Ok(p) => p,
         Err(e) => {
             shell.error(&e.to_string());
@@ -227,7 +230,8 @@ async fn apply_cmd(shell: &Shell, args: ApplyArgs, command_line: &str) -> i32 {
         replace: args.replace.clone(),
         parallelism: par,
     };
-    let p = match plan(&ws.stack, exists.then_some(&state), &opts, &env()).await {
+    let run_env = env(&ws);
+    let p = match plan(&ws.stack, exists.then_some(&state), &opts, &run_env).await {
         Ok(p) => p,
         Err(e) => {
             shell.error(&e.to_string());
@@ -241,7 +245,7 @@ async fn apply_cmd(shell: &Shell, args: ApplyArgs, command_line: &str) -> i32 {
     if !confirmed(shell, args.yes, "\nApply these changes?") {
         return FAILED;
     }
-    execute(shell, &ws, &p, &mut state, par, guard).await
+    execute(shell, &ws, &run_env, &p, &mut state, par, guard).await
 }
 
 async fn apply_saved(shell: &Shell, args: &ApplyArgs, command_line: &str) -> i32 {
@@ -278,7 +282,7 @@ async fn apply_saved(shell: &Shell, args: &ApplyArgs, command_line: &str) -> i32
         return OK;
     }
     let par = parallelism(&ws, args.parallelism);
-    execute(shell, &ws, &p, &mut state, par, guard).await
+    execute(shell, &ws, &env(&ws), &p, &mut state, par, guard).await
 }
 
 async fn destroy_cmd(shell: &Shell, args: DestroyArgs, command_line: &str) -> i32 {
@@ -309,13 +313,14 @@ async fn destroy_cmd(shell: &Shell, args: DestroyArgs, command_line: &str) -> i3
         return FAILED;
     }
     let par = parallelism(&ws, args.parallelism);
-    execute(shell, &ws, &p, &mut state, par, guard).await
+    execute(shell, &ws, &env(&ws), &p, &mut state, par, guard).await
 }
 
 /// Runs a plan with live progress; Ctrl-C once stops starting new changes, twice aborts them.
 async fn execute(
     shell: &Shell,
     ws: &Workspace,
+    run_env: &Env,
     p: &Plan,
     state: &mut State,
     parallelism: usize,
@@ -342,7 +347,7 @@ async fn execute(
                 state,
                 &mut sink,
                 &ApplyOptions { parallelism },
-                &env(),
+                run_env,
                 tx,
                 cancel_rx,
             )
@@ -469,5 +474,82 @@ fn force_unlock(shell: &Shell, dir: &Path) -> i32 {
             Err(e) => state_error(shell, &e),
         },
         Err(e) => state_error(shell, &e),
+    }
+}
+
+/// `kz trust`: show the key a host presents and record it after confirmation. A key that differs
+/// from the recorded one is never replaced here: the user removes the old line knowingly.
+async fn trust(shell: &Shell, dir: &Path, host_name: &str, yes: bool) -> i32 {
+    use kz_providers::ssh::known_hosts::{Verdict, check, fingerprint, host_pattern, learn};
+    let Some(ws) = open(shell, dir) else {
+        return FAILED;
+    };
+    let Some(host) = ws.stack.hosts.get(host_name) else {
+        shell.error(&format!("unknown host `{host_name}` (see stack.toml)"));
+        return FAILED;
+    };
+    if host.transport != kz_engine::model::TransportKind::Ssh {
+        shell.error(&format!(
+            "host `{host_name}` is reached without SSH: it has no host key to trust"
+        ));
+        return FAILED;
+    }
+    let transports = kz_providers::Transports::new(ws.stack.hosts.clone());
+    let t = match transports.ssh(host) {
+        Ok(t) => t,
+        Err(e) => {
+            shell.error(&format!("{} ({}): {e}", host.name, host.address));
+            return FAILED;
+        }
+    };
+    let key = match t.fetch_host_key().await {
+        Ok(k) => k,
+        Err(e) => {
+            shell.error(&format!("{} ({}): {e}", host.name, host.address));
+            return FAILED;
+        }
+    };
+    let path = t.known_hosts();
+    let pattern = host_pattern(&host.address, host.ssh.port);
+    let fp = fingerprint(&key);
+    shell.outln(&format!(
+        "{} ({pattern}) presents this {} key:\n  {fp}",
+        host.name,
+        key.algorithm().as_str()
+    ));
+    match check(&path, &host.address, host.ssh.port, &key) {
+        Ok(Verdict::Known) => {
+            shell.outln(&format!("It is already trusted in {}.", path.display()));
+            OK
+        }
+        Ok(Verdict::Changed { line }) => {
+            shell.error(&format!(
+                "{}:{line} records a DIFFERENT key for {pattern}. If the host was rebuilt, delete that line and run kz trust again; otherwise this may be an attack.",
+                path.display()
+            ));
+            FAILED
+        }
+        Ok(Verdict::Unknown) => {
+            if !confirmed(shell, yes, &format!("\nRecord it in {}?", path.display())) {
+                return FAILED;
+            }
+            match learn(&path, &host.address, host.ssh.port, &key) {
+                Ok(()) => {
+                    shell.outln(&format!(
+                        "Trusted: recorded {pattern} in {}.",
+                        path.display()
+                    ));
+                    OK
+                }
+                Err(e) => {
+                    shell.error(&e);
+                    FAILED
+                }
+            }
+        }
+        Err(e) => {
+            shell.error(&e);
+            FAILED
+        }
     }
 }

@@ -35,6 +35,11 @@ pub enum Event {
         address: String,
         because: String,
     },
+    /// An instance whose host could not be read during the plan: it fails without being tried.
+    Unreadable {
+        address: String,
+        error: String,
+    },
     /// An interrupt arrived: `abort` is false for the first (finish what runs), true for the second.
     Interrupted {
         abort: bool,
@@ -365,11 +370,9 @@ impl Ctx<'_> {
                             .unreachable_hosts
                             .insert(job.instance.host().to_string());
                     }
-                    let _ = self.events.send(Event::Finished {
+                    let _ = self.events.send(Event::Unreadable {
                         address: address.clone(),
-                        action: job.action,
-                        elapsed: Duration::ZERO,
-                        error: Some(message),
+                        error: message,
                     });
                     self.settle(
                         graph,

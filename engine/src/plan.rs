@@ -12,7 +12,9 @@ use kz_state::State;
 
 use crate::graph::{DepGraph, Node};
 use crate::model::{Attr, AttrValue, Instance, Stack, Value};
-use crate::provider::{CommandSpec, Observation, ProbeOutput, Providers, TransportFactory};
+use crate::provider::{
+    CommandSpec, Observation, ProbeOutput, Providers, TransportError, TransportFactory,
+};
 use crate::record::{instance_from_state, read_attrs, same};
 
 /// Version of the JSON plan document (`kz plan --json`, `kz plan --out`).
@@ -93,6 +95,9 @@ pub struct ReadStats {
     pub hosts: usize,
     /// Transport round trips spent reading: one per host.
     pub round_trips: usize,
+    /// Connections opened to read (SSH): one per host, plus one per jump host.
+    #[serde(default)]
+    pub connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -565,24 +570,33 @@ async fn read_hosts(
                     timeout,
                 })
                 .await;
-            (label, probes, nonce, out)
+            let connections = transport.connections();
+            (label, probes, nonce, out, connections)
         });
     }
     let mut observations = HashMap::new();
     while let Some(joined) = tasks.join_next().await {
-        let Ok((label, probes, nonce, out)) = joined else {
+        let Ok((label, probes, nonce, out, connections)) = joined else {
             continue;
         };
         let host_name = label.split(' ').next().unwrap_or_default().to_string();
         stats.hosts += 1;
         stats.round_trips += 1;
+        stats.connections += connections;
         let out = match out {
             Ok(o) => o,
             Err(e) => {
+                // A host that cannot be reached at all reads best without the step name.
+                let step = match e {
+                    TransportError::Connect(_)
+                    | TransportError::Auth(_)
+                    | TransportError::HostKey(_) => "",
+                    _ => "read: ",
+                };
                 errors.push(PlanError {
                     host: host_name,
                     address: None,
-                    message: format!("{label}: read: {e}"),
+                    message: format!("{label}: {step}{e}"),
                 });
                 continue;
             }

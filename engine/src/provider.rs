@@ -113,6 +113,11 @@ pub trait Transport: Send + Sync {
     /// The deadline of a command that sets none of its own.
     fn command_timeout(&self) -> Duration;
 
+    /// How many connections this transport opened (for the read statistics of a plan).
+    fn connections(&self) -> usize {
+        0
+    }
+
     /// Runs a command under its deadline. A non-zero exit is not an error here: the caller reads `status`.
     async fn run(&self, cmd: CommandSpec) -> Result<CommandOutput, TransportError>;
 
@@ -166,14 +171,26 @@ pub struct ProbeOutput {
 }
 
 /// A failed step of a provider, named so that errors read `host: step: message`.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{step}: {message}")]
+#[derive(Debug, Clone)]
 pub struct ProviderError {
     pub step: String,
     pub message: String,
     /// The host could not be reached at all (connect, auth or host key): the summary lists it.
     pub unreachable: bool,
 }
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // An unreachable host's error already names its stage (connect, auth, host key).
+        if self.unreachable || self.step.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.step, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ProviderError {}
 
 impl ProviderError {
     pub fn new(step: impl Into<String>, message: impl Into<String>) -> Self {

@@ -353,6 +353,12 @@ pub fn render_event(e: &Event, style: &Style) -> String {
             "Second interrupt: aborting {running} running change{}.",
             plural(*running)
         )),
+        Event::Unreadable { address, error } => format!(
+            "{}: {} {}",
+            style.safe(address),
+            style.red("could not be read:"),
+            style.safe(error)
+        ),
         Event::NotAttempted { address, because } => {
             format!(
                 "{}: {}",

@@ -1,15 +1,17 @@
 //! # kz-providers
 //!
-//! Transports (how kz reaches a host: [`local`], next `ssh`) and resource providers ([`file`],
+//! Transports (how kz reaches a host: [`local`], [`ssh`]) and resource providers ([`file`],
 //! [`command`]). They do the I/O the engine decides on, and never print: they return data and errors.
 
 pub mod command;
 pub mod file;
 pub mod local;
+pub mod ssh;
 #[allow(unsafe_code)]
 mod sys;
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use kz_engine::model::{Host, TransportKind};
 use kz_engine::provider::{Provider, Providers, Transport, TransportError, TransportFactory};
@@ -23,18 +25,67 @@ pub fn providers() -> Providers {
     Providers::new(list)
 }
 
-/// Makes the transport each host asks for.
+/// Makes the transport each host asks for, once per run: every caller gets the same transport,
+/// hence the same SSH connection, for a host (and jump hosts are shared by the hosts behind them).
 #[derive(Debug, Default)]
-pub struct Transports;
+pub struct Transports {
+    hosts: BTreeMap<String, Host>,
+    ssh: Mutex<HashMap<String, Arc<ssh::SshTransport>>>,
+}
+
+impl Transports {
+    pub fn new(hosts: BTreeMap<String, Host>) -> Transports {
+        Transports {
+            hosts,
+            ssh: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The SSH transport of a host, with its jump host's, made once.
+    pub fn ssh(&self, host: &Host) -> Result<Arc<ssh::SshTransport>, TransportError> {
+        self.ssh_at_depth(host, 0)
+    }
+
+    fn ssh_at_depth(
+        &self,
+        host: &Host,
+        depth: usize,
+    ) -> Result<Arc<ssh::SshTransport>, TransportError> {
+        if let Some(t) = self
+            .ssh
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&host.name).cloned())
+        {
+            return Ok(t);
+        }
+        if depth > 8 {
+            return Err(TransportError::Connect(
+                "jump hosts chain too deep (a loop?)".into(),
+            ));
+        }
+        let jump = match &host.ssh.jump {
+            None => None,
+            Some(j) => {
+                let jh = self.hosts.get(j).ok_or_else(|| {
+                    TransportError::Connect(format!("jump host `{j}` is not in the inventory"))
+                })?;
+                Some(self.ssh_at_depth(jh, depth + 1)?)
+            }
+        };
+        let t = Arc::new(ssh::SshTransport::new(host.clone(), jump));
+        if let Ok(mut m) = self.ssh.lock() {
+            return Ok(Arc::clone(m.entry(host.name.clone()).or_insert(t)));
+        }
+        Ok(t)
+    }
+}
 
 impl TransportFactory for Transports {
     fn transport(&self, host: &Host) -> Result<Arc<dyn Transport>, TransportError> {
         match host.transport {
             TransportKind::Local => Ok(Arc::new(local::LocalTransport::new(host))),
-            TransportKind::Ssh => Err(TransportError::Unsupported(format!(
-                "{} ({}): the ssh transport is not available in this build yet; use transport = \"local\" or plan with --refresh=false",
-                host.name, host.address
-            ))),
+            TransportKind::Ssh => Ok(self.ssh(host)?),
         }
     }
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod sshd;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -130,6 +132,8 @@ impl TestStack {
         c.env("LANG", "C.UTF-8")
             .env_remove("LC_ALL")
             .env_remove("NO_COLOR");
+        // Tests bring their own keys and agents: nothing of the developer's may leak in.
+        c.env_remove("SSH_AUTH_SOCK");
         for (k, _) in std::env::vars() {
             if k.starts_with("KZ_SECRET_") {
                 c.env_remove(k);

@@ -359,6 +359,19 @@ impl Loader<'_> {
         }
     }
 
+    /// A path from the stack: `~/` is the user's home, a relative path is relative to the stack.
+    fn resolve_path(&self, p: &str) -> String {
+        if let Some(rest) = p.strip_prefix("~/") {
+            let home = (self.env)("HOME").unwrap_or_else(|| "/root".into());
+            return format!("{}/{rest}", home.trim_end_matches('/'));
+        }
+        if p.starts_with('/') {
+            p.to_string()
+        } else {
+            self.dir.join(p).display().to_string()
+        }
+    }
+
     fn state_config(
         &mut self,
         src: &Arc<SourceFile>,
@@ -500,11 +513,11 @@ impl Loader<'_> {
         }
         if let Some(id) = &raw.identity {
             match id.get_ref() {
-                toml::Value::String(p) => s.identity = vec![p.clone()],
+                toml::Value::String(p) => s.identity = vec![self.resolve_path(p)],
                 toml::Value::Array(a) if a.iter().all(toml::Value::is_str) => {
                     s.identity = a
                         .iter()
-                        .filter_map(|v| v.as_str().map(String::from))
+                        .filter_map(|v| v.as_str().map(|p| self.resolve_path(p)))
                         .collect();
                 }
                 _ => self.error(Diagnostic::at(
@@ -514,7 +527,7 @@ impl Loader<'_> {
             }
         }
         if let Some(k) = &raw.known_hosts {
-            s.known_hosts = Some(k.get_ref().clone());
+            s.known_hosts = Some(self.resolve_path(k.get_ref()));
         }
         if let Some(j) = &raw.jump {
             if hosts.contains_key(j.get_ref()) {
