@@ -509,3 +509,15 @@ fn ascii_output_has_only_ascii() {
         .expect("run");
     assert!(out.stdout.is_ascii());
 }
+
+#[test]
+fn version_and_completions() {
+    let s = TestStack::new("misc");
+    let r = s.kz(&["--version"]);
+    r.code(0);
+    assert_eq!(r.stdout, format!("kz {}\n", env!("CARGO_PKG_VERSION")));
+    s.kz(&["completions", "bash"]).code(0).stdout_has("_kz()");
+    s.kz(&["validate", "DIR"])
+        .code(0)
+        .stdout_has("Stack `misc` is valid: 1 hosts, 0 modules, 0 resource instances.");
+}

@@ -461,9 +461,9 @@ fn hosts_behind_a_jump_host_are_reached_through_it() {
     st.write(
         "stack.toml",
         &format!(
-            "[stack]\nname = \"jump\"\n\n[ssh]\nidentity = \"{}\"\nknown_hosts = \"{}\"\nconnect_timeout = \"3s\"\n\n\
+            "[stack]\nname = \"jump\"\n\n[ssh]\nidentity = \"{}\"\nknown_hosts = \"{}\"\nconnect_timeout = \"3s\"\njump = \"install-01\"\n\n\
              [hosts.install-01]\naddress = \"{}\"\nssh = {{ port = {} }}\n\n\
-             [hosts.db-01]\naddress = \"{}\"\nlabels = {{ role = \"app\" }}\nssh = {{ port = {}, jump = \"install-01\" }}\n",
+             [hosts.db-01]\naddress = \"{}\"\nlabels = {{ role = \"app\" }}\nssh = {{ port = {} }}\n",
             c.key.private.display(),
             c.known_hosts().display(),
             bastion.address,

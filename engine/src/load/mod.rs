@@ -470,12 +470,17 @@ impl Loader<'_> {
                     continue;
                 }
             };
-            let ssh = self.ssh_settings(src, defaults.clone(), table.ssh.as_ref(), &raw.hosts);
+            let mut ssh = self.ssh_settings(src, defaults.clone(), table.ssh.as_ref(), &raw.hosts);
             if ssh.jump.as_deref() == Some(name.as_str()) {
-                self.error(Diagnostic::at(
-                    loc(src, h),
-                    format!("host `{name}` cannot be its own jump host"),
-                ));
+                let own = table.ssh.as_ref().and_then(|t| t.jump.as_ref());
+                match own {
+                    // The stack-wide `[ssh] jump` names the bastion itself, which is reached directly.
+                    None => ssh.jump = None,
+                    Some(j) => self.error(Diagnostic::at(
+                        loc(src, j),
+                        format!("host `{name}` cannot be its own jump host"),
+                    )),
+                }
             }
             hosts.insert(
                 name.clone(),
