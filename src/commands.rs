@@ -208,20 +208,10 @@ async fn apply_cmd(shell: &Shell, args: ApplyArgs, command_line: &str) -> i32 {
     if args.target.is_file() {
         return apply_saved(shell, &args, command_line).await;
     }
-    let Some(ws) = open(shell, &args.target) else {
+    let Some((ws, guard, mut state, exists)) =
+        prepare_apply(shell, &args.target, command_line, args.lock.lock_timeout)
+    else {
         return FAILED;
-    };
-    if let Err(e) = ws.require_secrets() {
-        shell.error(&e);
-        return FAILED;
-    }
-    let Some(guard) = lock(shell, &ws, command_line, args.lock.lock_timeout) else {
-        return FAILED;
-    };
-    let (mut state, exists) = match ws.backend.read() {
-        Ok(Some(s)) => (s, true),
-        Ok(None) => (State::new(env!("CARGO_PKG_VERSION")), false),
-        Err(e) => return state_error(shell, &e),
     };
     let par = parallelism(&ws, args.parallelism);
     let opts = PlanOptions {
@@ -248,6 +238,30 @@ async fn apply_cmd(shell: &Shell, args: ApplyArgs, command_line: &str) -> i32 {
     execute(shell, &ws, &run_env, &p, &mut state, par, guard).await
 }
 
+/// What every apply starts with: the stack, all its secrets, the lock, then the state (a new one
+/// when the stack was never applied; the flag says whether it existed).
+fn prepare_apply(
+    shell: &Shell,
+    dir: &Path,
+    command_line: &str,
+    lock_timeout: Duration,
+) -> Option<(Workspace, StateLock, State, bool)> {
+    let ws = open(shell, dir)?;
+    if let Err(e) = ws.require_secrets() {
+        shell.error(&e);
+        return None;
+    }
+    let guard = lock(shell, &ws, command_line, lock_timeout)?;
+    match ws.backend.read() {
+        Ok(Some(s)) => Some((ws, guard, s, true)),
+        Ok(None) => Some((ws, guard, State::new(env!("CARGO_PKG_VERSION")), false)),
+        Err(e) => {
+            state_error(shell, &e);
+            None
+        }
+    }
+}
+
 async fn apply_saved(shell: &Shell, args: &ApplyArgs, command_line: &str) -> i32 {
     let path = &args.target;
     let saved = match read_plan_file(path).and_then(|p| plan_stack_dir(&p, path).map(|d| (p, d))) {
@@ -258,20 +272,10 @@ async fn apply_saved(shell: &Shell, args: &ApplyArgs, command_line: &str) -> i32
         }
     };
     let (p, dir) = saved;
-    let Some(ws) = open(shell, &dir) else {
+    let Some((ws, guard, mut state, exists)) =
+        prepare_apply(shell, &dir, command_line, args.lock.lock_timeout)
+    else {
         return FAILED;
-    };
-    if let Err(e) = ws.require_secrets() {
-        shell.error(&e);
-        return FAILED;
-    }
-    let Some(guard) = lock(shell, &ws, command_line, args.lock.lock_timeout) else {
-        return FAILED;
-    };
-    let (mut state, exists) = match ws.backend.read() {
-        Ok(Some(s)) => (s, true),
-        Ok(None) => (State::new(env!("CARGO_PKG_VERSION")), false),
-        Err(e) => return state_error(shell, &e),
     };
     if let Err(e) = check_saved_plan(&p, &ws, &state, exists) {
         shell.error(&e);

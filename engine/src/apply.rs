@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use petgraph::Direction;
-use petgraph::graph::NodeIndex;
+use petgraph::graph::{DiGraph, NodeIndex};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -77,6 +77,56 @@ impl ApplyReport {
             && self.not_attempted.is_empty()
             && !self.interrupted
             && self.state_error.is_none()
+    }
+}
+
+/// The dependency bookkeeping of one graph run: how many predecessors each node still waits for,
+/// what failure blocks it, and which nodes are ready.
+struct Schedule<'g> {
+    graph: &'g DiGraph<Node, ()>,
+    /// The direction in which "done" propagates: to dependents, or (in reverse) to dependencies.
+    after: Direction,
+    remaining: Vec<usize>,
+    blocked_by: Vec<Option<String>>,
+    ready: Vec<NodeIndex>,
+}
+
+impl<'g> Schedule<'g> {
+    fn new(graph: &'g DiGraph<Node, ()>, reverse: bool) -> Schedule<'g> {
+        let (before, after) = if reverse {
+            (Direction::Outgoing, Direction::Incoming)
+        } else {
+            (Direction::Incoming, Direction::Outgoing)
+        };
+        let remaining: Vec<usize> = graph
+            .node_indices()
+            .map(|n| graph.neighbors_directed(n, before).count())
+            .collect();
+        let ready = graph
+            .node_indices()
+            .filter(|n| remaining[n.index()] == 0)
+            .collect();
+        Schedule {
+            graph,
+            after,
+            remaining,
+            blocked_by: vec![None; graph.node_count()],
+            ready,
+        }
+    }
+
+    /// Marks `n` done; its followers inherit `blocked` (the failure that stops them), if any.
+    fn settle(&mut self, n: NodeIndex, blocked: Option<String>) {
+        for s in self.graph.neighbors_directed(n, self.after) {
+            let i = s.index();
+            if blocked.is_some() && self.blocked_by[i].is_none() {
+                self.blocked_by[i].clone_from(&blocked);
+            }
+            self.remaining[i] -= 1;
+            if self.remaining[i] == 0 {
+                self.ready.push(s);
+            }
+        }
     }
 }
 
@@ -305,99 +355,26 @@ impl Ctx<'_> {
     /// Runs the jobs of a graph: a node starts when all its predecessors (or, in reverse, its
     /// successors) are done; a failure marks everything that waits on it as not attempted.
     async fn run_graph(&mut self, g: &DepGraph, reverse: bool, mut jobs: Vec<Option<Job>>) {
-        let (before, after) = if reverse {
-            (Direction::Outgoing, Direction::Incoming)
-        } else {
-            (Direction::Incoming, Direction::Outgoing)
-        };
-        let graph = &g.graph;
-        let mut remaining: Vec<usize> = graph
-            .node_indices()
-            .map(|n| graph.neighbors_directed(n, before).count())
-            .collect();
-        let mut blocked_by: Vec<Option<String>> = vec![None; graph.node_count()];
-        let mut ready: Vec<NodeIndex> = graph
-            .node_indices()
-            .filter(|n| remaining[n.index()] == 0)
-            .collect();
+        let mut schedule = Schedule::new(&g.graph, reverse);
         let global = Arc::new(Semaphore::new(self.parallelism));
         let mut running: JoinSet<Finished> = JoinSet::new();
         let mut aborted = false;
 
         loop {
             // Start or settle everything that is ready.
-            while let Some(n) = ready.pop() {
-                let job = match graph[n] {
+            while let Some(n) = schedule.ready.pop() {
+                let job = match g.graph[n] {
                     Node::Instance(i) => jobs[i].take(),
                     _ => None,
                 };
                 let Some(job) = job else {
                     // A barrier or an instance without change: done at once, passing on any block.
-                    let b = blocked_by[n.index()].clone();
-                    self.settle(
-                        graph,
-                        n,
-                        after,
-                        b,
-                        &mut remaining,
-                        &mut blocked_by,
-                        &mut ready,
-                    );
+                    let b = schedule.blocked_by[n.index()].clone();
+                    schedule.settle(n, b);
                     continue;
                 };
-                if let Some(because) = blocked_by[n.index()].clone() {
-                    self.not_attempted(
-                        &job.address,
-                        format!("not attempted because {because} failed"),
-                    );
-                    let b = Some(because);
-                    self.settle(
-                        graph,
-                        n,
-                        after,
-                        b,
-                        &mut remaining,
-                        &mut blocked_by,
-                        &mut ready,
-                    );
-                    continue;
-                }
-                if let Some((message, unreachable)) = job.fail.clone() {
-                    let address = job.address.clone();
-                    self.report.failed.push((address.clone(), message.clone()));
-                    if unreachable {
-                        self.report
-                            .unreachable_hosts
-                            .insert(job.instance.host().to_string());
-                    }
-                    let _ = self.events.send(Event::Unreadable {
-                        address: address.clone(),
-                        error: message,
-                    });
-                    self.settle(
-                        graph,
-                        n,
-                        after,
-                        Some(address),
-                        &mut remaining,
-                        &mut blocked_by,
-                        &mut ready,
-                    );
-                    continue;
-                }
-                if *self.cancel.borrow() > 0 {
-                    self.report.interrupted = true;
-                    self.not_attempted(&job.address, "not attempted: interrupted".into());
-                    let b = Some(format!("{} (interrupted)", job.address));
-                    self.settle(
-                        graph,
-                        n,
-                        after,
-                        b,
-                        &mut remaining,
-                        &mut blocked_by,
-                        &mut ready,
-                    );
+                if let Some(failed) = self.settle_early(&job, &schedule.blocked_by[n.index()]) {
+                    schedule.settle(n, Some(failed));
                     continue;
                 }
                 let (transport, host_limit) = match self.transport(job.instance.host()) {
@@ -405,16 +382,7 @@ impl Ctx<'_> {
                     Err(e) => {
                         let address = job.address.clone();
                         self.finish(&job, Duration::ZERO, Err(e));
-                        let b = Some(address);
-                        self.settle(
-                            graph,
-                            n,
-                            after,
-                            b,
-                            &mut remaining,
-                            &mut blocked_by,
-                            &mut ready,
-                        );
+                        schedule.settle(n, Some(address));
                         continue;
                     }
                 };
@@ -425,15 +393,7 @@ impl Ctx<'_> {
                     );
                     let address = job.address.clone();
                     self.finish(&job, Duration::ZERO, Err(e));
-                    self.settle(
-                        graph,
-                        n,
-                        after,
-                        Some(address),
-                        &mut remaining,
-                        &mut blocked_by,
-                        &mut ready,
-                    );
+                    schedule.settle(n, Some(address));
                     continue;
                 };
                 let global = Arc::clone(&global);
@@ -483,18 +443,8 @@ impl Ctx<'_> {
             for r in finished.into_iter().flatten() {
                 match r {
                     Ok((n, job, _, None, _)) => {
-                        self.report.interrupted = true;
-                        self.not_attempted(&job.address, "not attempted: interrupted".into());
-                        let b = Some(format!("{} (interrupted)", job.address));
-                        self.settle(
-                            graph,
-                            n,
-                            after,
-                            b,
-                            &mut remaining,
-                            &mut blocked_by,
-                            &mut ready,
-                        );
+                        let b = self.interrupted(&job);
+                        schedule.settle(n, Some(b));
                     }
                     Ok((n, job, elapsed, Some(result), permits)) => {
                         held.push(permits);
@@ -502,16 +452,7 @@ impl Ctx<'_> {
                         changed_state |= ok;
                         let address = job.address.clone();
                         self.finish(&job, elapsed, result);
-                        let b = (!ok).then_some(address);
-                        self.settle(
-                            graph,
-                            n,
-                            after,
-                            b,
-                            &mut remaining,
-                            &mut blocked_by,
-                            &mut ready,
-                        );
+                        schedule.settle(n, (!ok).then_some(address));
                     }
                     Err(e) if e.is_cancelled() => {
                         self.report
@@ -524,6 +465,7 @@ impl Ctx<'_> {
             if changed_state {
                 self.save();
             }
+            // Only now may the next changes take these slots: what finished is recorded.
             held.clear();
         }
         // Whatever never became ready (after an abort) was not attempted.
@@ -532,26 +474,42 @@ impl Ctx<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn settle(
-        &mut self,
-        graph: &petgraph::graph::DiGraph<Node, ()>,
-        n: NodeIndex,
-        after: Direction,
-        blocked: Option<String>,
-        remaining: &mut [usize],
-        blocked_by: &mut [Option<String>],
-        ready: &mut Vec<NodeIndex>,
-    ) {
-        for s in graph.neighbors_directed(n, after) {
-            if blocked.is_some() && blocked_by[s.index()].is_none() {
-                blocked_by[s.index()].clone_from(&blocked);
-            }
-            remaining[s.index()] -= 1;
-            if remaining[s.index()] == 0 {
-                ready.push(s);
-            }
+    /// Settles a job that must not run: its dependency failed, it could not be read, or an
+    /// interrupt came. Returns what its dependents are blocked by, or `None` when it may run.
+    fn settle_early(&mut self, job: &Job, blocked_by: &Option<String>) -> Option<String> {
+        if let Some(because) = blocked_by {
+            self.not_attempted(
+                &job.address,
+                format!("not attempted because {because} failed"),
+            );
+            return Some(because.clone());
         }
+        if let Some((message, unreachable)) = job.fail.clone() {
+            self.report
+                .failed
+                .push((job.address.clone(), message.clone()));
+            if unreachable {
+                self.report
+                    .unreachable_hosts
+                    .insert(job.instance.host().to_string());
+            }
+            let _ = self.events.send(Event::Unreadable {
+                address: job.address.clone(),
+                error: message,
+            });
+            return Some(job.address.clone());
+        }
+        if *self.cancel.borrow() > 0 {
+            return Some(self.interrupted(job));
+        }
+        None
+    }
+
+    /// Records a job an interrupt kept from starting; returns what its dependents are blocked by.
+    fn interrupted(&mut self, job: &Job) -> String {
+        self.report.interrupted = true;
+        self.not_attempted(&job.address, "not attempted: interrupted".into());
+        format!("{} (interrupted)", job.address)
     }
 
     fn not_attempted(&mut self, address: &str, because: String) {

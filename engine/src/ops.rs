@@ -15,9 +15,8 @@ use crate::apply::StateSink;
 use crate::interp::secret_var;
 use crate::model::Stack;
 use crate::plan::{
-    Action, AttrChange, Change, PLAN_FORMAT_VERSION, Plan, ReadStats, StateRef, Summary,
+    PLAN_FORMAT_VERSION, Plan, ReadStats, StateRef, Summary, delete_change, matches_target,
 };
-use crate::record::instance_from_state;
 
 /// The shortest secret value kz accepts: shorter ones cannot be masked in output reliably.
 pub const MIN_SECRET_LEN: usize = 6;
@@ -210,31 +209,11 @@ pub fn destroy_plan(ws: &Workspace, state: &State, targets: &[String]) -> Plan {
         if !targets.is_empty()
             && !targets
                 .iter()
-                .any(|t| t == addr || *t == resource || *t == r.module)
+                .any(|t| matches_target(t, addr, &resource, &r.module))
         {
             continue;
         }
-        let inst = instance_from_state(r);
-        changes.push(Change {
-            address: addr.clone(),
-            module: r.module.clone(),
-            kind: r.kind.clone(),
-            name: r.name.clone(),
-            host: r.host.clone(),
-            action: Action::Delete,
-            reason: None,
-            attributes: inst
-                .attrs
-                .iter()
-                .map(|(k, a)| AttrChange {
-                    name: k.clone(),
-                    before: Some(crate::plan::shown(a)),
-                    after: None,
-                    sensitive: a.sensitive,
-                    unknown: false,
-                })
-                .collect(),
-        });
+        changes.push(delete_change(addr, r, None));
     }
     changes.sort_by(|a, b| (&a.host, &a.address).cmp(&(&b.host, &b.address)));
     Plan {

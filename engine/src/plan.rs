@@ -176,7 +176,8 @@ pub enum PlanInputError {
     NoProvider(String),
 }
 
-fn matches_target(target: &str, address: &str, resource: &str, module: &str) -> bool {
+/// Whether a `--target` value names this instance (by address, resource or module).
+pub fn matches_target(target: &str, address: &str, resource: &str, module: &str) -> bool {
     target == address || target == resource || target == module
 }
 
@@ -328,28 +329,11 @@ pub async fn plan(
         }
     }
     for (addr, r) in deletes {
-        let inst = instance_from_state(r);
-        let attributes = inst
-            .attrs
-            .iter()
-            .map(|(k, a)| AttrChange {
-                name: k.clone(),
-                before: Some(shown(a)),
-                after: None,
-                sensitive: a.sensitive,
-                unknown: false,
-            })
-            .collect();
-        changes.push(Change {
-            address: addr.clone(),
-            module: r.module.clone(),
-            kind: r.kind.clone(),
-            name: r.name.clone(),
-            host: r.host.clone(),
-            action: Action::Delete,
-            reason: Some("no longer in the stack".into()),
-            attributes,
-        });
+        changes.push(delete_change(
+            addr,
+            r,
+            Some("no longer in the stack".into()),
+        ));
     }
     changes.sort_by(|a, b| (&a.host, &a.address).cmp(&(&b.host, &b.address)));
     for c in &changes {
@@ -392,6 +376,31 @@ pub async fn plan(
         stack_dir: None,
         secrets_digest: None,
     })
+}
+
+/// The deletion of a recorded instance, showing what it recorded.
+pub fn delete_change(address: &str, r: &kz_state::ResourceState, reason: Option<String>) -> Change {
+    let inst = instance_from_state(r);
+    Change {
+        address: address.to_string(),
+        module: r.module.clone(),
+        kind: r.kind.clone(),
+        name: r.name.clone(),
+        host: r.host.clone(),
+        action: Action::Delete,
+        reason,
+        attributes: inst
+            .attrs
+            .iter()
+            .map(|(k, a)| AttrChange {
+                name: k.clone(),
+                before: Some(shown(a)),
+                after: None,
+                sensitive: a.sensitive,
+                unknown: false,
+            })
+            .collect(),
+    }
 }
 
 /// The JSON form of an attribute as shown: masked when sensitive.
