@@ -55,6 +55,12 @@ impl Style {
     /// Makes text from anywhere (file contents, command output) safe to print: control characters
     /// become visible escapes, and in ASCII mode so does every non-ASCII character.
     pub fn safe(&self, s: &str) -> String {
+        // Most text needs no escape: return it as is without rebuilding it character by character.
+        let clean =
+            |c: char| (!c.is_control() || c == '\n' || c == '\t') && (!self.ascii || c.is_ascii());
+        if s.chars().all(clean) {
+            return s.to_string();
+        }
         let mut out = String::with_capacity(s.len());
         for c in s.chars() {
             match c {
