@@ -521,3 +521,65 @@ fn version_and_completions() {
         .code(0)
         .stdout_has("Stack `misc` is valid: 1 hosts, 0 modules, 0 resource instances.");
 }
+
+#[test]
+fn one_batched_read_handles_small_large_absent_and_odd_files() {
+    let s = TestStack::new("batch");
+    let big: Vec<u8> = (0..1_500_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::create_dir_all(s.path().join("files")).expect("mkdir");
+    std::fs::write(s.path().join("files/big.bin"), &big).expect("write");
+    s.write(
+        "01.toml",
+        r#"
+[[file]]
+name = "big"
+on = ["local"]
+path = "@ROOT@/big.bin"
+source = "files/big.bin"
+
+[[file]]
+name = "small"
+on = ["local"]
+path = "@ROOT@/small"
+content = "small\n"
+
+[[file]]
+name = "odd"
+on = ["local"]
+path = "@ROOT@/odd 'name' $(x)\nline2"
+content = "odd\n"
+
+[[file]]
+name = "empty"
+on = ["local"]
+path = "@ROOT@/empty"
+content = ""
+"#,
+    );
+    s.kz(&["apply", "DIR", "--yes"])
+        .code(0)
+        .stdout_has("Apply: 4 applied");
+    assert_eq!(std::fs::read(s.at("big.bin")).expect("read"), big);
+    s.kz(&["plan", "DIR", "--detailed-exitcode"]).code(0);
+    // Drift in each kind of file is seen through the one batched read.
+    let mut changed = big.clone();
+    changed[1_000_000] ^= 1;
+    std::fs::write(s.at("big.bin"), &changed).expect("write");
+    std::fs::write(s.at("odd 'name' $(x)\nline2"), "ODD\n").expect("write");
+    std::fs::remove_file(s.at("small")).expect("rm");
+    std::fs::write(s.at("empty"), "not empty").expect("write");
+    let r = s.kz(&["plan", "DIR", "--json"]);
+    r.code(0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["summary"]["update"], 3, "{}", r.stdout);
+    assert_eq!(v["summary"]["create"], 1);
+    assert_eq!(v["read"]["round_trips"], 1);
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    s.kz(&["plan", "DIR", "--detailed-exitcode"]).code(0);
+    // A directory where a file should be is an error for that instance only.
+    std::fs::remove_file(s.at("small")).expect("rm");
+    std::fs::create_dir(s.at("small")).expect("mkdir");
+    s.kz(&["plan", "DIR"])
+        .code(1)
+        .stdout_has("read 01.file.small[local]: the path is a directory");
+}

@@ -539,13 +539,33 @@ async fn read_hosts(
     errors: &mut Vec<PlanError>,
     stats: &mut ReadStats,
 ) -> HashMap<usize, Observation> {
-    let mut by_host: BTreeMap<&str, Vec<(usize, String)>> = BTreeMap::new();
+    // Per host, the sections of its one read: a provider's batched probe for several of its
+    // instances, or one probe per instance.
+    let mut by_kind: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
     for (i, inst) in stack.instances.iter().enumerate() {
-        if !selected[i] {
+        if selected[i] {
+            by_kind
+                .entry((inst.host(), inst.kind()))
+                .or_default()
+                .push(i);
+        }
+    }
+    let mut by_host: BTreeMap<&str, Vec<(Vec<usize>, String)>> = BTreeMap::new();
+    for ((host, kind), indices) in by_kind {
+        let Some(provider) = env.providers.get(kind) else {
+            continue;
+        };
+        let insts: Vec<&Instance> = indices.iter().map(|i| &stack.instances[*i]).collect();
+        if insts.len() > 1
+            && let Some(p) = provider.probe_batch(&insts)
+        {
+            by_host.entry(host).or_default().push((indices, p));
             continue;
         }
-        if let Some(p) = env.providers.get(inst.kind()).and_then(|p| p.probe(inst)) {
-            by_host.entry(inst.host()).or_default().push((i, p));
+        for i in indices {
+            if let Some(p) = provider.probe(&stack.instances[i]) {
+                by_host.entry(host).or_default().push((vec![i], p));
+            }
         }
     }
     let limit = Arc::new(Semaphore::new(parallelism.max(1)));
@@ -611,28 +631,36 @@ async fn read_hosts(
             }
         };
         let sections = split_batch(&nonce, &out.stdout, probes.len());
-        for ((i, _), section) in probes.iter().zip(sections) {
-            let inst = &stack.instances[*i];
-            let result = match section {
-                Some(p) => env.providers.get(inst.kind()).map_or_else(
-                    || Err("no provider".to_string()),
-                    |prov| prov.observe(inst, &p),
-                ),
-                None => Err(format!(
-                    "probe output missing (read exited {}): {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )),
-            };
-            match result {
-                Ok(o) => {
-                    observations.insert(*i, o);
+        for ((indices, _), section) in probes.iter().zip(sections) {
+            let insts: Vec<&Instance> = indices.iter().map(|i| &stack.instances[*i]).collect();
+            let provider = env.providers.get(insts[0].kind());
+            let results: Vec<Result<Observation, String>> = match (section, provider) {
+                (Some(p), Some(prov)) if insts.len() > 1 => prov.observe_batch(&insts, &p),
+                (Some(p), Some(prov)) => vec![prov.observe(insts[0], &p)],
+                (Some(_), None) => insts
+                    .iter()
+                    .map(|_| Err("no provider".to_string()))
+                    .collect(),
+                (None, _) => {
+                    let e = format!(
+                        "probe output missing (read exited {}): {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                    insts.iter().map(|_| Err(e.clone())).collect()
                 }
-                Err(message) => errors.push(PlanError {
-                    host: host_name.clone(),
-                    address: Some(inst.address.to_string()),
-                    message: format!("{label}: read {}: {message}", inst.address),
-                }),
+            };
+            for ((i, inst), result) in indices.iter().zip(&insts).zip(results) {
+                match result {
+                    Ok(o) => {
+                        observations.insert(*i, o);
+                    }
+                    Err(message) => errors.push(PlanError {
+                        host: host_name.clone(),
+                        address: Some(inst.address.to_string()),
+                        message: format!("{label}: read {}: {message}", inst.address),
+                    }),
+                }
             }
         }
     }
