@@ -136,6 +136,47 @@ pub enum StateCommand {
         #[command(flatten)]
         lock: LockArgs,
     },
+    /// List the stored versions of the state (postgres backend).
+    History { dir: PathBuf },
+    /// Restore a stored version as a new serial (postgres backend).
+    Rollback {
+        dir: PathBuf,
+        serial: u64,
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Copy the state to another backend, verify the copy, then switch stack.toml to it.
+    Migrate {
+        dir: PathBuf,
+        #[arg(long, value_enum)]
+        to: BackendChoice,
+        /// For postgres: the variable holding the libpq URL (else the PG* variables are used).
+        #[arg(long)]
+        url_env: Option<String>,
+        /// For postgres: the schema (default kz).
+        #[arg(long)]
+        schema: Option<String>,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Write a state file (e.g. the rescue file of an apply) back to the backend.
+    Push {
+        dir: PathBuf,
+        file: PathBuf,
+        /// Push even if the backend moved on since the file was written.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    Local,
+    Postgres,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -8,15 +8,16 @@ use tokio::sync::{mpsc, watch};
 
 use kz_engine::apply::{ApplyOptions, apply};
 use kz_engine::load::load_stack;
+use kz_engine::model::Stack;
 use kz_engine::ops::{
-    LocalSink, Workspace, check_saved_plan, destroy_plan, error_chain, plan_stack_dir,
+    BackendSink, Workspace, check_saved_plan, destroy_plan, error_chain, plan_stack_dir,
     read_plan_file, write_plan_file,
 };
 use kz_engine::plan::{Env, Plan, PlanOptions, plan};
 use kz_engine::render::{render_plan, render_report};
-use kz_state::{State, StateError, StateLock};
+use kz_state::{HeldLock, State, StateError};
 
-use crate::cli::{ApplyArgs, Cli, Command, DestroyArgs, PlanArgs, StateCommand};
+use crate::cli::{ApplyArgs, Cli, Command, DestroyArgs, PlanArgs};
 use crate::output::Shell;
 
 /// Exit codes: 0 success, 1 error, 2 changes present (`plan --detailed-exitcode`).
@@ -32,18 +33,15 @@ pub async fn run(cli: Cli, shell: Shell) -> i32 {
         Command::Plan(args) => plan_cmd(&shell, args).await,
         Command::Apply(args) => apply_cmd(&shell, args, &command_line).await,
         Command::Destroy(args) => destroy_cmd(&shell, args, &command_line).await,
-        Command::Graph { dir } => match open(&shell, &dir) {
-            Some(ws) => {
-                shell.out(&kz_engine::graph::to_dot(
-                    &ws.stack.instances,
-                    &ws.stack.modules,
-                ));
+        Command::Graph { dir } => match load(&shell, &dir) {
+            Some(stack) => {
+                shell.out(&kz_engine::graph::to_dot(&stack.instances, &stack.modules));
                 OK
             }
             None => FAILED,
         },
-        Command::State(cmd) => state_cmd(&shell, cmd, &command_line),
-        Command::ForceUnlock { dir } => force_unlock(&shell, &dir),
+        Command::State(cmd) => crate::state_commands::run(&shell, cmd, &command_line).await,
+        Command::ForceUnlock { dir } => force_unlock(&shell, &dir).await,
         Command::Trust { dir, host, yes } => trust(&shell, &dir, &host, yes).await,
         Command::Completions { shell: sh } => {
             let mut buf = Vec::new();
@@ -63,12 +61,11 @@ fn env(ws: &Workspace) -> Env {
     }
 }
 
-/// Loads a stack, printing every problem found.
-fn open(shell: &Shell, dir: &Path) -> Option<Workspace> {
+/// Loads a stack, printing every problem found; it needs no state backend.
+pub(crate) fn load(shell: &Shell, dir: &Path) -> Option<Stack> {
     match load_stack(dir) {
         Ok(stack) => {
-            let ws = Workspace::new(stack);
-            let short = ws.short_secrets();
+            let short = kz_engine::ops::short_secrets(&stack);
             if !short.is_empty() {
                 shell.error(&format!(
                     "{} must hold at least {} characters: a shorter secret cannot be masked reliably in kz's output",
@@ -77,8 +74,8 @@ fn open(shell: &Shell, dir: &Path) -> Option<Workspace> {
                 ));
                 return None;
             }
-            shell.set_secrets(ws.secret_values());
-            Some(ws)
+            shell.set_secrets(kz_engine::ops::secret_values(&stack));
+            Some(stack)
         }
         Err(diags) => {
             for d in &diags.0 {
@@ -89,16 +86,27 @@ fn open(shell: &Shell, dir: &Path) -> Option<Workspace> {
     }
 }
 
-fn state_error(shell: &Shell, e: &StateError) -> i32 {
+/// Loads a stack and opens its state backend.
+pub(crate) fn open(shell: &Shell, dir: &Path) -> Option<Workspace> {
+    let stack = load(shell, dir)?;
+    match Workspace::new(stack) {
+        Ok(ws) => Some(ws),
+        Err(e) => {
+            shell.error(&e);
+            None
+        }
+    }
+}
+
+pub(crate) fn state_error(shell: &Shell, e: &StateError) -> i32 {
     shell.error(&error_chain(e));
     FAILED
 }
 
 fn validate(shell: &Shell, dir: &Path) -> i32 {
-    let Some(ws) = open(shell, dir) else {
+    let Some(s) = load(shell, dir) else {
         return FAILED;
     };
-    let s = &ws.stack;
     shell.outln(&format!(
         "Stack `{}` is valid: {} hosts, {} modules, {} resource instances.",
         s.name,
@@ -123,7 +131,7 @@ async fn plan_cmd(shell: &Shell, args: PlanArgs) -> i32 {
         shell.error(&e.replace("refusing to apply", "refusing to save a plan"));
         return FAILED;
     }
-    let state = match ws.backend.read() {
+    let state = match ws.backend.read().await {
         Ok(s) => s,
         Err(e) => return state_error(shell, &e),
     };
@@ -176,8 +184,13 @@ async fn plan_cmd(shell: &Shell, args: PlanArgs) -> i32 {
     }
 }
 
-fn lock(shell: &Shell, ws: &Workspace, command: &str, timeout: Duration) -> Option<StateLock> {
-    match ws.lock(command, timeout) {
+pub(crate) async fn lock(
+    shell: &Shell,
+    ws: &Workspace,
+    command: &str,
+    timeout: Duration,
+) -> Option<Box<dyn HeldLock>> {
+    match ws.lock(command, timeout).await {
         Ok(l) => Some(l),
         Err(e) => {
             state_error(shell, &e);
@@ -187,7 +200,7 @@ fn lock(shell: &Shell, ws: &Workspace, command: &str, timeout: Duration) -> Opti
 }
 
 /// Whether the user agreed to go on: `--yes`, or `yes` typed on a terminal.
-fn confirmed(shell: &Shell, yes: bool, question: &str) -> bool {
+pub(crate) fn confirmed(shell: &Shell, yes: bool, question: &str) -> bool {
     if yes {
         return true;
     }
@@ -209,7 +222,7 @@ async fn apply_cmd(shell: &Shell, args: ApplyArgs, command_line: &str) -> i32 {
         return apply_saved(shell, &args, command_line).await;
     }
     let Some((ws, guard, mut state, exists)) =
-        prepare_apply(shell, &args.target, command_line, args.lock.lock_timeout)
+        prepare_apply(shell, &args.target, command_line, args.lock.lock_timeout).await
     else {
         return FAILED;
     };
@@ -235,24 +248,34 @@ async fn apply_cmd(shell: &Shell, args: ApplyArgs, command_line: &str) -> i32 {
     if !confirmed(shell, args.yes, "\nApply these changes?") {
         return FAILED;
     }
-    execute(shell, &ws, &run_env, &p, &mut state, par, guard).await
+    execute(
+        shell,
+        &ws,
+        &run_env,
+        &p,
+        &mut state,
+        par,
+        guard,
+        command_line,
+    )
+    .await
 }
 
 /// What every apply starts with: the stack, all its secrets, the lock, then the state (a new one
 /// when the stack was never applied; the flag says whether it existed).
-fn prepare_apply(
+async fn prepare_apply(
     shell: &Shell,
     dir: &Path,
     command_line: &str,
     lock_timeout: Duration,
-) -> Option<(Workspace, StateLock, State, bool)> {
+) -> Option<(Workspace, Box<dyn HeldLock>, State, bool)> {
     let ws = open(shell, dir)?;
     if let Err(e) = ws.require_secrets() {
         shell.error(&e);
         return None;
     }
-    let guard = lock(shell, &ws, command_line, lock_timeout)?;
-    match ws.backend.read() {
+    let guard = lock(shell, &ws, command_line, lock_timeout).await?;
+    match ws.backend.read().await {
         Ok(Some(s)) => Some((ws, guard, s, true)),
         Ok(None) => Some((ws, guard, State::new(env!("CARGO_PKG_VERSION")), false)),
         Err(e) => {
@@ -273,7 +296,7 @@ async fn apply_saved(shell: &Shell, args: &ApplyArgs, command_line: &str) -> i32
     };
     let (p, dir) = saved;
     let Some((ws, guard, mut state, exists)) =
-        prepare_apply(shell, &dir, command_line, args.lock.lock_timeout)
+        prepare_apply(shell, &dir, command_line, args.lock.lock_timeout).await
     else {
         return FAILED;
     };
@@ -286,17 +309,27 @@ async fn apply_saved(shell: &Shell, args: &ApplyArgs, command_line: &str) -> i32
         return OK;
     }
     let par = parallelism(&ws, args.parallelism);
-    execute(shell, &ws, &env(&ws), &p, &mut state, par, guard).await
+    execute(
+        shell,
+        &ws,
+        &env(&ws),
+        &p,
+        &mut state,
+        par,
+        guard,
+        command_line,
+    )
+    .await
 }
 
 async fn destroy_cmd(shell: &Shell, args: DestroyArgs, command_line: &str) -> i32 {
     let Some(ws) = open(shell, &args.dir) else {
         return FAILED;
     };
-    let Some(guard) = lock(shell, &ws, command_line, args.lock.lock_timeout) else {
+    let Some(guard) = lock(shell, &ws, command_line, args.lock.lock_timeout).await else {
         return FAILED;
     };
-    let mut state = match ws.backend.read() {
+    let mut state = match ws.backend.read().await {
         Ok(Some(s)) => s,
         Ok(None) => {
             shell.outln("Nothing to destroy: this stack has no state.");
@@ -317,10 +350,21 @@ async fn destroy_cmd(shell: &Shell, args: DestroyArgs, command_line: &str) -> i3
         return FAILED;
     }
     let par = parallelism(&ws, args.parallelism);
-    execute(shell, &ws, &env(&ws), &p, &mut state, par, guard).await
+    execute(
+        shell,
+        &ws,
+        &env(&ws),
+        &p,
+        &mut state,
+        par,
+        guard,
+        command_line,
+    )
+    .await
 }
 
 /// Runs a plan with live progress; Ctrl-C once stops starting new changes, twice aborts them.
+#[allow(clippy::too_many_arguments)]
 async fn execute(
     shell: &Shell,
     ws: &Workspace,
@@ -328,7 +372,8 @@ async fn execute(
     p: &Plan,
     state: &mut State,
     parallelism: usize,
-    guard: StateLock,
+    guard: Box<dyn HeldLock>,
+    command_line: &str,
 ) -> i32 {
     let (tx, rx) = mpsc::unbounded_channel();
     let (cancel_tx, cancel_rx) = watch::channel(0u8);
@@ -341,7 +386,7 @@ async fn execute(
             }
         }
     });
-    let mut sink = LocalSink(&ws.backend);
+    let mut sink = BackendSink::new(ws, command_line);
     shell.outln("");
     let (report, ()) = tokio::join!(
         async {
@@ -370,103 +415,16 @@ async fn execute(
     if report.success() { OK } else { FAILED }
 }
 
-fn state_cmd(shell: &Shell, cmd: StateCommand, command_line: &str) -> i32 {
-    match cmd {
-        StateCommand::List { dir } => {
-            let Some(ws) = open(shell, &dir) else {
-                return FAILED;
-            };
-            match ws.backend.read() {
-                Ok(Some(s)) => {
-                    for addr in s.resources.keys() {
-                        shell.outln(&shell.style.safe(addr));
-                    }
-                    OK
-                }
-                Ok(None) => OK,
-                Err(e) => state_error(shell, &e),
-            }
-        }
-        StateCommand::Show { dir, address } => {
-            let Some(ws) = open(shell, &dir) else {
-                return FAILED;
-            };
-            let state = match ws.backend.read() {
-                Ok(s) => s,
-                Err(e) => return state_error(shell, &e),
-            };
-            let Some(r) = state.as_ref().and_then(|s| s.resources.get(&address)) else {
-                shell.error(&format!(
-                    "`{address}` is not in the state (see kz state list)"
-                ));
-                return FAILED;
-            };
-            shell.outln(&shell.style.bold(&shell.style.safe(&address)));
-            shell.outln(&format!("  host:       {}", r.host));
-            shell.outln(&format!("  created_at: {}", r.created_at));
-            shell.outln(&format!("  updated_at: {}", r.updated_at));
-            if !r.depends_on.is_empty() {
-                shell.outln(&format!("  depends_on: {}", r.depends_on.join(", ")));
-            }
-            for (k, a) in &r.attributes {
-                let shown = kz_engine::plan::shown(&kz_engine::record::read_attr(a));
-                let text = match shown {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                shell.outln(&format!("  {k} = {}", shell.style.safe(&text)));
-            }
-            OK
-        }
-        StateCommand::Rm {
-            dir,
-            addresses,
-            lock: l,
-        } => {
-            let Some(ws) = open(shell, &dir) else {
-                return FAILED;
-            };
-            let Some(guard) = lock(shell, &ws, command_line, l.lock_timeout) else {
-                return FAILED;
-            };
-            let mut state = match ws.backend.read() {
-                Ok(Some(s)) => s,
-                Ok(None) => {
-                    shell.error("this stack has no state");
-                    return FAILED;
-                }
-                Err(e) => return state_error(shell, &e),
-            };
-            for a in &addresses {
-                if state.resources.remove(a).is_none() {
-                    shell.error(&format!("`{a}` is not in the state; nothing was removed"));
-                    return FAILED;
-                }
-            }
-            if let Err(e) = ws.backend.write(&mut state) {
-                return state_error(shell, &e);
-            }
-            drop(guard);
-            for a in &addresses {
-                shell.outln(&format!(
-                    "Removed {a} from the state (the host was not touched)."
-                ));
-            }
-            OK
-        }
-    }
-}
-
-fn force_unlock(shell: &Shell, dir: &Path) -> i32 {
+async fn force_unlock(shell: &Shell, dir: &Path) -> i32 {
     let Some(ws) = open(shell, dir) else {
         return FAILED;
     };
-    match ws.backend.lock_holder() {
+    match ws.backend.lock_holder().await {
         Ok(None) => {
             shell.outln("The state is not locked.");
             OK
         }
-        Ok(Some(holder)) => match ws.backend.force_unlock() {
+        Ok(Some(holder)) => match ws.backend.force_unlock().await {
             Ok(_) => {
                 let who =
                     holder.map_or_else(|| "an unknown process".to_string(), |h| h.to_string());

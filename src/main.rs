@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod output;
+mod state_commands;
 
 use clap::Parser;
 

@@ -47,9 +47,10 @@ pub enum Event {
     },
 }
 
-/// Where the state goes after every change (the local file, later a database).
+/// Where the state goes after every change (the local file or a database).
+#[async_trait::async_trait]
 pub trait StateSink: Send {
-    fn save(&mut self, state: &mut State) -> Result<(), String>;
+    async fn save(&mut self, state: &mut State) -> Result<(), String>;
 }
 
 /// How far an interrupt has gone: 1 = start nothing new, 2 = abort what runs.
@@ -315,14 +316,14 @@ pub async fn apply(
     ctx.state
         .modules
         .retain(|k, _| stack.modules.contains_key(k) || live.contains(k));
-    ctx.save();
+    ctx.save().await;
     ctx.report
 }
 
 impl Ctx<'_> {
-    fn save(&mut self) {
+    async fn save(&mut self) {
         self.state.kz_version = env!("CARGO_PKG_VERSION").into();
-        match self.sink.save(self.state) {
+        match self.sink.save(self.state).await {
             Ok(()) => self.report.state_error = None,
             Err(e) => self.report.state_error = Some(e),
         }
@@ -463,7 +464,7 @@ impl Ctx<'_> {
                 }
             }
             if changed_state {
-                self.save();
+                self.save().await;
             }
             // Only now may the next changes take these slots: what finished is recorded.
             held.clear();

@@ -37,7 +37,16 @@ impl Stack {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateBackendKind {
+    /// `DIR/.kz/state.json`.
     Local,
+    /// A PostgreSQL database shared by the team.
+    Postgres {
+        /// The variable holding a libpq URL; `None` means the standard `PG*` variables.
+        url_env: Option<String>,
+        schema: String,
+        /// How long a failing state write is retried before the rescue file is written.
+        retry: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use kz_state::{LocalBackend, LockInfo, State, StateError, StateLock};
+use std::sync::Arc;
+
+use kz_state::postgres::{PgBackend, PgSettings};
+use kz_state::{Backend, HeldLock, LocalBackend, LockInfo, State, StateError};
 
 use crate::apply::StateSink;
 use crate::interp::secret_var;
-use crate::model::Stack;
+use crate::model::{Stack, StateBackendKind};
 use crate::plan::{
     PLAN_FORMAT_VERSION, Plan, ReadStats, StateRef, Summary, delete_change, matches_target,
 };
@@ -24,47 +27,75 @@ pub const MIN_SECRET_LEN: usize = 6;
 /// A stack with its state backend.
 pub struct Workspace {
     pub stack: Stack,
-    pub backend: LocalBackend,
+    pub backend: Arc<dyn Backend>,
+}
+
+/// The backend a stack's `[state]` table asks for. Opening it connects to nothing yet.
+pub fn open_backend(stack: &Stack, kind: &StateBackendKind) -> Result<Arc<dyn Backend>, String> {
+    match kind {
+        StateBackendKind::Local => Ok(Arc::new(LocalBackend::new(&stack.dir))),
+        StateBackendKind::Postgres {
+            url_env,
+            schema,
+            retry,
+        } => {
+            let url = match url_env {
+                Some(var) => Some(std::env::var(var).map_err(|_| {
+                    format!("the state backend needs ${var} (a PostgreSQL URL such as postgresql://kz@db:5432/kz), which is not set")
+                })?),
+                None => None,
+            };
+            let config =
+                kz_state::postgres::connection_config(url.as_deref(), &|k| std::env::var(k).ok())?;
+            Ok(Arc::new(PgBackend::new(PgSettings {
+                config,
+                schema: schema.clone(),
+                stack: stack.name.clone(),
+                retry_for: *retry,
+            })))
+        }
+    }
+}
+
+/// The values of every secret the stack uses, for the output layer to mask.
+pub fn secret_values(stack: &Stack) -> Vec<String> {
+    stack
+        .secrets_used
+        .iter()
+        .filter_map(|s| std::env::var(secret_var(s)).ok())
+        .collect()
+}
+
+/// Secrets so short that masking them would garble the output (an `x` would hide every `x`) and
+/// that could not be told apart from ordinary text: they are refused.
+pub fn short_secrets(stack: &Stack) -> Vec<String> {
+    stack
+        .secrets_used
+        .iter()
+        .filter(|s| std::env::var(secret_var(s)).is_ok_and(|v| v.chars().count() < MIN_SECRET_LEN))
+        .map(|s| secret_var(s))
+        .collect()
 }
 
 impl Workspace {
-    pub fn new(stack: Stack) -> Workspace {
-        let backend = LocalBackend::new(&stack.dir);
-        Workspace { stack, backend }
+    pub fn new(stack: Stack) -> Result<Workspace, String> {
+        let backend = open_backend(&stack, &stack.state.backend)?;
+        Ok(Workspace { stack, backend })
     }
 
-    pub fn lock(&self, command: &str, timeout: Duration) -> Result<StateLock, StateError> {
-        self.backend.lock(&LockInfo::current(command), timeout)
+    pub async fn lock(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<Box<dyn HeldLock>, StateError> {
+        self.backend
+            .lock(&LockInfo::current(command), timeout)
+            .await
     }
 
-    /// The current state, or a fresh one when the stack was never applied.
-    pub fn state_or_new(&self) -> Result<State, StateError> {
-        Ok(self
-            .backend
-            .read()?
-            .unwrap_or_else(|| State::new(env!("CARGO_PKG_VERSION"))))
-    }
-
-    /// The values of every secret the stack uses, for the output layer to mask.
-    pub fn secret_values(&self) -> Vec<String> {
-        self.stack
-            .secrets_used
-            .iter()
-            .filter_map(|s| std::env::var(secret_var(s)).ok())
-            .collect()
-    }
-
-    /// Secrets so short that masking them would garble the output (an `x` would hide every `x`)
-    /// and that could not be told apart from ordinary text: they are refused.
-    pub fn short_secrets(&self) -> Vec<String> {
-        self.stack
-            .secrets_used
-            .iter()
-            .filter(|s| {
-                std::env::var(secret_var(s)).is_ok_and(|v| v.chars().count() < MIN_SECRET_LEN)
-            })
-            .map(|s| secret_var(s))
-            .collect()
+    /// Where a state that could not be written to a remote backend is kept.
+    pub fn rescue_path(&self) -> PathBuf {
+        self.stack.dir.join(".kz").join("state.rescue.json")
     }
 
     /// Refuses to apply when a secret the stack uses is not set, naming every missing variable.
@@ -102,13 +133,96 @@ impl Workspace {
     }
 }
 
-/// The state sink of the local backend.
-pub struct LocalSink<'a>(pub &'a LocalBackend);
+/// Saves the state to the backend after every change. When a remote backend stays unreachable
+/// past its retries, the state goes to the rescue file instead (and keeps going there for the rest
+/// of the run), so nothing that was applied is lost.
+pub struct BackendSink<'a> {
+    pub ws: &'a Workspace,
+    pub who: LockInfo,
+    degraded: Option<String>,
+}
 
-impl StateSink for LocalSink<'_> {
-    fn save(&mut self, state: &mut State) -> Result<(), String> {
-        self.0.write(state).map_err(|e| error_chain(&e))
+impl<'a> BackendSink<'a> {
+    pub fn new(ws: &'a Workspace, command: &str) -> BackendSink<'a> {
+        BackendSink {
+            ws,
+            who: LockInfo::current(command),
+            degraded: None,
+        }
     }
+}
+
+#[async_trait::async_trait]
+impl StateSink for BackendSink<'_> {
+    async fn save(&mut self, state: &mut State) -> Result<(), String> {
+        if self.degraded.is_none() {
+            match self.ws.backend.write(state, &self.who).await {
+                Ok(()) => return Ok(()),
+                Err(e) if self.ws.backend.is_remote() => self.degraded = Some(error_chain(&e)),
+                Err(e) => return Err(error_chain(&e)),
+            }
+        }
+        let rescue = self.ws.rescue_path();
+        let cause = self.degraded.clone().unwrap_or_default();
+        write_private_json(&rescue, state).map_err(|e| {
+            format!(
+                "{cause}; and the rescue file {} could not be written either: {e}",
+                rescue.display()
+            )
+        })?;
+        Err(format!(
+            "{} could not be written ({cause}); the state is saved in {} instead. Once the database is back, run: kz state push {} {}",
+            self.ws.backend.describe(),
+            rescue.display(),
+            self.ws.stack.dir.display(),
+            rescue.display()
+        ))
+    }
+}
+
+/// Replaces a text file atomically (temporary file, fsync, rename), keeping its mode.
+pub fn write_text_atomically(path: &Path, text: &str) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", crate::random_hex(6)));
+    let mode = fs::metadata(path).map_or(0o644, |m| {
+        std::os::unix::fs::PermissionsExt::mode(&m.permissions())
+    });
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|e| e.to_string())
+}
+
+/// Writes JSON readable by its owner only, atomically (temporary file, fsync, rename).
+pub fn write_private_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let tmp = dir.join(format!(".{}.tmp", crate::random_hex(6)));
+    let json = serde_json::to_vec_pretty(value).map_err(|e| e.to_string())?;
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|e| e.to_string())
 }
 
 /// An error and its causes on one line: `failed to write X: No space left on device`.

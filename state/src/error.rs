@@ -42,6 +42,26 @@ pub enum StateError {
         /// What is wrong with it.
         message: String,
     },
+
+    /// The state database holds a newer serial or another lineage than the writer expected.
+    #[error("{0}")]
+    Conflict(String),
+
+    /// The state database could not be reached or answered with an error.
+    #[error("state database: {0}")]
+    Database(String),
+
+    /// The state database lock is held by another kz.
+    #[error("state is locked by {} ({where_})", describe_holder(.holder.as_deref()))]
+    LockedRemote {
+        /// Where the lock lives, e.g. `postgres kz.locks[keybuzz]`.
+        where_: String,
+        holder: Option<Box<LockInfo>>,
+    },
+
+    /// The backend cannot do this.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl StateError {

@@ -6,16 +6,19 @@
 //! [`LocalBackend::write`] and guarded by an flock(2)-based lock taken with
 //! [`LocalBackend::lock`].
 
+mod backend;
 mod error;
 mod fsutil;
 mod local;
 mod lock;
 mod model;
+pub mod postgres;
 // The only module allowed to use `unsafe`: thin wrappers around libc calls
 // that the standard library does not expose with the semantics we need.
 #[allow(unsafe_code)]
 mod sys;
 
+pub use backend::{Backend, HeldLock, HistoryEntry, summarize};
 pub use error::StateError;
 pub use local::LocalBackend;
 pub use lock::{LockInfo, StateLock};

@@ -133,7 +133,7 @@ impl LocalBackend {
 }
 
 /// Parses and checks the content of a state file.
-fn parse_state(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
+pub(crate) fn parse_state(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
     let corrupt = |message: String| StateError::Corrupt {
         path: path.to_owned(),
         message,

@@ -377,21 +377,89 @@ impl Loader<'_> {
         src: &Arc<SourceFile>,
         raw: Option<&raw::StateTable>,
     ) -> StateConfig {
-        let backend = match raw.and_then(|s| s.backend.as_ref()) {
-            None => StateBackendKind::Local,
-            Some(b) if b.get_ref() == "local" => StateBackendKind::Local,
+        let kind = raw.and_then(|s| s.backend.as_ref());
+        let postgres = match kind {
+            None => false,
+            Some(b) if b.get_ref() == "local" => false,
+            Some(b) if b.get_ref() == "postgres" => true,
             Some(b) => {
                 self.error(Diagnostic::at(
                     loc(src, b),
                     format!(
-                        "unknown state backend `{}`: expected \"local\"",
+                        "unknown state backend `{}`: expected \"local\" or \"postgres\"",
                         b.get_ref()
                     ),
                 ));
-                StateBackendKind::Local
+                false
             }
         };
-        StateConfig { backend }
+        let Some(raw) = raw else {
+            return StateConfig {
+                backend: StateBackendKind::Local,
+            };
+        };
+        if !postgres {
+            for (key, v) in [
+                ("url_env", &raw.url_env),
+                ("schema", &raw.schema),
+                ("retry", &raw.retry),
+            ] {
+                if let Some(v) = v {
+                    self.error(Diagnostic::at(
+                        loc(src, v),
+                        format!("`{key}` is for backend = \"postgres\""),
+                    ));
+                }
+            }
+            return StateConfig {
+                backend: StateBackendKind::Local,
+            };
+        }
+        let url_env = raw.url_env.as_ref().and_then(|u| {
+            let name = u.get_ref();
+            let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                self.error(Diagnostic::at(
+                    loc(src, u),
+                    format!("invalid url_env `{name}`: the name of an environment variable, e.g. \"KZ_STATE_PG\""),
+                ));
+            }
+            ok.then(|| name.clone())
+        });
+        let schema = match &raw.schema {
+            None => "kz".to_string(),
+            Some(sch) if kz_state::postgres::valid_schema(sch.get_ref()) => sch.get_ref().clone(),
+            Some(sch) => {
+                self.error(Diagnostic::at(
+                    loc(src, sch),
+                    format!(
+                        "invalid schema `{}`: lower-case letters, digits and `_`, starting with a letter",
+                        sch.get_ref()
+                    ),
+                ));
+                "kz".to_string()
+            }
+        };
+        let retry = match &raw.retry {
+            None => std::time::Duration::from_secs(30),
+            Some(r) => parse_duration(r.get_ref()).unwrap_or_else(|| {
+                self.error(Diagnostic::at(
+                    loc(src, r),
+                    format!(
+                        "invalid duration `{}`: expected a number and a unit, e.g. 500ms, 30s, 10m, 1h",
+                        r.get_ref()
+                    ),
+                ));
+                std::time::Duration::from_secs(30)
+            }),
+        };
+        StateConfig {
+            backend: StateBackendKind::Postgres {
+                url_env,
+                schema,
+                retry,
+            },
+        }
     }
 
     /// The module files of the stack: every `*.toml` but `stack.toml`, sorted by name.

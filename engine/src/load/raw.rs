@@ -27,6 +27,9 @@ pub struct StackTable {
 #[serde(deny_unknown_fields)]
 pub struct StateTable {
     pub backend: Option<Spanned<String>>,
+    pub url_env: Option<Spanned<String>>,
+    pub schema: Option<Spanned<String>>,
+    pub retry: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
