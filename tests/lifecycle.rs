@@ -583,3 +583,79 @@ content = ""
         .code(1)
         .stdout_has("read 01.file.small[local]: the path is a directory");
 }
+
+#[test]
+fn a_new_timeout_is_recorded_without_running_the_command_again() {
+    let s = TestStack::new("cmdattrs");
+    let stack = |timeout: &str, triggers: &str| {
+        format!(
+            "[[command]]\nname = \"once\"\non = [\"local\"]\nrun = \"echo ran >> @ROOT@/log\"\ntimeout = \"{timeout}\"\n{triggers}\n"
+        )
+    };
+    s.write("01.toml", &stack("30s", ""));
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    s.write("01.toml", &stack("1m", ""));
+    s.kz(&["plan", "DIR"])
+        .code(0)
+        .stdout_has("timeout: \"30s\" → \"1m\"");
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    assert_eq!(
+        read(&s.at("log")),
+        "ran\n",
+        "a new timeout re-ran the command"
+    );
+    s.kz(&["plan", "DIR", "--detailed-exitcode"]).code(0);
+    // Adding triggers to a command already run is a change, and runs it.
+    s.write("01.toml", &stack("1m", "triggers = { v = \"2\" }"));
+    s.kz(&["plan", "DIR", "--detailed-exitcode"])
+        .code(2)
+        .stdout_has("triggers: (none) → {\"v\":\"2\"}");
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    assert_eq!(read(&s.at("log")), "ran\nran\n");
+}
+
+#[test]
+fn owner_alone_keeps_the_group_and_numeric_ids_compare_as_numbers() {
+    let s = TestStack::new("owners");
+    std::fs::write(s.at("owned"), "x\n").expect("write");
+    let st = std::process::Command::new("chown")
+        .args(["daemon:daemon"])
+        .arg(s.at("owned"))
+        .status()
+        .expect("chown");
+    assert!(st.success());
+    s.write(
+        "01.toml",
+        "[[file]]\nname = \"owned\"\non = [\"local\"]\npath = \"@ROOT@/owned\"\ncontent = \"y\\n\"\nowner = \"daemon\"\n\n\
+         [[file]]\nname = \"numeric\"\non = [\"local\"]\npath = \"@ROOT@/numeric\"\ncontent = \"n\\n\"\nowner = \"0\"\ngroup = \"0\"\n",
+    );
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    let meta = std::fs::metadata(s.at("owned")).expect("meta");
+    let daemon_gid = std::process::Command::new("id")
+        .args(["-g", "daemon"])
+        .output()
+        .expect("id");
+    assert_eq!(
+        meta.gid().to_string(),
+        String::from_utf8_lossy(&daemon_gid.stdout).trim(),
+        "the group was reset"
+    );
+    s.kz(&["plan", "DIR", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn switching_a_file_from_absent_to_present_is_seen_without_refresh() {
+    let s = TestStack::new("absent2");
+    s.write(
+        "01.toml",
+        "[[file]]\nname = \"f\"\non = [\"local\"]\npath = \"@ROOT@/f\"\nensure = \"absent\"\n",
+    );
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    s.write(
+        "01.toml",
+        "[[file]]\nname = \"f\"\non = [\"local\"]\npath = \"@ROOT@/f\"\ncontent = \"now here\\n\"\n",
+    );
+    s.kz(&["plan", "DIR", "--refresh=false", "--detailed-exitcode"])
+        .code(2)
+        .stdout_has("+now here");
+}

@@ -327,7 +327,7 @@ fn a_second_ctrl_c_aborts_running_changes_and_kills_their_processes() {
     let s = TestStack::new("abort");
     s.write(
         "01.toml",
-        "[[command]]\nname = \"long\"\non = [\"local\"]\nrun = \"sleep 30; touch @ROOT@/finished\"\n",
+        "[[command]]\nname = \"long\"\non = [\"local\"]\nrun = \"sleep 29.4171; touch @ROOT@/finished\"\n",
     );
     let child = s
         .command(&["apply", "DIR", "--yes"])
@@ -357,10 +357,7 @@ fn a_second_ctrl_c_aborts_running_changes_and_kills_their_processes() {
     );
     // The aborted command's process group is gone: nothing is left to finish its work.
     let ps = std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!("ps -eo args | grep -c '[s]leep 30; touch {}'", s.root()),
-        ])
+        .args(["-c", "ps -eo args | grep -c '^[s]leep 29.4171'"])
         .output()
         .expect("ps");
     assert_eq!(
@@ -377,4 +374,65 @@ fn a_secret_too_short_to_mask_is_refused() {
     s.kz(&["plan", "DIR"])
         .code(1)
         .stderr_has("KZ_SECRET_REDIS_PASSWORD must hold at least 6 characters");
+}
+
+#[test]
+fn a_secret_dropped_from_a_file_stays_masked_in_the_diff_and_the_plan_file() {
+    let s = secret_stack().env("KZ_SECRET_REDIS_PASSWORD", SECRET);
+    s.kz(&["apply", "DIR", "--yes"]).code(1);
+    s.write(
+        "04_redis.toml",
+        "[[file]]\nname = \"redis-conf\"\non = [\"local\"]\npath = \"@ROOT@/redis.conf\"\ncontent = \"include /etc/redis/auth.conf\\n\"\nmode = \"0640\"\n",
+    );
+    let plan_file = s.root.path().join("p.json");
+    let r = s.kz(&["plan", "DIR", "--out", plan_file.to_str().expect("utf8")]);
+    r.code(0)
+        .stdout_has("content: (sensitive) → \"include /etc/redis/auth.conf\\n\"");
+    assert!(!r.stdout.contains(SECRET), "{}", r.stdout);
+    assert!(!read(&plan_file).contains(SECRET));
+}
+
+#[test]
+fn secrets_are_masked_in_ascii_mode_and_kept_out_of_the_process_list() {
+    let secret = "Grüße-2024-geheim";
+    let s = TestStack::new("ascii-secret").env("KZ_SECRET_TOKEN", secret);
+    s.write(
+        "01.toml",
+        "[[command]]\nname = \"auth\"\non = [\"local\"]\nrun = \"sleep 1.5; echo \\\"bad ${secret.token}\\\" >&2; exit 1\"\n",
+    );
+    let child = s
+        .command(&["apply", "DIR", "--yes"])
+        .env("LANG", "C")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(700));
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .expect("ps");
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !String::from_utf8_lossy(&ps.stdout).contains("geheim"),
+        "the secret is visible in ps"
+    );
+    assert!(stdout.contains("bad (sensitive)"), "{stdout}");
+    assert!(!stdout.contains("geheim"), "{stdout}");
+}
+
+#[test]
+fn an_environment_change_makes_a_saved_plan_stale() {
+    let s = TestStack::new("envplan").env("KZ_TEST_GREETING", "hello");
+    s.write(
+        "01.toml",
+        "[[file]]\nname = \"g\"\non = [\"local\"]\npath = \"@ROOT@/g\"\ncontent = \"${env.KZ_TEST_GREETING}\\n\"\n",
+    );
+    let plan_file = s.root.path().join("p.json");
+    let p = plan_file.to_str().expect("utf8");
+    s.kz(&["plan", "DIR", "--out", p]).code(0);
+    let s = s.env("KZ_TEST_GREETING", "changed");
+    s.kz(&["apply", p])
+        .code(1)
+        .stderr_has("the stack files changed since it was made");
 }

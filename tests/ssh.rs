@@ -149,16 +149,12 @@ fn a_timed_out_command_is_killed_on_the_host_and_frees_its_session() {
     let mut host = c.host("h1", &s);
     host.ssh.max_sessions = 4;
     let t = transport(host);
-    let marker = tempfile::tempdir().expect("tempdir");
-    let tag = marker.path().display().to_string();
+    // A sleep of a duration no other process uses, to find it in the process list.
+    let tag = format!("60.{}", std::process::id());
     runtime().block_on(async {
         let started = Instant::now();
         let err = t
-            .run(spec(
-                &format!("sleep 60 # {tag}"),
-                None,
-                Duration::from_secs(1),
-            ))
+            .run(spec(&format!("sleep {tag}"), None, Duration::from_secs(1)))
             .await
             .expect_err("times out");
         assert!(
@@ -169,7 +165,7 @@ fn a_timed_out_command_is_killed_on_the_host_and_frees_its_session() {
         assert!(started.elapsed() < Duration::from_secs(8));
         tokio::time::sleep(Duration::from_millis(300)).await;
         let ps = std::process::Command::new("pgrep")
-            .args(["-f", &tag])
+            .args(["-f", &format!("^sleep {tag}")])
             .output()
             .expect("pgrep");
         assert!(
@@ -528,4 +524,185 @@ fn a_frozen_host_fails_within_its_connect_timeout_while_the_others_apply() {
     st.kz(&["apply", "DIR", "--yes"])
         .code(0)
         .stdout_has("Apply: 2 applied");
+}
+
+#[test]
+fn a_second_ctrl_c_kills_the_command_on_the_host() {
+    let c = Client::new();
+    let a = Sshd::start(&[&c.key.public]);
+    c.trust(&[&a]);
+    let st = kz_stack(&c, &[("web-01", &a)], "");
+    let tag = format!("28.{}", std::process::id());
+    st.write(
+        "01_files.toml",
+        &format!("[[command]]\nname = \"long\"\non = [\"web-01\"]\nrun = \"sleep {tag}; touch @ROOT@/survived\"\n"),
+    );
+    let child = st
+        .command(&["apply", "DIR", "--yes"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let running = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &format!("^sleep {tag}")])
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty())
+    };
+    while !running() {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..2 {
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !running(),
+        "the command kept running on the host after the abort"
+    );
+}
+
+#[test]
+fn a_failing_upload_fails_at_once_instead_of_waiting_for_its_deadline() {
+    let c = Client::new();
+    let a = Sshd::start(&[&c.key.public]);
+    c.trust(&[&a]);
+    let st = kz_stack(&c, &[("web-01", &a)], "command_timeout = \"30s\"");
+    std::fs::write(st.at("blocker"), "a file, not a directory").expect("write");
+    std::fs::create_dir_all(st.path().join("files")).expect("mkdir");
+    std::fs::write(st.path().join("files/big.bin"), vec![7u8; 8 * 1024 * 1024]).expect("write");
+    st.write(
+        "01_files.toml",
+        "[[file]]\nname = \"big\"\non = [\"web-01\"]\npath = \"@ROOT@/blocker/sub/big.bin\"\nsource = \"files/big.bin\"\n",
+    );
+    let started = Instant::now();
+    st.kz(&["apply", "DIR", "--yes"])
+        .code(1)
+        .stdout_has("Not a directory");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_host_key_of_another_type_counts_as_changed() {
+    let c = Client::new();
+    let a = Sshd::start(&[&c.key.public]);
+    let rsa = keygen(c.dir.path(), "old_rsa_host", "rsa");
+    let parts: Vec<&str> = rsa.public.split(' ').collect();
+    std::fs::write(
+        c.known_hosts(),
+        format!("[{}]:{} {} {}\n", a.address, a.port, parts[0], parts[1]),
+    )
+    .expect("known_hosts");
+    let st = kz_stack(&c, &[("web-01", &a)], "accept_new_host_keys = true");
+    st.kz(&["plan", "DIR"]).code(1).stdout_has(&format!(
+        "host key changed ({}:1)",
+        c.known_hosts().display()
+    ));
+    assert_eq!(
+        read(&c.known_hosts()).lines().count(),
+        1,
+        "the new key was added"
+    );
+}
+
+#[test]
+fn an_encrypted_default_key_gives_way_to_the_agent() {
+    let c = Client::new();
+    let a = Sshd::start(&[&c.key.public]);
+    c.trust(&[&a]);
+    // ~/.ssh/id_ed25519 is another key, protected by a passphrase kz does not have.
+    let ssh_dir = c.dir.path().join(".ssh");
+    std::fs::create_dir_all(&ssh_dir).expect("mkdir");
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "a passphrase", "-f"])
+        .arg(ssh_dir.join("id_ed25519"))
+        .status()
+        .expect("ssh-keygen");
+    assert!(st.success());
+    let sock = c.dir.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("agent");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        std::process::Command::new("ssh-add")
+            .arg(&c.key.private)
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .expect("ssh-add")
+            .status
+            .success()
+    );
+    let stack = TestStack::new("agent2").env("HOME", &c.dir.path().display().to_string());
+    stack.write(
+        "stack.toml",
+        &format!(
+            "[stack]\nname = \"agent2\"\n\n[ssh]\nknown_hosts = \"{}\"\n\n[hosts.web-01]\naddress = \"{}\"\nssh = {{ port = {} }}\n",
+            c.known_hosts().display(),
+            a.address,
+            a.port
+        ),
+    );
+    let out = stack
+        .command(&["plan", "DIR"])
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .expect("kz");
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn a_local_jump_host_means_a_direct_connection() {
+    let c = Client::new();
+    let a = Sshd::start(&[&c.key.public]);
+    c.trust(&[&a]);
+    let st = TestStack::new("localjump").env("HOME", &c.dir.path().display().to_string());
+    st.write(
+        "stack.toml",
+        &format!(
+            "[stack]\nname = \"localjump\"\n\n[ssh]\nidentity = \"{}\"\nknown_hosts = \"{}\"\njump = \"install-01\"\n\n\
+             [hosts.install-01]\ntransport = \"local\"\n\n[hosts.db-01]\naddress = \"{}\"\nlabels = {{ role = \"app\" }}\nssh = {{ port = {} }}\n",
+            c.key.private.display(),
+            c.known_hosts().display(),
+            a.address,
+            a.port
+        ),
+    );
+    st.write(
+        "01.toml",
+        "[[file]]\nname = \"f\"\non = [\"db-01\"]\npath = \"@ROOT@/direct\"\ncontent = \"ok\\n\"\n",
+    );
+    st.kz(&["apply", "DIR", "--yes"]).code(0);
+    assert_eq!(read(&st.at("direct")), "ok\n");
 }

@@ -265,7 +265,9 @@ pub async fn apply(
                 // Fill hashed attributes from the stack where they still match, so the old
                 // instance can be removed with its real values.
                 for (k, a) in &mut old.attrs {
-                    if let (AttrValue::Hashed(_), Some(d)) = (&a.value, inst.attrs.get(k)) {
+                    if let (AttrValue::Hashed(_), Some(d)) = (&a.value, inst.attrs.get(k))
+                        && crate::record::same(Some(&*ctx.state), d, a)
+                    {
                         *a = d.clone();
                     }
                 }
@@ -317,6 +319,9 @@ pub async fn apply(
         .modules
         .retain(|k, _| stack.modules.contains_key(k) || live.contains(k));
     ctx.save().await;
+    for (t, _) in ctx.transports.values() {
+        t.finish().await;
+    }
     ctx.report
 }
 

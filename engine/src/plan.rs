@@ -436,8 +436,10 @@ fn decide(
     let exists = observed.map_or(recorded.is_some(), |o| o.exists);
     let before_of = |k: &str| -> Option<Attr> {
         if let Some(v) = observed.and_then(|o| o.attrs.get(k)) {
-            // Observed values of a sensitive attribute stay masked like the desired one.
-            let sensitive = inst.attrs.get(k).is_some_and(|a| a.sensitive);
+            // Observed values stay masked when the attribute holds a secret now or held one when
+            // it was applied (the host's copy still contains it).
+            let sensitive = inst.attrs.get(k).is_some_and(|a| a.sensitive)
+                || recorded.and_then(|r| r.get(k)).is_some_and(|a| a.sensitive);
             return Some(Attr {
                 value: AttrValue::Known(v.clone()),
                 sensitive,
@@ -450,8 +452,10 @@ fn decide(
             .iter()
             .filter_map(|(k, desired)| {
                 let before = if exists { before_of(k) } else { None };
-                let comparable = observed.is_some_and(|o| o.attrs.contains_key(k))
-                    || recorded.is_some_and(|r| r.contains_key(k));
+                // Observed attributes compare with the host; the others with the state, where a
+                // missing value means it was unset when applied (so setting it is a change).
+                let comparable =
+                    observed.is_some_and(|o| o.attrs.contains_key(k)) || recorded.is_some();
                 if only_changed
                     && (!comparable || before.as_ref().is_some_and(|b| same(state, desired, b)))
                 {

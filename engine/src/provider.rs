@@ -105,6 +105,8 @@ pub fn upload_script(path: &str, opts: &UploadOptions) -> String {
     match (&opts.owner, &opts.group) {
         (None, None) => s.push_str("if [ -e \"$p\" ]; then chown --reference=\"$p\" \"$t\"; fi\n"),
         (owner, group) => {
+            // What is not given is kept: start from the existing file's owner and group.
+            s.push_str("if [ -e \"$p\" ]; then chown --reference=\"$p\" \"$t\"; fi\n");
             let spec = format!(
                 "{}:{}",
                 owner.as_deref().unwrap_or(""),
@@ -136,6 +138,9 @@ pub trait Transport: Send + Sync {
     fn connections(&self) -> usize {
         0
     }
+
+    /// Waits, boundedly, for clean-ups still under way (the kill of an aborted remote command).
+    async fn finish(&self) {}
 
     /// Runs a command under its deadline. A non-zero exit is not an error here: the caller reads `status`.
     async fn run(&self, cmd: CommandSpec) -> Result<CommandOutput, TransportError>;

@@ -234,7 +234,7 @@ fn render_attr(out: &mut String, a: &AttrChange, width: usize, action: Action, s
     }
     let line = match (action, &a.before, &a.after) {
         (Action::Delete, b, _) => inline(b.as_ref(), style),
-        (_, None, after) => inline(after.as_ref(), style),
+        (Action::Create | Action::Adopt, None, after) => inline(after.as_ref(), style),
         (_, before, after) if before == after => inline(after.as_ref(), style),
         (_, before, after) => format!(
             "{} {} {}",

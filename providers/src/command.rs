@@ -89,15 +89,31 @@ impl Provider for CommandProvider {
     async fn update(
         &self,
         inst: &Instance,
-        _changed: &[String],
+        changed: &[String],
         t: &dyn Transport,
     ) -> Result<(), ProviderError> {
-        run(inst, t, "run", "run").await
+        // Only what the command does or when it runs warrants running it again; a new `timeout`
+        // or `destroy` is just recorded.
+        if changed
+            .iter()
+            .any(|c| matches!(c.as_str(), "run" | "check" | "triggers"))
+        {
+            run(inst, t, "run", "run").await
+        } else {
+            Ok(())
+        }
     }
 
     async fn delete(&self, inst: &Instance, t: &dyn Transport) -> Result<(), ProviderError> {
-        if inst.attr("destroy").is_none() {
-            return Ok(());
+        match inst.attr("destroy") {
+            None => return Ok(()),
+            Some(a) if a.known().is_none() => {
+                return Err(ProviderError::new(
+                    "destroy",
+                    "`destroy` uses a secret and this resource is no longer in the stack, so kz only has a hash of it: put the resource back to run its destroy, or forget it with kz state rm ADDRESS",
+                ));
+            }
+            Some(_) => {}
         }
         run(inst, t, "destroy", "destroy").await
     }

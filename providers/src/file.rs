@@ -40,8 +40,8 @@ fn split_batch_read(count: usize, out: &ProbeOutput) -> Result<Vec<Vec<u8>>, Str
         if c == "p" {
             let h = line()?;
             let size = h
-                .rsplit(' ')
-                .next()
+                .split(' ')
+                .nth(1)
                 .and_then(|z| z.parse().ok())
                 .ok_or_else(|| format!("unexpected answer `{h}`"))?;
             heads.push(Some((h, size)));
@@ -156,8 +156,8 @@ impl Provider for FileProvider {
         let p = shell_quote(inst.text("path")?);
         Some(format!(
             "p={p}\nif [ -d \"$p\" ]; then echo directory\nelif [ -e \"$p\" ]; then \
-             s=$(stat -L -c '%a %U %G %s' -- \"$p\") || exit 1\necho \"present $s\"\n\
-             if [ \"${{s##* }}\" -le {READ_LIMIT} ]; then cat -- \"$p\"; \
+             s=$(stat -L -c '%a %s %u %g %U %G' -- \"$p\") || exit 1\necho \"present $s\"\n\
+             set -- $s\nif [ \"$2\" -le {READ_LIMIT} ]; then cat -- \"$p\"; \
              else sha256sum -- \"$p\" | cut -d' ' -f1; fi\nelse echo absent; fi"
         ))
     }
@@ -197,11 +197,17 @@ impl Provider for FileProvider {
                 note: Some("file absent".into()),
             });
         }
-        let (Some(mode), Some(owner), Some(group), Some(size)) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
+        let f: Vec<&str> = fields.collect();
+        let [mode, size, uid, gid, user, group] = f.as_slice() else {
             return Err(format!("unexpected answer `{head}`"));
         };
+        // A numeric owner or group in the stack compares with the id, a name with the name.
+        let numeric = |attr: &str| {
+            inst.text(attr)
+                .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit()))
+        };
+        let owner = if numeric("owner") { uid } else { user };
+        let group = if numeric("group") { gid } else { group };
         let mode = u32::from_str_radix(mode, 8).map_err(|_| format!("bad mode `{mode}`"))?;
         let size: u64 = size.parse().map_err(|_| format!("bad size `{size}`"))?;
         let content = if size <= READ_LIMIT {
@@ -217,8 +223,8 @@ impl Provider for FileProvider {
         };
         attrs.insert("content".into(), content);
         attrs.insert("mode".into(), Value::Text(format!("{mode:04o}")));
-        attrs.insert("owner".into(), Value::Text(owner.into()));
-        attrs.insert("group".into(), Value::Text(group.into()));
+        attrs.insert("owner".into(), Value::Text((*owner).to_string()));
+        attrs.insert("group".into(), Value::Text((*group).to_string()));
         Ok(Observation {
             exists: true,
             attrs,
@@ -239,12 +245,12 @@ impl Provider for FileProvider {
         }
         s.push_str(&format!(
             "[ $# -eq 0 ] && exit 0\n\
-             st=$(stat -L -c '%a %U %G %s' -- \"$@\") || exit 1\n\
+             st=$(stat -L -c '%a %s %u %g %U %G' -- \"$@\") || exit 1\n\
              printf '%s\\n' \"$st\"\n\
              exec 3<<KZEOF\n$st\nKZEOF\n\
              n=$#; i=0\n\
              while [ \"$i\" -lt \"$n\" ]; do\n\
-             f=$1; shift; i=$((i+1)); read -r m u g z <&3\n\
+             f=$1; shift; i=$((i+1)); read -r m z u g un gn <&3\n\
              if [ \"$z\" -le {READ_LIMIT} ]; then set -- \"$@\" \"$f\"; else sha256sum < \"$f\" || exit 1; fi\n\
              done\n\
              [ $# -eq 0 ] || cat -- \"$@\" || exit 1\n"

@@ -70,7 +70,12 @@ impl Transports {
                 let jh = self.hosts.get(j).ok_or_else(|| {
                     TransportError::Connect(format!("jump host `{j}` is not in the inventory"))
                 })?;
-                Some(self.ssh_at_depth(jh, depth + 1)?)
+                // A jump host that is this very machine means connecting directly.
+                if jh.transport == TransportKind::Local {
+                    None
+                } else {
+                    Some(self.ssh_at_depth(jh, depth + 1)?)
+                }
             }
         };
         let t = Arc::new(ssh::SshTransport::new(host.clone(), jump));

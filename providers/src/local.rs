@@ -43,9 +43,10 @@ impl Drop for GroupGuard {
 }
 
 fn short(script: &str) -> String {
+    // The whole first line, never cut inside: a secret cut in half could not be masked.
     let first = script.lines().next().unwrap_or("");
-    if first.len() > 80 || script.lines().nth(1).is_some() {
-        format!("{}...", &first[..first.floor_char_boundary(80)])
+    if script.lines().nth(1).is_some() {
+        format!("{first} ...")
     } else {
         first.to_string()
     }
@@ -66,15 +67,19 @@ impl Transport for LocalTransport {
     }
 
     async fn run(&self, cmd: CommandSpec) -> Result<CommandOutput, TransportError> {
+        // Without input of its own, the script travels on stdin (inside `{ } </dev/null`, so its
+        // commands still read nothing), keeping whatever secrets it holds out of `ps`.
+        let (args, input) = match cmd.stdin {
+            Some(bytes) => (vec!["-c", cmd.script.as_str()], bytes),
+            None => (
+                vec!["-s"],
+                format!("{{ {}\n}} </dev/null\n", cmd.script).into_bytes(),
+            ),
+        };
         let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(&cmd.script)
+            .args(&args)
             .env("LC_ALL", "C")
-            .stdin(if cmd.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -85,10 +90,10 @@ impl Transport for LocalTransport {
         let stdin = child.stdin.take();
         let mut stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
-        let input = cmd.stdin;
         let work = async move {
             let feed = async move {
-                if let (Some(mut pipe), Some(bytes)) = (stdin, input) {
+                if let Some(mut pipe) = stdin {
+                    let bytes = input;
                     // A command that does not read its input is not an error.
                     let _ = pipe.write_all(&bytes).await;
                     let _ = pipe.shutdown().await;

@@ -412,6 +412,13 @@ impl Loader<'_> {
                     }
                 };
                 secrets_used.extend(r.secrets.iter().cloned());
+                // Interpolated values (environment variables included) are part of what a saved
+                // plan was made from; secrets are checked apart, by their own digest.
+                if r.secrets.is_empty()
+                    && let Some(t) = &r.text
+                {
+                    self.digest.update(t.as_bytes());
+                }
                 if let (DeclAttr::Path(_), Some(p)) = (a, &r.text)
                     && (!p.starts_with('/') || p.contains('\0') || p.ends_with('/'))
                 {

@@ -148,7 +148,10 @@ where
 async fn authenticate(handle: &mut Handle<Client>, s: &SshSettings) -> Result<(), TransportError> {
     let mut tried = Vec::new();
     let mut files: Vec<PathBuf> = s.identity.iter().map(PathBuf::from).collect();
-    if files.is_empty() {
+    // The usual ~/.ssh keys are only tried; one that cannot be loaded (say, encrypted, its
+    // passphrase in the agent) is skipped. A key the stack names must load.
+    let defaults = files.is_empty();
+    if defaults {
         let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
         files = ["id_ed25519", "id_ecdsa", "id_rsa"]
             .iter()
@@ -162,12 +165,19 @@ async fn authenticate(handle: &mut Handle<Client>, s: &SshSettings) -> Result<()
         .map_err(|e| TransportError::Auth(e.to_string()))?
         .flatten();
     for f in &files {
-        let key = load_secret_key(f, None).map_err(|e| {
-            TransportError::Auth(format!(
-                "cannot load key {}: {e} (an encrypted key belongs in ssh-agent)",
-                f.display()
-            ))
-        })?;
+        let key = match load_secret_key(f, None) {
+            Ok(k) => k,
+            Err(e) if defaults => {
+                tried.push(format!("{} (not loadable: {e})", f.display()));
+                continue;
+            }
+            Err(e) => {
+                return Err(TransportError::Auth(format!(
+                    "cannot load key {}: {e} (an encrypted key belongs in ssh-agent)",
+                    f.display()
+                )));
+            }
+        };
         let key = PrivateKeyWithHashAlg::new(Arc::new(key), rsa_hash);
         let r = handle
             .authenticate_publickey(&s.user, key)

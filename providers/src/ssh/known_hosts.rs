@@ -37,14 +37,20 @@ pub fn default_path() -> PathBuf {
         .join(".ssh/known_hosts")
 }
 
+/// Any key recorded for the host that is not this one means the host changed, whatever the
+/// algorithm: a server that suddenly offers another type of key is treated as a changed key, not
+/// as a new one (that would let an attacker downgrade past the recorded key).
 pub fn check(path: &Path, address: &str, port: u16, key: &PublicKey) -> Result<Verdict, String> {
-    match russh::keys::check_known_hosts_path(address, port, key, path) {
-        Ok(true) => Ok(Verdict::Known),
-        Ok(false) => Ok(Verdict::Unknown),
-        Err(russh::keys::Error::KeyChanged { line }) => Ok(Verdict::Changed {
-            line: real_line(path, line),
+    let recorded = russh::keys::known_hosts::known_host_keys_path(address, port, path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if recorded.iter().any(|(_, k)| k == key) {
+        return Ok(Verdict::Known);
+    }
+    match recorded.first() {
+        None => Ok(Verdict::Unknown),
+        Some((line, _)) => Ok(Verdict::Changed {
+            line: real_line(path, *line),
         }),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
 

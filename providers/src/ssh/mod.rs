@@ -36,6 +36,8 @@ pub struct SshTransport {
     sessions: Arc<Semaphore>,
     handshakes: Arc<Semaphore>,
     connections: AtomicUsize,
+    /// Kills of aborted commands still on their way to the host.
+    cleanups: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for SshTransport {
@@ -55,12 +57,12 @@ fn known_hosts_path(host: &Host) -> PathBuf {
 
 /// A short form of a script for error messages: its first line.
 fn short(script: &str) -> String {
+    // The whole first line, never cut inside: a secret cut in half could not be masked.
     let first = script.lines().next().unwrap_or("");
-    let cut = &first[..first.floor_char_boundary(80)];
-    if cut.len() < script.len() {
-        format!("{cut}...")
+    if script.lines().nth(1).is_some() {
+        format!("{first} ...")
     } else {
-        cut.to_string()
+        first.to_string()
     }
 }
 
@@ -73,6 +75,7 @@ impl SshTransport {
             jump,
             conn: OnceCell::new(),
             connections: AtomicUsize::new(0),
+            cleanups: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -178,17 +181,39 @@ impl SshTransport {
     /// Runs one command on the open connection.
     async fn exec(
         &self,
-        handle: &Handle<Client>,
+        handle: &Arc<Handle<Client>>,
         cmd: CommandSpec,
     ) -> Result<CommandOutput, TransportError> {
-        let secs = cmd.timeout.as_secs().max(1);
+        let secs = cmd.timeout.as_millis().div_ceil(1000).max(1);
         // Non-interactive, no rc files, C locale; `timeout` kills the whole process group on the
-        // host, which frees the session slot (closing the channel alone would not).
-        let wrapped = format!(
-            "LC_ALL=C exec timeout -k 5 {secs} sh -c {}",
-            shell_quote(&cmd.script)
-        );
+        // host, which frees the session slot (closing the channel alone would not). The shell
+        // first reports its pid, which `timeout` inherits through `exec` and makes its process
+        // group: an abort kills that group. Without input of its own, the script travels on
+        // stdin (inside `{ } </dev/null`, so its commands still read nothing), keeping whatever
+        // secrets it holds out of the host's process list.
+        let (wrapped, stdin) = match cmd.stdin {
+            Some(bytes) => (
+                format!(
+                    "printf 'kz-pid:%s\\n' \"$$\" >&2; LC_ALL=C exec timeout -k 5 {secs} sh -c {}",
+                    shell_quote(&cmd.script)
+                ),
+                bytes,
+            ),
+            None => (
+                format!(
+                    "printf 'kz-pid:%s\\n' \"$$\" >&2; LC_ALL=C exec timeout -k 5 {secs} sh -s"
+                ),
+                format!("{{ {}\n}} </dev/null\n", cmd.script).into_bytes(),
+            ),
+        };
         let started = Instant::now();
+        let pid = Arc::new(Mutex::new(None::<u32>));
+        let mut guard = AbortGuard {
+            pid: Arc::clone(&pid),
+            handle: Arc::clone(handle),
+            cleanups: Arc::clone(&self.cleanups),
+            finished: false,
+        };
         let work = async {
             let channel = handle
                 .channel_open_session()
@@ -199,31 +224,36 @@ impl SshTransport {
                 .await
                 .map_err(|e| TransportError::Io(format!("exec: {e}")))?;
             let (mut reader, writer) = channel.split();
-            let stdin = cmd.stdin;
-            let feed = async move {
-                if let Some(bytes) = stdin {
-                    writer
-                        .data(&bytes[..])
-                        .await
-                        .map_err(|e| TransportError::Io(format!("stdin: {e}")))?;
-                }
-                writer
-                    .eof()
-                    .await
-                    .map_err(|e| TransportError::Io(format!("stdin: {e}")))?;
-                Ok::<_, TransportError>(writer)
-            };
+            // Feeding stdin races the output: a command that exits without reading all its input
+            // must not leave kz waiting for window space that never comes.
+            let mut feed = Box::pin(async {
+                let _ = writer.data(&stdin[..]).await;
+                let _ = writer.eof().await;
+            });
             let read = async {
                 let mut out = CommandOutput {
                     status: -1,
                     ..CommandOutput::default()
                 };
                 let mut got_status = false;
+                let mut pid_seen = false;
                 while let Some(msg) = reader.wait().await {
                     match msg {
                         ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
                         ChannelMsg::ExtendedData { data, ext: 1 } => {
-                            out.stderr.extend_from_slice(&data)
+                            out.stderr.extend_from_slice(&data);
+                            if !pid_seen
+                                && let Some(nl) = out.stderr.iter().position(|b| *b == b'\n')
+                            {
+                                pid_seen = true;
+                                let line = String::from_utf8_lossy(&out.stderr[..nl]).into_owned();
+                                if let Some(p) = line.strip_prefix("kz-pid:") {
+                                    if let Ok(mut slot) = pid.lock() {
+                                        *slot = p.trim().parse().ok();
+                                    }
+                                    out.stderr.drain(..=nl);
+                                }
+                            }
                         }
                         ChannelMsg::ExitStatus { exit_status } => {
                             out.status = i32::try_from(exit_status).unwrap_or(-1);
@@ -236,8 +266,15 @@ impl SshTransport {
                 }
                 (out, got_status)
             };
-            let (fed, (out, got_status)) = tokio::join!(feed, read);
-            let writer = fed?;
+            tokio::pin!(read);
+            let mut fed = false;
+            let (out, got_status) = loop {
+                tokio::select! {
+                    () = &mut feed, if !fed => fed = true,
+                    r = &mut read => break r,
+                }
+            };
+            drop(feed);
             let _ = writer.close().await;
             if !got_status {
                 return Err(TransportError::Io(
@@ -246,18 +283,77 @@ impl SshTransport {
             }
             Ok(out)
         };
-        match tokio::time::timeout(cmd.timeout + REMOTE_GRACE, work).await {
-            Ok(Ok(out)) if out.status == 124 && started.elapsed() >= cmd.timeout => {
-                Err(TransportError::Timeout {
-                    after: cmd.timeout,
-                    command: short(&cmd.script),
-                })
+        let result = tokio::time::timeout(cmd.timeout + REMOTE_GRACE, work).await;
+        let timed_out = || TransportError::Timeout {
+            after: cmd.timeout,
+            command: short(&cmd.script),
+        };
+        match result {
+            // 124: `timeout` ended it; 137: killed after the grace of `-k`.
+            Ok(Ok(out)) if matches!(out.status, 124 | 137) && started.elapsed() >= cmd.timeout => {
+                guard.finished = true;
+                Err(timed_out())
             }
-            Ok(r) => r,
-            Err(_) => Err(TransportError::Timeout {
-                after: cmd.timeout,
-                command: short(&cmd.script),
-            }),
+            Ok(r) => {
+                guard.finished = true;
+                r
+            }
+            // The host did not end it in time: the guard kills its process group.
+            Err(_) => Err(timed_out()),
+        }
+    }
+
+    /// Waits (boundedly) for the kills of aborted commands to reach their hosts.
+    async fn wait_cleanups(&self) {
+        let pending: Vec<tokio::task::JoinHandle<()>> = match self.cleanups.lock() {
+            Ok(mut c) => c.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for h in pending {
+            let _ = tokio::time::timeout(Duration::from_secs(6), h).await;
+        }
+    }
+}
+
+/// Kills a command's process group on its host when its future is dropped before the command
+/// ended: a second Ctrl-C, or a local deadline the host did not honour.
+struct AbortGuard {
+    pid: Arc<Mutex<Option<u32>>>,
+    handle: Arc<Handle<Client>>,
+    cleanups: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    finished: bool,
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let Some(pid) = self.pid.lock().ok().and_then(|p| *p) else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let handle = Arc::clone(&self.handle);
+        let task = rt.spawn(async move {
+            let kill = async {
+                let ch = handle.channel_open_session().await.ok()?;
+                ch.exec(true, format!("kill -KILL -- -{pid} {pid} 2>/dev/null"))
+                    .await
+                    .ok()?;
+                let mut ch = ch;
+                while let Some(msg) = ch.wait().await {
+                    if matches!(msg, ChannelMsg::Close) {
+                        break;
+                    }
+                }
+                Some(())
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), kill).await;
+        });
+        if let Ok(mut c) = self.cleanups.lock() {
+            c.push(task);
         }
     }
 }
@@ -288,5 +384,9 @@ impl Transport for SshTransport {
             .await
             .map_err(|_| TransportError::Io("session limit closed".into()))?;
         self.exec(&handle, cmd).await
+    }
+
+    async fn finish(&self) {
+        self.wait_cleanups().await;
     }
 }
