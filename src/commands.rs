@@ -98,6 +98,23 @@ pub(crate) fn open(shell: &Shell, dir: &Path) -> Option<Workspace> {
     }
 }
 
+/// Like `open`, for commands that plan: refused while a rescue file from an earlier apply waits
+/// to be pushed, since planning against the database would forget what that apply did.
+fn open_for_plan(shell: &Shell, dir: &Path) -> Option<Workspace> {
+    let ws = open(shell, dir)?;
+    let rescue = ws.rescue_path();
+    if ws.backend.is_remote() && rescue.exists() {
+        shell.error(&format!(
+            "{} holds the state of an apply whose database writes failed; push it first (kz state push {} {}), or delete it if you know it is obsolete",
+            rescue.display(),
+            dir.display(),
+            rescue.display()
+        ));
+        return None;
+    }
+    Some(ws)
+}
+
 pub(crate) fn state_error(shell: &Shell, e: &StateError) -> i32 {
     shell.error(&error_chain(e));
     FAILED
@@ -122,7 +139,7 @@ fn parallelism(ws: &Workspace, flag: Option<usize>) -> usize {
 }
 
 async fn plan_cmd(shell: &Shell, args: PlanArgs) -> i32 {
-    let Some(ws) = open(shell, &args.dir) else {
+    let Some(ws) = open_for_plan(shell, &args.dir) else {
         return FAILED;
     };
     if args.out.is_some()
@@ -269,7 +286,7 @@ async fn prepare_apply(
     command_line: &str,
     lock_timeout: Duration,
 ) -> Option<(Workspace, Box<dyn HeldLock>, State, bool)> {
-    let ws = open(shell, dir)?;
+    let ws = open_for_plan(shell, dir)?;
     if let Err(e) = ws.require_secrets() {
         shell.error(&e);
         return None;
@@ -323,7 +340,7 @@ async fn apply_saved(shell: &Shell, args: &ApplyArgs, command_line: &str) -> i32
 }
 
 async fn destroy_cmd(shell: &Shell, args: DestroyArgs, command_line: &str) -> i32 {
-    let Some(ws) = open(shell, &args.dir) else {
+    let Some(ws) = open_for_plan(shell, &args.dir) else {
         return FAILED;
     };
     let Some(guard) = lock(shell, &ws, command_line, args.lock.lock_timeout).await else {
@@ -386,7 +403,7 @@ async fn execute(
             }
         }
     });
-    let mut sink = BackendSink::new(ws, command_line);
+    let mut sink = BackendSink::new(ws, command_line, guard);
     shell.outln("");
     let (report, ()) = tokio::join!(
         async {
@@ -406,7 +423,7 @@ async fn execute(
     );
     interrupts.abort();
     shell.out(&render_report(&report, &shell.style));
-    if let Err(e) = guard.release() {
+    if let Err(e) = sink.lock.release() {
         shell.warn(&format!(
             "could not clear the lock holder record: {}",
             error_chain(&e)

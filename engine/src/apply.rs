@@ -51,6 +51,13 @@ pub enum Event {
 #[async_trait::async_trait]
 pub trait StateSink: Send {
     async fn save(&mut self, state: &mut State) -> Result<(), String>;
+
+    /// Called before each change starts: an error means the state lock is gone and nothing new
+    /// may start (another kz may be applying the same stack).
+    async fn ensure_lock(&mut self, state: &State) -> Result<(), String> {
+        let _ = state;
+        Ok(())
+    }
 }
 
 /// How far an interrupt has gone: 1 = start nothing new, 2 = abort what runs.
@@ -70,6 +77,8 @@ pub struct ApplyReport {
     pub interrupted: bool,
     /// The last state save failed: what is on disk may lag behind what was done.
     pub state_error: Option<String>,
+    /// The state lock was lost mid-apply and could not be taken back: nothing new was started.
+    pub lock_lost: Option<String>,
 }
 
 impl ApplyReport {
@@ -78,6 +87,7 @@ impl ApplyReport {
             && self.not_attempted.is_empty()
             && !self.interrupted
             && self.state_error.is_none()
+            && self.lock_lost.is_none()
     }
 }
 
@@ -169,6 +179,10 @@ struct Ctx<'a> {
     report: ApplyReport,
     parallelism: usize,
     transports: HashMap<String, (Arc<dyn Transport>, Arc<Semaphore>)>,
+    /// The state as last saved, to skip a final save that would change nothing.
+    saved: Option<State>,
+    /// Set when the state lock is lost: queued jobs must not start.
+    halt: watch::Sender<bool>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -182,6 +196,7 @@ pub async fn apply(
     events: mpsc::UnboundedSender<Event>,
     cancel: Cancel,
 ) -> ApplyReport {
+    let saved = Some(state.clone());
     let mut ctx = Ctx {
         stack,
         env,
@@ -192,6 +207,8 @@ pub async fn apply(
         report: ApplyReport::default(),
         parallelism: opts.parallelism.max(1),
         transports: HashMap::new(),
+        saved,
+        halt: watch::channel(false).0,
     };
     let by_address: HashMap<String, usize> = stack
         .instances
@@ -318,7 +335,11 @@ pub async fn apply(
     ctx.state
         .modules
         .retain(|k, _| stack.modules.contains_key(k) || live.contains(k));
-    ctx.save().await;
+    // The last save covers what changed since the last change saved (module order, deletions
+    // of empty modules); when nothing did, no new serial is written.
+    if ctx.saved.as_ref() != Some(&*ctx.state) {
+        ctx.save().await;
+    }
     for (t, _) in ctx.transports.values() {
         t.finish().await;
     }
@@ -329,7 +350,10 @@ impl Ctx<'_> {
     async fn save(&mut self) {
         self.state.kz_version = env!("CARGO_PKG_VERSION").into();
         match self.sink.save(self.state).await {
-            Ok(()) => self.report.state_error = None,
+            Ok(()) => {
+                self.report.state_error = None;
+                self.saved = Some(self.state.clone());
+            }
             Err(e) => self.report.state_error = Some(e),
         }
     }
@@ -379,6 +403,12 @@ impl Ctx<'_> {
                     schedule.settle(n, b);
                     continue;
                 };
+                if self.report.lock_lost.is_none()
+                    && let Err(e) = self.sink.ensure_lock(self.state).await
+                {
+                    self.report.lock_lost = Some(e);
+                    let _ = self.halt.send(true);
+                }
                 if let Some(failed) = self.settle_early(&job, &schedule.blocked_by[n.index()]) {
                     schedule.settle(n, Some(failed));
                     continue;
@@ -405,13 +435,15 @@ impl Ctx<'_> {
                 let global = Arc::clone(&global);
                 let events = self.events.clone();
                 let cancel = self.cancel.clone();
+                let halt = self.halt.subscribe();
                 running.spawn(async move {
                     let permits = (
                         global.acquire_owned().await,
                         host_limit.acquire_owned().await,
                     );
-                    // An interrupt may have come while this job waited for its turn.
-                    if *cancel.borrow() > 0 {
+                    // An interrupt, or the loss of the state lock, may have come while this job
+                    // waited for its turn.
+                    if *cancel.borrow() > 0 || *halt.borrow() {
                         return (n, job, Duration::ZERO, None, permits);
                     }
                     let _ = events.send(Event::Started {
@@ -449,7 +481,15 @@ impl Ctx<'_> {
             for r in finished.into_iter().flatten() {
                 match r {
                     Ok((n, job, _, None, _)) => {
-                        let b = self.interrupted(&job);
+                        let b = if self.report.lock_lost.is_some() {
+                            self.not_attempted(
+                                &job.address,
+                                "not attempted: the state lock was lost".into(),
+                            );
+                            format!("{} (state lock lost)", job.address)
+                        } else {
+                            self.interrupted(&job)
+                        };
                         schedule.settle(n, Some(b));
                     }
                     Ok((n, job, elapsed, Some(result), permits)) => {
@@ -470,6 +510,13 @@ impl Ctx<'_> {
             }
             if changed_state {
                 self.save().await;
+            }
+            // Before the next changes may start, make sure this kz still holds the state lock.
+            if self.report.lock_lost.is_none()
+                && let Err(e) = self.sink.ensure_lock(self.state).await
+            {
+                self.report.lock_lost = Some(e);
+                let _ = self.halt.send(true);
             }
             // Only now may the next changes take these slots: what finished is recorded.
             held.clear();
@@ -507,6 +554,13 @@ impl Ctx<'_> {
         }
         if *self.cancel.borrow() > 0 {
             return Some(self.interrupted(job));
+        }
+        if self.report.lock_lost.is_some() {
+            self.not_attempted(
+                &job.address,
+                "not attempted: the state lock was lost".into(),
+            );
+            return Some(format!("{} (state lock lost)", job.address));
         }
         None
     }

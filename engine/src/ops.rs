@@ -139,14 +139,17 @@ impl Workspace {
 pub struct BackendSink<'a> {
     pub ws: &'a Workspace,
     pub who: LockInfo,
+    /// The state lock this apply holds; it checks it before every change.
+    pub lock: Box<dyn HeldLock>,
     degraded: Option<String>,
 }
 
 impl<'a> BackendSink<'a> {
-    pub fn new(ws: &'a Workspace, command: &str) -> BackendSink<'a> {
+    pub fn new(ws: &'a Workspace, command: &str, lock: Box<dyn HeldLock>) -> BackendSink<'a> {
         BackendSink {
             ws,
             who: LockInfo::current(command),
+            lock,
             degraded: None,
         }
     }
@@ -154,6 +157,21 @@ impl<'a> BackendSink<'a> {
 
 #[async_trait::async_trait]
 impl StateSink for BackendSink<'_> {
+    async fn ensure_lock(&mut self, state: &State) -> Result<(), String> {
+        if !self.lock.is_lost() {
+            return Ok(());
+        }
+        // The session that held the lock ended (the database restarted): take it back at once,
+        // only if nobody wrote meanwhile.
+        match self.ws.backend.relock(&self.who, state).await {
+            Ok(l) => {
+                self.lock = l;
+                Ok(())
+            }
+            Err(e) => Err(error_chain(&e)),
+        }
+    }
+
     async fn save(&mut self, state: &mut State) -> Result<(), String> {
         if self.degraded.is_none() {
             match self.ws.backend.write(state, &self.who).await {

@@ -400,6 +400,14 @@ pub fn render_report(r: &ApplyReport, style: &Style) -> String {
             style.yellow("Interrupted: nothing new was started after the interrupt.")
         );
     }
+    if let Some(e) = &r.lock_lost {
+        let _ = writeln!(
+            out,
+            "{} {}; nothing new was started",
+            style.red("State lock lost:"),
+            style.safe(e)
+        );
+    }
     if let Some(e) = &r.state_error {
         let _ = writeln!(out, "{} {}", style.red("State not saved:"), style.safe(e));
     }

@@ -24,6 +24,12 @@ pub struct HistoryEntry {
 pub trait HeldLock: Send + Sync {
     /// Releases the lock now, reporting a failure to clear the holder record.
     fn release(self: Box<Self>) -> Result<(), StateError>;
+
+    /// Whether the lock was lost behind the holder's back (its database session ended): others
+    /// may hold it now.
+    fn is_lost(&self) -> bool {
+        false
+    }
 }
 
 impl HeldLock for crate::StateLock {
@@ -63,6 +69,20 @@ pub trait Backend: Send + Sync {
 
     /// Breaks a lock whose holder cannot release it; returns the holder's record.
     async fn force_unlock(&self) -> Result<Option<LockInfo>, StateError>;
+
+    /// Takes the lock again after it was lost, only if nobody wrote since `state` was saved;
+    /// otherwise another kz may be at work and this one must stop.
+    async fn relock(
+        &self,
+        info: &LockInfo,
+        state: &State,
+    ) -> Result<Box<dyn HeldLock>, StateError> {
+        let _ = (info, state);
+        Err(StateError::Unsupported(format!(
+            "{} cannot lose its lock",
+            self.describe()
+        )))
+    }
 
     /// Every stored version, oldest first.
     async fn history(&self) -> Result<Vec<HistoryEntry>, StateError> {

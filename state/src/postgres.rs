@@ -290,13 +290,17 @@ fn make_tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StateError> {
 
 /// A held advisory lock: the session holding it lives as long as this value.
 struct PgLock {
-    _client: Client,
+    client: Client,
 }
 
 impl HeldLock for PgLock {
     fn release(self: Box<Self>) -> Result<(), StateError> {
         // Dropping the client closes its session, and PostgreSQL releases the lock with it.
         Ok(())
+    }
+
+    fn is_lost(&self) -> bool {
+        self.client.is_closed()
     }
 }
 
@@ -410,7 +414,7 @@ impl Backend for PgBackend {
                     )
                     .await
                     .map_err(db)?;
-                return Ok(Box::new(PgLock { _client: client }));
+                return Ok(Box::new(PgLock { client }));
             }
             if started.elapsed() >= timeout {
                 let holder = self
@@ -429,6 +433,38 @@ impl Backend for PgBackend {
                 });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn relock(
+        &self,
+        info: &LockInfo,
+        state: &State,
+    ) -> Result<Box<dyn HeldLock>, StateError> {
+        // A database that restarts comes back within the retry window; one held by another kz
+        // meanwhile does not give the lock back.
+        let deadline = Instant::now() + self.settings.retry_for;
+        let mut delay = Duration::from_millis(200);
+        let lock = loop {
+            match self.lock(info, Duration::ZERO).await {
+                Ok(l) => break l,
+                Err(StateError::Database(_)) if Instant::now() + delay <= deadline => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        match self.read().await? {
+            Some(db) if db.lineage == state.lineage && db.serial == state.serial => Ok(lock),
+            None if state.serial == 0 => Ok(lock),
+            Some(db) => Err(StateError::Conflict(format!(
+                "the state lock was lost and the database moved on meanwhile (serial {} there, {} here): another kz wrote it",
+                db.serial, state.serial
+            ))),
+            None => Err(StateError::Conflict(
+                "the state lock was lost and the state is gone from the database".into(),
+            )),
         }
     }
 
