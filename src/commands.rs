@@ -207,6 +207,15 @@ pub(crate) async fn lock(
     command: &str,
     timeout: Duration,
 ) -> Option<Box<dyn HeldLock>> {
+    if !timeout.is_zero()
+        && let Ok(Some(holder)) = ws.backend.lock_holder().await
+    {
+        let who = holder.map_or_else(|| "another process".to_string(), |h| h.to_string());
+        shell.errln(&format!(
+            "Waiting up to {} for the state lock held by {who}...",
+            kz_engine::units::format_duration(timeout)
+        ));
+    }
     match ws.lock(command, timeout).await {
         Ok(l) => Some(l),
         Err(e) => {

@@ -219,7 +219,10 @@ fn a_second_apply_fails_at_once_naming_the_holder() {
     );
     // With a lock timeout, it waits for the first and then goes on.
     let r = s.kz(&["apply", "DIR", "--yes", "--lock-timeout", "20s"]);
-    r.code(0);
+    r.code(0).stderr_has(&format!(
+        "Waiting up to 20s for the state lock held by pid {}",
+        first.id()
+    ));
     assert!(first.wait().expect("wait").success());
 }
 
