@@ -68,6 +68,17 @@ pub fn shell_quote(s: &str) -> String {
     out
 }
 
+/// How a script appears in error messages: its first line, whole. Never cut inside a line: a
+/// secret cut in half could not be masked by the output layer.
+pub fn script_summary(script: &str) -> String {
+    let first = script.lines().next().unwrap_or("");
+    if script.lines().nth(1).is_some() {
+        format!("{first} ...")
+    } else {
+        first.to_string()
+    }
+}
+
 /// The shell script that writes its standard input to `path` atomically: a new temporary file in
 /// the same directory, created with the right mode, written and flushed to disk by `dd`, owner set,
 /// then renamed over the target. Without a mode or an owner, an existing file keeps its own, and a

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use kz_engine::model::Host;
-use kz_engine::provider::{CommandOutput, CommandSpec, Transport, TransportError};
+use kz_engine::provider::{CommandOutput, CommandSpec, Transport, TransportError, script_summary};
 
 use crate::sys::kill_group;
 
@@ -39,16 +39,6 @@ impl Drop for GroupGuard {
         if let Some(pid) = self.0.take() {
             kill_group(pid);
         }
-    }
-}
-
-fn short(script: &str) -> String {
-    // The whole first line, never cut inside: a secret cut in half could not be masked.
-    let first = script.lines().next().unwrap_or("");
-    if script.lines().nth(1).is_some() {
-        format!("{first} ...")
-    } else {
-        first.to_string()
     }
 }
 
@@ -130,7 +120,7 @@ impl Transport for LocalTransport {
                 drop(guard);
                 Err(TransportError::Timeout {
                     after: cmd.timeout,
-                    command: short(&cmd.script),
+                    command: script_summary(&cmd.script),
                 })
             }
         }

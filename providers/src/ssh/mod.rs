@@ -17,7 +17,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{OnceCell, Semaphore};
 
 use kz_engine::model::Host;
-use kz_engine::provider::{CommandOutput, CommandSpec, Transport, TransportError, shell_quote};
+use kz_engine::provider::{
+    CommandOutput, CommandSpec, Transport, TransportError, script_summary, shell_quote,
+};
 
 use connect::{Client, after, handshake};
 
@@ -53,17 +55,6 @@ fn known_hosts_path(host: &Host) -> PathBuf {
         .known_hosts
         .as_ref()
         .map_or_else(known_hosts::default_path, PathBuf::from)
-}
-
-/// A short form of a script for error messages: its first line.
-fn short(script: &str) -> String {
-    // The whole first line, never cut inside: a secret cut in half could not be masked.
-    let first = script.lines().next().unwrap_or("");
-    if script.lines().nth(1).is_some() {
-        format!("{first} ...")
-    } else {
-        first.to_string()
-    }
 }
 
 impl SshTransport {
@@ -286,7 +277,7 @@ impl SshTransport {
         let result = tokio::time::timeout(cmd.timeout + REMOTE_GRACE, work).await;
         let timed_out = || TransportError::Timeout {
             after: cmd.timeout,
-            command: short(&cmd.script),
+            command: script_summary(&cmd.script),
         };
         match result {
             // 124: `timeout` ended it; 137: killed after the grace of `-k`.
