@@ -642,14 +642,7 @@ fn postgres_stopped_mid_apply_leaves_a_rescue_file_that_push_restores() {
     s.write("01_cmds.toml", &module);
     let child = spawn(&s, &["apply", "DIR", "--yes", "--parallelism", "1"]);
     // Once the first change is recorded in the database, the database goes away.
-    wait_until(
-        "the first change to be recorded",
-        Duration::from_secs(30),
-        || {
-            pg.try_psql("SELECT serial FROM kz.states WHERE stack = 'outage'")
-                .is_ok_and(|o| !o.is_empty())
-        },
-    );
+    wait_for_first_record(&pg, "outage");
     pg.stop();
     let stopped = Instant::now();
     let o = finish_within(
@@ -739,14 +732,7 @@ fn a_lock_lost_in_a_database_restart_does_not_let_two_applies_run_the_same_chang
     }
     s.write("01_cmds.toml", &module);
     let first = spawn(&s, &["apply", "DIR", "--yes", "--parallelism", "1"]);
-    wait_until(
-        "the first change to be recorded",
-        Duration::from_secs(30),
-        || {
-            pg.try_psql("SELECT serial FROM kz.states WHERE stack = 'blip'")
-                .is_ok_and(|o| !o.is_empty())
-        },
-    );
+    wait_for_first_record(&pg, "blip");
     // A short outage, well within the write retry: the first apply goes on, but the session that
     // held its advisory lock is gone.
     pg.stop();
@@ -839,4 +825,18 @@ fn validate_needs_no_database_but_plan_names_the_missing_variable() {
     // With the variable, the same stack plans (and a plan writes no state).
     s.kz(&["plan", "DIR", "--detailed-exitcode"]).code(2);
     assert_eq!(db_serial(&pg, "noenv"), None);
+}
+
+/// Waits until an apply on `stack` has recorded its first change in the database.
+fn wait_for_first_record(pg: &Postgres, stack: &str) {
+    wait_until(
+        "the first change to be recorded",
+        Duration::from_secs(30),
+        || {
+            pg.try_psql(&format!(
+                "SELECT serial FROM kz.states WHERE stack = '{stack}'"
+            ))
+            .is_ok_and(|o| !o.is_empty())
+        },
+    );
 }

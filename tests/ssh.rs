@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use kz_engine::model::{Host, SshSettings, TransportKind};
 use kz_engine::provider::{CommandSpec, Transport, UploadOptions};
 use kz_providers::Transports;
-use support::sshd::{KeyPair, Sshd, keygen, ssh_stack_toml};
+use support::sshd::{Agent, KeyPair, Sshd, keygen, ssh_stack_toml};
 use support::{TestStack, read};
 
 /// A client key, a known_hosts file and a HOME of their own.
@@ -396,24 +396,8 @@ fn the_ssh_agent_authenticates_when_no_key_file_is_given() {
     let c = Client::new();
     let a = Sshd::start(&[&c.key.public]);
     c.trust(&[&a]);
-    let sock = c.dir.path().join("agent.sock");
-    let mut agent = std::process::Command::new("ssh-agent")
-        .args(["-D", "-a"])
-        .arg(&sock)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("ssh-agent");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "ssh-agent did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let added = std::process::Command::new("ssh-add")
-        .arg(&c.key.private)
-        .env("SSH_AUTH_SOCK", &sock)
-        .output()
-        .expect("ssh-add");
-    assert!(added.status.success());
+    let agent = Agent::start(c.dir.path(), &[&c.key.private]);
+    let sock = agent.sock.clone();
     let st = TestStack::new("agent")
         .env("HOME", &c.dir.path().display().to_string())
         .env("SSH_AUTH_SOCK", &sock.display().to_string());
@@ -436,8 +420,7 @@ fn the_ssh_agent_authenticates_when_no_key_file_is_given() {
         .env("SSH_AUTH_SOCK", &sock)
         .output()
         .expect("kz");
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -636,27 +619,8 @@ fn an_encrypted_default_key_gives_way_to_the_agent() {
         .status()
         .expect("ssh-keygen");
     assert!(st.success());
-    let sock = c.dir.path().join("agent.sock");
-    let mut agent = std::process::Command::new("ssh-agent")
-        .args(["-D", "-a"])
-        .arg(&sock)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("agent");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        std::process::Command::new("ssh-add")
-            .arg(&c.key.private)
-            .env("SSH_AUTH_SOCK", &sock)
-            .output()
-            .expect("ssh-add")
-            .status
-            .success()
-    );
+    let agent = Agent::start(c.dir.path(), &[&c.key.private]);
+    let sock = agent.sock.clone();
     let stack = TestStack::new("agent2").env("HOME", &c.dir.path().display().to_string());
     stack.write(
         "stack.toml",
@@ -672,8 +636,7 @@ fn an_encrypted_default_key_gives_way_to_the_agent() {
         .env("SSH_AUTH_SOCK", &sock)
         .output()
         .expect("kz");
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
     assert_eq!(
         out.status.code(),
         Some(0),

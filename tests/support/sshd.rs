@@ -190,3 +190,43 @@ pub fn ssh_stack_toml(
     }
     t
 }
+
+/// An ssh-agent of its own, on a socket in `dir`, holding the given keys; stopped on drop.
+pub struct Agent {
+    pub sock: PathBuf,
+    child: Child,
+}
+
+impl Agent {
+    pub fn start(dir: &Path, keys: &[&Path]) -> Agent {
+        let sock = dir.join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .args(["-D", "-a"])
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("ssh-agent (openssh-client) is needed");
+        let agent = Agent { sock, child };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !agent.sock.exists() {
+            assert!(Instant::now() < deadline, "ssh-agent did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for key in keys {
+            let added = Command::new("ssh-add")
+                .arg(key)
+                .env("SSH_AUTH_SOCK", &agent.sock)
+                .output()
+                .expect("ssh-add");
+            assert!(added.status.success(), "ssh-add {}", key.display());
+        }
+        agent
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
