@@ -276,13 +276,21 @@ fn kill_9_mid_apply_leaves_a_valid_state_and_the_next_apply_converges() {
 
 #[test]
 fn ctrl_c_lets_running_changes_finish_starts_nothing_new_and_saves_state() {
-    let s = slow_stack(6, "1");
+    let s = TestStack::new("interrupt");
+    let mut text = String::new();
+    for i in 0..6 {
+        text.push_str(&format!(
+            "[[command]]\nname = \"c{i}\"\non = [\"local\"]\nrun = \"touch @ROOT@/started-{i}; sleep 1; touch @ROOT@/done-{i}\"\n\n"
+        ));
+    }
+    s.write("01.toml", &text);
     let child = s
         .command(&["apply", "DIR", "--yes", "--parallelism", "2"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn");
-    std::thread::sleep(Duration::from_millis(500));
+    // Interrupt once the first two changes run (a fixed delay would race a slow plan).
+    wait_for_files(&s, "started-", 2);
     // SAFETY-free: signal through the kill command, as a user's Ctrl-C would.
     let ok = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -338,7 +346,16 @@ fn a_second_ctrl_c_aborts_running_changes_and_kills_their_processes() {
         .spawn()
         .expect("spawn");
     let pid = child.id().to_string();
-    std::thread::sleep(Duration::from_millis(700));
+    // Interrupt once the command runs (a fixed delay would race a slow plan).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::process::Command::new("pgrep")
+        .args(["-f", "^sleep 29.4171"])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty())
+    {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for _ in 0..2 {
         std::process::Command::new("kill")
             .args(["-INT", &pid])
@@ -438,4 +455,26 @@ fn an_environment_change_makes_a_saved_plan_stale() {
     s.kz(&["apply", p])
         .code(1)
         .stderr_has("the stack files changed since it was made");
+}
+
+/// Waits until `count` files whose names start with `prefix` exist in the stack's scratch root.
+fn wait_for_files(s: &TestStack, prefix: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = std::fs::read_dir(s.root.path())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                    .count()
+            })
+            .unwrap_or(0);
+        if n >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {n} of {count} `{prefix}` files appeared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
