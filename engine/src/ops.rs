@@ -198,20 +198,18 @@ impl StateSink for BackendSink<'_> {
     }
 }
 
-/// Replaces a text file atomically (temporary file, fsync, rename), keeping its mode.
-pub fn write_text_atomically(path: &Path, text: &str) -> Result<(), String> {
+/// Replaces a file atomically: a temporary file in the same directory with `mode`, written,
+/// fsynced, renamed over the target.
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.tmp", crate::random_hex(6)));
-    let mode = fs::metadata(path).map_or(0o644, |m| {
-        std::os::unix::fs::PermissionsExt::mode(&m.permissions())
-    });
     let result = (|| {
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
             .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)
     })();
@@ -221,26 +219,20 @@ pub fn write_text_atomically(path: &Path, text: &str) -> Result<(), String> {
     result.map_err(|e| e.to_string())
 }
 
-/// Writes JSON readable by its owner only, atomically (temporary file, fsync, rename).
+/// Replaces a text file atomically, keeping its mode.
+pub fn write_text_atomically(path: &Path, text: &str) -> Result<(), String> {
+    let mode = fs::metadata(path).map_or(0o644, |m| {
+        std::os::unix::fs::PermissionsExt::mode(&m.permissions())
+    });
+    write_atomically(path, text.as_bytes(), mode)
+}
+
+/// Writes JSON readable by its owner only, atomically.
 pub fn write_private_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), String> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let tmp = dir.join(format!(".{}.tmp", crate::random_hex(6)));
     let json = serde_json::to_vec_pretty(value).map_err(|e| e.to_string())?;
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&json)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(|e| e.to_string())
+    write_atomically(path, &json, 0o600)
 }
 
 /// An error and its causes on one line: `failed to write X: No space left on device`.
