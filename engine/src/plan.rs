@@ -172,6 +172,9 @@ pub enum PlanInputError {
     UnknownTarget(String),
     #[error("--replace `{0}` is not an instance of the stack (expected MODULE.TYPE.NAME[HOST])")]
     UnknownReplace(String),
+    /// Loading rejects cycles; a stack built some other way may still hold one.
+    #[error("dependency cycle: {0}")]
+    Cycle(String),
     #[error("resource type `{0}` has no provider in this build of kz")]
     NoProvider(String),
 }
@@ -228,7 +231,7 @@ pub async fn plan(
     env: &Env,
 ) -> Result<Plan, PlanInputError> {
     let graph = DepGraph::build(&stack.instances, &stack.modules)
-        .map_err(|c| PlanInputError::UnknownTarget(c.members.join(" -> ")))?;
+        .map_err(|c| PlanInputError::Cycle(c.members.join(" -> ")))?;
     let mut selected = select(stack, &graph, &opts.targets)?;
     // Deleted-from-stack instances that a target names are planned too.
     let deletes: Vec<(&String, &kz_state::ResourceState)> = state
