@@ -54,6 +54,9 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Disposable lab hosts (podman containers) to try the stack on before production.
+    #[command(subcommand)]
+    Lab(LabCommand),
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -89,6 +92,9 @@ pub struct PlanArgs {
     /// How many hosts to read at once.
     #[arg(long)]
     pub parallelism: Option<usize>,
+    /// Plan against the stack's lab hosts (`kz lab up`) and the lab's own state.
+    #[arg(long)]
+    pub lab: bool,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +111,9 @@ pub struct ApplyArgs {
     pub targets: Vec<String>,
     #[arg(long = "replace", value_name = "ADDR")]
     pub replace: Vec<String>,
+    /// Apply to the stack's lab hosts (`kz lab up`) with the lab's own state.
+    #[arg(long)]
+    pub lab: bool,
     #[command(flatten)]
     pub lock: LockArgs,
 }
@@ -118,8 +127,53 @@ pub struct DestroyArgs {
     pub targets: Vec<String>,
     #[arg(long)]
     pub parallelism: Option<usize>,
+    /// Destroy what kz made on the lab hosts (the hosts stay; `kz lab down` removes them).
+    #[arg(long)]
+    pub lab: bool,
     #[command(flatten)]
     pub lock: LockArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Start one lab host per stack host (building the base image once) and write the overlay.
+    Up {
+        dir: PathBuf,
+        /// Only these hosts (comma-separated).
+        #[arg(long, value_delimiter = ',', conflicts_with = "module")]
+        hosts: Vec<String>,
+        /// Only the hosts MODULE has resources on.
+        #[arg(long)]
+        module: Option<String>,
+        /// Let every lab host run containers of its own (nested podman needs a privileged container).
+        #[arg(long)]
+        privileged: bool,
+    },
+    /// Remove the lab: its containers, its network and its overlay (lab state included).
+    Down { dir: PathBuf },
+    /// List the lab hosts with their addresses and whether they are up.
+    Status { dir: PathBuf },
+    /// Stop a lab host (host gone).
+    Stop { dir: PathBuf, host: String },
+    /// Start a stopped lab host again.
+    Start { dir: PathBuf, host: String },
+    /// Freeze a lab host: TCP still connects, nothing answers.
+    Pause { dir: PathBuf, host: String },
+    /// Thaw a paused lab host.
+    Unpause { dir: PathBuf, host: String },
+    /// Disconnect a lab host from the lab network.
+    Cut { dir: PathBuf, host: String },
+    /// Reconnect a cut lab host, at its address.
+    Heal { dir: PathBuf, host: String },
+    /// Load an image tarball (`podman save`) into lab hosts' own podman; without IMAGE_TAR, the
+    /// lab's base image, as kz-debian:12.
+    LoadImage {
+        dir: PathBuf,
+        image_tar: Option<PathBuf>,
+        /// Only these hosts (comma-separated); default: every lab host.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

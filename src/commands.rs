@@ -7,8 +7,9 @@ use clap::CommandFactory;
 use tokio::sync::{mpsc, watch};
 
 use kz_engine::apply::{ApplyOptions, apply};
+use kz_engine::lab::LabOverlay;
 use kz_engine::load::load_stack;
-use kz_engine::model::Stack;
+use kz_engine::model::{Stack, TransportKind};
 use kz_engine::ops::{
     BackendSink, Workspace, check_saved_plan, destroy_plan, error_chain, plan_stack_dir,
     read_plan_file, write_plan_file,
@@ -43,6 +44,7 @@ pub async fn run(cli: Cli, shell: Shell) -> i32 {
         Command::State(cmd) => crate::state_commands::run(&shell, cmd, &command_line).await,
         Command::ForceUnlock { dir } => force_unlock(&shell, &dir).await,
         Command::Trust { dir, host, yes } => trust(&shell, &dir, &host, yes).await,
+        Command::Lab(cmd) => crate::lab::run(&shell, cmd).await,
         Command::Completions { shell: sh } => {
             let mut buf = Vec::new();
             clap_complete::generate(sh, &mut Cli::command(), "kz", &mut buf);
@@ -63,7 +65,16 @@ fn env(ws: &Workspace) -> Env {
 
 /// Loads a stack, printing every problem found; it needs no state backend.
 pub(crate) fn load(shell: &Shell, dir: &Path) -> Option<Stack> {
-    match load_stack(dir) {
+    load_with(shell, dir, None)
+}
+
+/// Loads a stack, as its lab sees it when `lab` is given.
+fn load_with(shell: &Shell, dir: &Path, lab: Option<&LabOverlay>) -> Option<Stack> {
+    let loaded = match lab {
+        Some(l) => kz_engine::load::load_stack_in_lab(dir, l),
+        None => load_stack(dir),
+    };
+    match loaded {
         Ok(stack) => {
             let short = kz_engine::ops::short_secrets(&stack);
             if !short.is_empty() {
@@ -88,7 +99,42 @@ pub(crate) fn load(shell: &Shell, dir: &Path) -> Option<Stack> {
 
 /// Loads a stack and opens its state backend.
 pub(crate) fn open(shell: &Shell, dir: &Path) -> Option<Workspace> {
-    let stack = load(shell, dir)?;
+    open_in(shell, dir, false)
+}
+
+/// Loads a stack, points it at its lab when `lab` is set (`--lab`), and opens its state backend.
+fn open_in(shell: &Shell, dir: &Path, lab: bool) -> Option<Workspace> {
+    let overlay = match lab.then(|| LabOverlay::load(dir)).transpose() {
+        Ok(o) => o,
+        Err(e) => {
+            shell.error(&e);
+            return None;
+        }
+    };
+    let mut stack = load_with(shell, dir, overlay.as_ref())?;
+    if let Some(overlay) = &overlay {
+        let left_out = overlay.apply_to(&mut stack);
+        match left_out {
+            Ok(l) if l.hosts.is_empty() => {}
+            Ok(l) => shell.warn(&format!(
+                "lab: left out {} on {}, which the lab has no host for{}",
+                count(l.instances, "resource instance"),
+                l.hosts.join(", "),
+                if l.hosts
+                    .iter()
+                    .any(|h| h == kz_engine::load::lb::HCLOUD_HOST)
+                {
+                    " (hcloud: the lab has no Hetzner Cloud)"
+                } else {
+                    ""
+                }
+            )),
+            Err(e) => {
+                shell.error(&e);
+                return None;
+            }
+        }
+    }
     match Workspace::new(stack) {
         Ok(ws) => Some(ws),
         Err(e) => {
@@ -100,8 +146,8 @@ pub(crate) fn open(shell: &Shell, dir: &Path) -> Option<Workspace> {
 
 /// Like `open`, for commands that plan: refused while a rescue file from an earlier apply waits
 /// to be pushed, since planning against the database would forget what that apply did.
-fn open_for_plan(shell: &Shell, dir: &Path) -> Option<Workspace> {
-    let ws = open(shell, dir)?;
+fn open_for_plan(shell: &Shell, dir: &Path, lab: bool) -> Option<Workspace> {
+    let ws = open_in(shell, dir, lab)?;
     let rescue = ws.rescue_path();
     if ws.backend.is_remote() && rescue.exists() {
         shell.error(&format!(
@@ -124,14 +170,29 @@ fn validate(shell: &Shell, dir: &Path) -> i32 {
     let Some(s) = load(shell, dir) else {
         return FAILED;
     };
+    // The API pseudo-host (`hcloud`) is no machine of the inventory.
+    let hosts = s
+        .hosts
+        .values()
+        .filter(|h| h.transport != TransportKind::Api)
+        .count();
     shell.outln(&format!(
-        "Stack `{}` is valid: {} hosts, {} modules, {} resource instances.",
+        "Stack `{}` is valid: {}, {}, {}.",
         s.name,
-        s.hosts.len(),
-        s.modules.len(),
-        s.instances.len()
+        count(hosts, "host"),
+        count(s.modules.len(), "module"),
+        count(s.instances.len(), "resource instance"),
     ));
     OK
+}
+
+/// `1 host`, `2 hosts`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn parallelism(ws: &Workspace, flag: Option<usize>) -> usize {
@@ -139,7 +200,7 @@ fn parallelism(ws: &Workspace, flag: Option<usize>) -> usize {
 }
 
 async fn plan_cmd(shell: &Shell, args: PlanArgs) -> i32 {
-    let Some(ws) = open_for_plan(shell, &args.dir) else {
+    let Some(ws) = open_for_plan(shell, &args.dir, args.lab) else {
         return FAILED;
     };
     if args.out.is_some()
@@ -169,6 +230,7 @@ async fn plan_cmd(shell: &Shell, args: PlanArgs) -> i32 {
         let dir = std::fs::canonicalize(&ws.stack.dir).unwrap_or_else(|_| ws.stack.dir.clone());
         p.stack_dir = Some(dir.to_string_lossy().into_owned());
         p.secrets_digest = Some(ws.secrets_digest(&kz_engine::random_hex(16)));
+        p.lab = args.lab;
         if let Err(e) = write_plan_file(out, &p) {
             shell.error(&e);
             return FAILED;
@@ -247,8 +309,14 @@ async fn apply_cmd(shell: &Shell, args: ApplyArgs, command_line: &str) -> i32 {
     if args.target.is_file() {
         return apply_saved(shell, &args, command_line).await;
     }
-    let Some((ws, guard, mut state, exists)) =
-        prepare_apply(shell, &args.target, command_line, args.lock.lock_timeout).await
+    let Some((ws, guard, mut state, exists)) = prepare_apply(
+        shell,
+        &args.target,
+        args.lab,
+        command_line,
+        args.lock.lock_timeout,
+    )
+    .await
     else {
         return FAILED;
     };
@@ -292,10 +360,11 @@ async fn apply_cmd(shell: &Shell, args: ApplyArgs, command_line: &str) -> i32 {
 async fn prepare_apply(
     shell: &Shell,
     dir: &Path,
+    lab: bool,
     command_line: &str,
     lock_timeout: Duration,
 ) -> Option<(Workspace, Box<dyn HeldLock>, State, bool)> {
-    let ws = open_for_plan(shell, dir)?;
+    let ws = open_for_plan(shell, dir, lab)?;
     if let Err(e) = ws.require_secrets() {
         shell.error(&e);
         return None;
@@ -321,8 +390,16 @@ async fn apply_saved(shell: &Shell, args: &ApplyArgs, command_line: &str) -> i32
         }
     };
     let (p, dir) = saved;
+    if args.lab && !p.lab {
+        shell.error(&format!(
+            "{} was not planned with --lab: it applies to the real hosts, not the lab",
+            path.display()
+        ));
+        return FAILED;
+    }
+    // A saved plan carries its lab flag: a lab plan never reaches the real hosts.
     let Some((ws, guard, mut state, exists)) =
-        prepare_apply(shell, &dir, command_line, args.lock.lock_timeout).await
+        prepare_apply(shell, &dir, p.lab, command_line, args.lock.lock_timeout).await
     else {
         return FAILED;
     };
@@ -349,7 +426,7 @@ async fn apply_saved(shell: &Shell, args: &ApplyArgs, command_line: &str) -> i32
 }
 
 async fn destroy_cmd(shell: &Shell, args: DestroyArgs, command_line: &str) -> i32 {
-    let Some(ws) = open_for_plan(shell, &args.dir) else {
+    let Some(ws) = open_for_plan(shell, &args.dir, args.lab) else {
         return FAILED;
     };
     let Some(guard) = lock(shell, &ws, command_line, args.lock.lock_timeout).await else {

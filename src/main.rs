@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod lab;
 mod output;
 mod state_commands;
 

@@ -352,7 +352,7 @@ fn switch_stack_toml(path: &Path, kind: &StateBackendKind) -> Result<(), String>
         state.remove(k);
     }
     match kind {
-        StateBackendKind::Local => {
+        StateBackendKind::Local | StateBackendKind::Lab => {
             state["backend"] = toml_edit::value("local");
         }
         StateBackendKind::Postgres {

@@ -519,7 +519,7 @@ fn version_and_completions() {
     s.kz(&["completions", "bash"]).code(0).stdout_has("_kz()");
     s.kz(&["validate", "DIR"])
         .code(0)
-        .stdout_has("Stack `misc` is valid: 1 hosts, 0 modules, 0 resource instances.");
+        .stdout_has("Stack `misc` is valid: 1 host, 0 modules, 0 resource instances.");
 }
 
 #[test]

@@ -47,6 +47,7 @@ impl Client {
             name: name.into(),
             address: s.address.clone(),
             labels: BTreeMap::new(),
+            hcloud_server: None,
             transport: TransportKind::Ssh,
             ssh: self.settings(s),
         }

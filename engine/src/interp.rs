@@ -153,6 +153,7 @@ mod tests {
             name: name.into(),
             address: address.into(),
             labels: BTreeMap::from([("role".to_string(), "redis".to_string())]),
+            hcloud_server: None,
             transport: TransportKind::Ssh,
             ssh: SshSettings::default(),
         }

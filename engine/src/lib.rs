@@ -10,6 +10,8 @@ pub mod apply;
 pub mod diag;
 pub mod graph;
 pub mod interp;
+pub mod lab;
+pub mod lb;
 pub mod load;
 pub mod model;
 pub mod ops;

@@ -39,6 +39,8 @@ impl Stack {
 pub enum StateBackendKind {
     /// `DIR/.kz/state.json`.
     Local,
+    /// `DIR/.kz/lab/state.json`: the lab's own state (`--lab`), never mixed with the real one.
+    Lab,
     /// A PostgreSQL database shared by the team.
     Postgres {
         /// The variable holding a libpq URL; `None` means the standard `PG*` variables.
@@ -60,6 +62,9 @@ pub enum TransportKind {
     /// The machine that runs kz.
     Local,
     Ssh,
+    /// Not a machine: the pseudo-host of resources kz manages through an API (`hcloud` for
+    /// Hetzner Cloud). Its resources are read by [`Provider::read`](crate::provider::Provider::read).
+    Api,
 }
 
 /// SSH settings, from the stack's `[ssh]` table merged with the host's own `ssh` table.
@@ -99,6 +104,8 @@ pub struct Host {
     pub name: String,
     pub address: String,
     pub labels: BTreeMap<String, String>,
+    /// The Hetzner Cloud server behind this host, when its name differs from the host's.
+    pub hcloud_server: Option<String>,
     pub transport: TransportKind,
     pub ssh: SshSettings,
 }

@@ -34,6 +34,9 @@ pub struct Workspace {
 pub fn open_backend(stack: &Stack, kind: &StateBackendKind) -> Result<Arc<dyn Backend>, String> {
     match kind {
         StateBackendKind::Local => Ok(Arc::new(LocalBackend::new(&stack.dir))),
+        StateBackendKind::Lab => Ok(Arc::new(LocalBackend::in_dir(&crate::lab::lab_dir(
+            &stack.dir,
+        )))),
         StateBackendKind::Postgres {
             url_env,
             schema,
@@ -361,5 +364,6 @@ pub fn destroy_plan(ws: &Workspace, state: &State, targets: &[String]) -> Plan {
         read: ReadStats::default(),
         stack_dir: None,
         secrets_digest: None,
+        lab: false,
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use kz_state::State;
 
 use crate::graph::{DepGraph, Node};
-use crate::model::{Attr, AttrValue, Instance, Stack, Value};
+use crate::model::{Attr, AttrValue, Instance, Stack, TransportKind, Value};
 use crate::provider::{
     CommandSpec, Observation, ProbeOutput, Providers, TransportError, TransportFactory,
 };
@@ -98,6 +98,13 @@ pub struct ReadStats {
     /// Connections opened to read (SSH): one per host, plus one per jump host.
     #[serde(default)]
     pub connections: usize,
+    /// Reads of resources behind an API (one per provider, e.g. Hetzner Cloud).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub api_reads: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +136,9 @@ pub struct Plan {
     /// Set in saved plans: a salted digest of the secret values the plan was made with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_digest: Option<String>,
+    /// The plan was made against the stack's lab (`--lab`): it applies to the lab only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lab: bool,
 }
 
 impl Plan {
@@ -378,6 +388,7 @@ pub async fn plan(
         read,
         stack_dir: None,
         secrets_digest: None,
+        lab: false,
     })
 }
 
@@ -558,10 +569,30 @@ async fn read_hosts(
         }
     }
     let mut by_host: BTreeMap<&str, Vec<(Vec<usize>, String)>> = BTreeMap::new();
+    let mut api_reads = tokio::task::JoinSet::new();
     for ((host, kind), indices) in by_kind {
         let Some(provider) = env.providers.get(kind) else {
             continue;
         };
+        if stack
+            .hosts
+            .get(host)
+            .is_some_and(|h| h.transport == TransportKind::Api)
+        {
+            // Resources behind an API are read by their provider, all at once, while the hosts
+            // are read.
+            let provider = Arc::clone(provider);
+            let insts: Vec<Instance> = indices
+                .iter()
+                .map(|i| stack.instances[*i].clone())
+                .collect();
+            let host = host.to_string();
+            api_reads.spawn(async move {
+                let results = provider.read(&insts).await;
+                (host, indices, insts, results)
+            });
+            continue;
+        }
         let insts: Vec<&Instance> = indices.iter().map(|i| &stack.instances[*i]).collect();
         if insts.len() > 1
             && let Some(p) = provider.probe_batch(&insts)
@@ -668,6 +699,27 @@ async fn read_hosts(
                         message: format!("{label}: read {}: {message}", inst.address),
                     }),
                 }
+            }
+        }
+    }
+    while let Some(joined) = api_reads.join_next().await {
+        let Ok((host, indices, insts, results)) = joined else {
+            continue;
+        };
+        let Some(results) = results else {
+            continue;
+        };
+        stats.api_reads += 1;
+        for ((i, inst), result) in indices.iter().zip(&insts).zip(results) {
+            match result {
+                Ok(o) => {
+                    observations.insert(*i, o);
+                }
+                Err(message) => errors.push(PlanError {
+                    host: host.clone(),
+                    address: Some(inst.address.to_string()),
+                    message: format!("{host}: read {}: {message}", inst.address),
+                }),
             }
         }
     }

@@ -284,6 +284,14 @@ pub trait Provider: Send + Sync {
         &[]
     }
 
+    /// Reads instances that live behind an API rather than on a host (their host is a
+    /// [`TransportKind::Api`](crate::model::TransportKind::Api) pseudo-host, and `probe` is `None`).
+    /// The engine calls it once per provider and plan with every selected instance, so a provider
+    /// can list what it needs once; results come in the same order. `None`: no API read.
+    async fn read(&self, _insts: &[Instance]) -> Option<Vec<Result<Observation, String>>> {
+        None
+    }
+
     async fn create(&self, inst: &Instance, t: &dyn Transport) -> Result<(), ProviderError>;
 
     /// Brings an existing instance in line; `changed` names the attributes that differ.

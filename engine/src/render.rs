@@ -114,11 +114,17 @@ pub fn render_plan(plan: &Plan, style: &Style) -> String {
     for c in &plan.changes {
         if host != Some(c.host.as_str()) {
             host = Some(&c.host);
+            // Resources behind the Hetzner API are not on a host: say where they are.
+            let heading = if c.host == crate::load::lb::HCLOUD_HOST {
+                "Hetzner Cloud (hcloud)".to_string()
+            } else {
+                format!("host {}", style.safe(&c.host))
+            };
             let _ = writeln!(
                 out,
                 "\n{} {} {}",
                 style.rule(),
-                style.bold(&format!("host {}", style.safe(&c.host))),
+                style.bold(&heading),
                 style.rule()
             );
         }
@@ -150,17 +156,28 @@ pub fn render_plan(plan: &Plan, style: &Style) -> String {
             s.adopt
         );
     }
-    if plan.refreshed && plan.read.hosts > 0 {
-        let _ = writeln!(
-            out,
-            "{}",
-            style.dim(&format!(
-                "Read {} host{} in {} round trip{}.",
+    if plan.refreshed && (plan.read.hosts > 0 || plan.read.api_reads > 0) {
+        let mut read = Vec::new();
+        if plan.read.hosts > 0 {
+            read.push(format!(
+                "{} host{} in {} round trip{}",
                 plan.read.hosts,
                 plural(plan.read.hosts),
                 plan.read.round_trips,
                 plural(plan.read.round_trips)
-            ))
+            ));
+        }
+        if plan.read.api_reads > 0 {
+            read.push(format!(
+                "{} API provider{}",
+                plan.read.api_reads,
+                plural(plan.read.api_reads)
+            ));
+        }
+        let _ = writeln!(
+            out,
+            "{}",
+            style.dim(&format!("Read {}.", read.join(" and ")))
         );
     }
     out
@@ -232,6 +249,13 @@ fn render_attr(out: &mut String, a: &AttrChange, width: usize, action: Action, s
         render_text_diff(out, &before, &after, style);
         return;
     }
+    if !a.sensitive
+        && let Some((before, after)) = list_sides(a.before.as_ref(), a.after.as_ref())
+    {
+        let _ = writeln!(out, "{pad}{}:", a.name);
+        render_list_diff(out, action, &before, &after, style);
+        return;
+    }
     let line = match (action, &a.before, &a.after) {
         (Action::Delete, b, _) => inline(b.as_ref(), style),
         (Action::Create | Action::Adopt, None, after) => inline(after.as_ref(), style),
@@ -244,6 +268,60 @@ fn render_attr(out: &mut String, a: &AttrChange, width: usize, action: Action, s
         ),
     };
     let _ = writeln!(out, "{pad}{name} {line}");
+}
+
+/// Both sides of a list attribute as text items, when it is one (a missing side is empty).
+fn list_sides(
+    before: Option<&serde_json::Value>,
+    after: Option<&serde_json::Value>,
+) -> Option<(Vec<String>, Vec<String>)> {
+    let items = |v: Option<&serde_json::Value>| match v {
+        None => Some(Vec::new()),
+        Some(serde_json::Value::Array(a)) => Some(a.iter().map(value_text).collect()),
+        Some(_) => None,
+    };
+    let (b, a) = (items(before)?, items(after)?);
+    (!b.is_empty() || !a.is_empty()).then_some((b, a))
+}
+
+/// A list one item a line: items kept plain, items added with `+`, items removed with `-`.
+/// Lists are compared as sets of lines, so a changed item shows as one removed and one added.
+fn render_list_diff(
+    out: &mut String,
+    action: Action,
+    before: &[String],
+    after: &[String],
+    style: &Style,
+) {
+    let shown: &[String] = if action == Action::Delete {
+        before
+    } else {
+        after
+    };
+    let changing = !matches!(action, Action::Create | Action::Adopt | Action::Delete);
+    if shown.is_empty() && !changing {
+        let _ = writeln!(out, "        (none)");
+    }
+    if changing {
+        for item in before.iter().filter(|i| !after.contains(i)) {
+            let _ = writeln!(
+                out,
+                "        {}",
+                style.red(&format!("- {}", style.safe(item)))
+            );
+        }
+    }
+    for item in shown {
+        if changing && !before.contains(item) {
+            let _ = writeln!(
+                out,
+                "        {}",
+                style.green(&format!("+ {}", style.safe(item)))
+            );
+        } else {
+            let _ = writeln!(out, "          {}", style.safe(item));
+        }
+    }
 }
 
 /// A unified diff with three lines of context, cut after a few hundred lines.

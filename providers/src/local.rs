@@ -139,6 +139,7 @@ mod tests {
             name: "local".into(),
             address: "127.0.0.1".into(),
             labels: BTreeMap::new(),
+            hcloud_server: None,
             transport: TransportKind::Local,
             ssh: SshSettings::default(),
         })

@@ -31,6 +31,13 @@ impl LocalBackend {
         }
     }
 
+    /// A backend keeping its files in `dir` itself (a lab's state, in `STACK_DIR/.kz/lab`).
+    pub fn in_dir(dir: &Path) -> LocalBackend {
+        LocalBackend {
+            dir: dir.to_path_buf(),
+        }
+    }
+
     /// The `.kz` directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -1,6 +1,7 @@
 //! Loading a stack directory: parse every TOML file with spans, validate, interpolate, and expand
 //! resources into instances. Every problem becomes a [`Diagnostic`] naming `file:line:col`.
 
+pub mod lb;
 mod raw;
 mod resources;
 
@@ -14,6 +15,7 @@ use toml::Spanned;
 
 use crate::diag::{Diagnostic, Diagnostics, Location, SourceFile};
 use crate::graph::DepGraph;
+use crate::lab::LabOverlay;
 use crate::model::{
     Host, Module, SshSettings, Stack, StateBackendKind, StateConfig, TransportKind,
 };
@@ -29,11 +31,23 @@ pub fn load_stack(dir: &Path) -> Result<Stack, Diagnostics> {
 }
 
 pub fn load_stack_with_env(dir: &Path, env: EnvFn<'_>) -> Result<Stack, Diagnostics> {
+    load(dir, env, None)
+}
+
+/// Loads the stack in `dir` as its lab sees it: every `${host.address}` and
+/// `${hosts.NAME.address}` is the lab host's. The caller then applies the rest of the overlay
+/// ([`LabOverlay::apply_to`]).
+pub fn load_stack_in_lab(dir: &Path, lab: &LabOverlay) -> Result<Stack, Diagnostics> {
+    load(dir, &|k| std::env::var(k).ok(), Some(lab))
+}
+
+fn load(dir: &Path, env: EnvFn<'_>, lab: Option<&LabOverlay>) -> Result<Stack, Diagnostics> {
     let mut loader = Loader {
         dir: dir.to_path_buf(),
         diags: Diagnostics::default(),
         digest: Sha256::new(),
         env,
+        lab,
     };
     let stack = loader.load();
     match stack {
@@ -56,6 +70,7 @@ pub(crate) struct Loader<'a> {
     diags: Diagnostics,
     digest: Sha256,
     env: EnvFn<'a>,
+    lab: Option<&'a LabOverlay>,
 }
 
 pub(crate) fn loc<T>(file: &Arc<SourceFile>, s: &Spanned<T>) -> Location {
@@ -233,12 +248,23 @@ impl Loader<'_> {
             self.module_cycles(&parsed);
         }
 
-        let hosts = hosts?;
+        let mut hosts = hosts?;
         let mut secrets_used = std::collections::BTreeSet::new();
         let mut instances = Vec::new();
         let mut decls = Vec::new();
         for (module, src, m) in &parsed {
-            decls.extend(self.declarations(module, src, m));
+            decls.extend(self.declarations(module, src, m, &hosts));
+        }
+        if let Some(lab) = self.lab {
+            for h in hosts.values_mut() {
+                // Hosts without a lab host are left out of a lab run (see `LabOverlay::apply_to`).
+                if let Some(l) = lab.hosts.get(&h.name) {
+                    h.address = l.address.clone();
+                }
+            }
+        }
+        if decls.iter().any(|d| d.on.is_none()) {
+            hosts.insert(lb::HCLOUD_HOST.to_string(), lb::api_host());
         }
         if self.diags.is_empty() {
             instances = self.expand(&decls, &hosts, &mut secrets_used);
@@ -494,6 +520,15 @@ impl Loader<'_> {
         let before = self.diags.0.len();
         for (name, h) in &raw.hosts {
             let table = h.get_ref();
+            if name == lb::HCLOUD_HOST {
+                self.error(Diagnostic::at(
+                    loc(src, h),
+                    format!(
+                        "host name `{name}` is reserved: Hetzner Cloud resources are listed under it"
+                    ),
+                ));
+                continue;
+            }
             if !valid_host_name(name) {
                 self.error(Diagnostic::at(
                     loc(src, h),
@@ -528,7 +563,7 @@ impl Loader<'_> {
                 }
                 (Some(a), _) => a.get_ref().clone(),
                 (None, TransportKind::Local) => "127.0.0.1".to_string(),
-                (None, TransportKind::Ssh) => {
+                (None, TransportKind::Ssh | TransportKind::Api) => {
                     self.error(Diagnostic::at(
                         loc(src, h),
                         format!(
@@ -556,6 +591,7 @@ impl Loader<'_> {
                     name: name.clone(),
                     address,
                     labels: table.labels.clone(),
+                    hcloud_server: table.hcloud_server.as_ref().map(|s| s.get_ref().clone()),
                     transport,
                     ssh,
                 },

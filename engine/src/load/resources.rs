@@ -22,7 +22,8 @@ pub(crate) struct Decl<'a> {
     pub file: Arc<SourceFile>,
     pub span: Range<usize>,
     pub name: &'a Spanned<String>,
-    pub on: &'a Spanned<toml::Value>,
+    /// The hosts it is on; `None` for a resource that lives behind an API (its pseudo-host).
+    pub on: Option<&'a Spanned<toml::Value>>,
     pub depends_on: &'a [Spanned<String>],
     pub attrs: Vec<(&'static str, DeclAttr<'a>)>,
 }
@@ -54,6 +55,7 @@ impl Loader<'_> {
         module: &str,
         src: &Arc<SourceFile>,
         m: &'a ModuleFile,
+        hosts: &BTreeMap<String, Host>,
     ) -> Vec<Decl<'a>> {
         let mut out = Vec::new();
         for f in &m.file {
@@ -63,6 +65,11 @@ impl Loader<'_> {
         }
         for c in &m.command {
             if let Some(d) = self.command_decl(module, src, c) {
+                out.push(d);
+            }
+        }
+        for l in &m.lb {
+            if let Some(d) = self.lb_decl(module, src, l, hosts) {
                 out.push(d);
             }
         }
@@ -184,7 +191,7 @@ impl Loader<'_> {
             file: Arc::clone(src),
             span: f.span(),
             name: &d.name,
-            on: &d.on,
+            on: Some(&d.on),
             depends_on: &d.depends_on,
             attrs,
         })
@@ -227,7 +234,7 @@ impl Loader<'_> {
             file: Arc::clone(src),
             span: c.span(),
             name: &d.name,
-            on: &d.on,
+            on: Some(&d.on),
             depends_on: &d.depends_on,
             attrs,
         })
@@ -308,8 +315,11 @@ impl Loader<'_> {
         d: &Decl<'_>,
         hosts: &'h BTreeMap<String, Host>,
     ) -> Vec<&'h Host> {
-        let at = loc(&d.file, d.on);
-        match d.on.get_ref() {
+        let Some(on) = d.on else {
+            return hosts.get(super::lb::HCLOUD_HOST).into_iter().collect();
+        };
+        let at = loc(&d.file, on);
+        match on.get_ref() {
             toml::Value::Array(names) => {
                 let mut out: Vec<&Host> = Vec::new();
                 for n in names {

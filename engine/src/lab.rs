@@ -1,0 +1,173 @@
+//! The lab overlay: how `--lab` points a stack at its disposable lab hosts instead of the real ones.
+//!
+//! `kz lab up DIR` writes `DIR/.kz/lab/lab.json` (this [`LabOverlay`]), the lab's SSH key and its
+//! own known_hosts. With `--lab`, every host of the stack is reached over SSH at its lab address,
+//! as root with the lab key, verified against the lab's known_hosts, and the state is the lab's
+//! own file: lab state never mixes with the real one. Before anything connects, every address is
+//! checked to lie inside the lab network, so a lab run cannot reach a production server.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Stack, StateBackendKind, TransportKind};
+
+/// `DIR/.kz/lab`.
+pub fn lab_dir(stack_dir: &Path) -> PathBuf {
+    stack_dir.join(".kz").join("lab")
+}
+
+/// What `kz lab up` made, as `lab.json` records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabOverlay {
+    /// The stack the lab was made for.
+    pub stack: String,
+    /// The podman network of the lab, and its IPv4 subnet (`10.89.3.0/24`).
+    pub network: String,
+    pub subnet: String,
+    /// Lab hosts by stack host name.
+    pub hosts: BTreeMap<String, LabHost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabHost {
+    /// The podman container.
+    pub container: String,
+    pub address: String,
+}
+
+impl LabOverlay {
+    pub fn path(stack_dir: &Path) -> PathBuf {
+        lab_dir(stack_dir).join("lab.json")
+    }
+    pub fn key_path(stack_dir: &Path) -> PathBuf {
+        lab_dir(stack_dir).join("id_ed25519")
+    }
+    pub fn known_hosts_path(stack_dir: &Path) -> PathBuf {
+        lab_dir(stack_dir).join("known_hosts")
+    }
+
+    /// The overlay of the stack in `stack_dir`, or an error saying how to make one.
+    pub fn load(stack_dir: &Path) -> Result<LabOverlay, String> {
+        let path = LabOverlay::path(stack_dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(format!(
+                    "no lab for this stack: run `kz lab up {}` first",
+                    stack_dir.display()
+                ));
+            }
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "{}: {e} (remove the lab with `kz lab down {}` and make it again)",
+                path.display(),
+                stack_dir.display()
+            )
+        })
+    }
+
+    /// Points `stack` at the lab: addresses, SSH settings, state. What has no lab counterpart is
+    /// left out: hosts the lab was not made with (`kz lab up --hosts`) and resources behind an API
+    /// (Hetzner Cloud). Returns the names of the hosts left out and how many instances they had.
+    pub fn apply_to(&self, stack: &mut Stack) -> Result<LeftOut, String> {
+        if stack.name != self.stack {
+            return Err(format!(
+                "the lab in {} was made for stack `{}`, not `{}`",
+                lab_dir(&stack.dir).display(),
+                self.stack,
+                stack.name
+            ));
+        }
+        let key = LabOverlay::key_path(&stack.dir);
+        let known_hosts = LabOverlay::known_hosts_path(&stack.dir);
+        let mut left_out = LeftOut::default();
+        for host in stack.hosts.values_mut() {
+            let Some(lab) = self.hosts.get(&host.name) else {
+                left_out.hosts.push(host.name.clone());
+                continue;
+            };
+            if host.transport == TransportKind::Api {
+                left_out.hosts.push(host.name.clone());
+                continue;
+            }
+            if !in_subnet(&lab.address, &self.subnet) {
+                return Err(format!(
+                    "refusing to use the lab: host `{}` would be reached at {}, outside the lab network {}",
+                    host.name, lab.address, self.subnet
+                ));
+            }
+            host.address = lab.address.clone();
+            host.transport = TransportKind::Ssh;
+            host.ssh.user = "root".into();
+            host.ssh.port = 22;
+            host.ssh.identity = vec![key.display().to_string()];
+            host.ssh.known_hosts = Some(known_hosts.display().to_string());
+            host.ssh.jump = None;
+            host.ssh.accept_new_host_keys = false;
+        }
+        let gone = |host: &str| left_out.hosts.iter().any(|h| h == host);
+        let before = stack.instances.len();
+        stack.instances.retain(|i| !gone(i.host()));
+        for i in &mut stack.instances {
+            i.depends_on.retain(|d| !gone(&d.host));
+        }
+        left_out.instances = before - stack.instances.len();
+        for h in &left_out.hosts {
+            stack.hosts.remove(h);
+        }
+        stack.state.backend = StateBackendKind::Lab;
+        Ok(left_out)
+    }
+}
+
+/// What a lab run leaves out of the stack.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LeftOut {
+    pub hosts: Vec<String>,
+    pub instances: usize,
+}
+
+/// Whether an IPv4 `address` lies in `cidr` (`10.89.3.0/24`).
+pub fn in_subnet(address: &str, cidr: &str) -> bool {
+    let Some((net, bits)) = cidr.split_once('/') else {
+        return false;
+    };
+    let (Ok(addr), Ok(net), Ok(bits)) = (
+        address.parse::<Ipv4Addr>(),
+        net.parse::<Ipv4Addr>(),
+        bits.parse::<u32>(),
+    ) else {
+        return false;
+    };
+    if bits > 32 {
+        return false;
+    }
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
+    u32::from(addr) & mask == u32::from(net) & mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_addresses_inside_the_lab_subnet_pass() {
+        assert!(in_subnet("10.89.3.17", "10.89.3.0/24"));
+        assert!(!in_subnet("10.0.0.10", "10.89.3.0/24"));
+        assert!(!in_subnet("91.98.128.153", "10.89.3.0/24"));
+        assert!(!in_subnet("lab-host", "10.89.3.0/24"));
+        assert!(!in_subnet("10.89.3.17", "10.89.3.0"));
+        assert!(in_subnet("10.89.200.1", "10.89.0.0/16"));
+    }
+}

@@ -1,0 +1,249 @@
+//! The actions that bring a load balancer from what it is ([`Current`]) to what an instance
+//! declares ([`Desired`]), in an order the API accepts:
+//!
+//! 1. type, algorithm, labels (independent of the rest);
+//! 2. the public interface on, when wanted, or for a while when the load balancer must leave its
+//!    network (a load balancer with neither is refused);
+//! 3. targets and services that go away;
+//! 4. networks left, then the network joined (at its declared IP);
+//! 5. the public interface off (it needs the network, and targets on private IPs), before any
+//!    target is added, so that a private load balancer never serves a target publicly;
+//! 6. targets added (a private-IP target needs the network first), services changed and added.
+//!
+//! An attribute the instance does not declare is left alone, unless the plan names it as changed
+//! (it was declared before): then what it held is removed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use kz_engine::lb::Service;
+
+use super::spec::{Current, Desired, Targets};
+
+/// One change, as one API call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    ChangeType(String),
+    ChangeAlgorithm(String),
+    SetLabels(BTreeMap<String, String>),
+    EnablePublicInterface,
+    DisablePublicInterface,
+    RemoveServerTarget {
+        id: i64,
+        name: String,
+    },
+    RemoveLabelTarget(String),
+    DetachFromNetwork {
+        id: i64,
+    },
+    AttachToNetwork {
+        id: i64,
+        ip: Option<String>,
+    },
+    AddServerTarget {
+        id: i64,
+        name: String,
+        use_private_ip: bool,
+    },
+    AddLabelTarget {
+        selector: String,
+        use_private_ip: bool,
+    },
+    DeleteService(u16),
+    UpdateService(Service),
+    AddService(Service),
+}
+
+impl Op {
+    /// The name of the API action, which is also the step named in errors.
+    pub fn step(&self) -> &'static str {
+        match self {
+            Op::ChangeType(_) => "change_type",
+            Op::ChangeAlgorithm(_) => "change_algorithm",
+            Op::SetLabels(_) => "update",
+            Op::EnablePublicInterface => "enable_public_interface",
+            Op::DisablePublicInterface => "disable_public_interface",
+            Op::RemoveServerTarget { .. } | Op::RemoveLabelTarget(_) => "remove_target",
+            Op::DetachFromNetwork { .. } => "detach_from_network",
+            Op::AttachToNetwork { .. } => "attach_to_network",
+            Op::AddServerTarget { .. } | Op::AddLabelTarget { .. } => "add_target",
+            Op::DeleteService(_) => "delete_service",
+            Op::UpdateService(_) => "update_service",
+            Op::AddService(_) => "add_service",
+        }
+    }
+}
+
+/// Ids the plan needs, looked up by name beforehand.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    /// The id of the declared network (`None` when it is not declared or does not exist).
+    pub network: Option<i64>,
+    /// The servers of the project by name (looked up only when targets are declared).
+    pub servers: HashMap<String, i64>,
+}
+
+/// The server ids of `names`, or an error naming every server that does not exist.
+pub fn server_ids(names: &[String], servers: &HashMap<String, i64>) -> Result<Vec<i64>, String> {
+    let missing: Vec<&str> = names
+        .iter()
+        .filter(|n| !servers.contains_key(*n))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        let s = if missing.len() == 1 { "" } else { "s" };
+        return Err(format!(
+            "no server named {} in the project (target{s} of load balancer)",
+            missing.join(", ")
+        ));
+    }
+    Ok(names
+        .iter()
+        .filter_map(|n| servers.get(n).copied())
+        .collect())
+}
+
+/// The actions, in order; an error when a declared network or server does not exist.
+pub fn plan(d: &Desired, c: &Current, changed: &[String], r: &Resolved) -> Result<Vec<Op>, String> {
+    let named = |k: &str| changed.iter().any(|x| x == k);
+    let mut head = Vec::new();
+    if d.lb_type != c.lb_type {
+        head.push(Op::ChangeType(d.lb_type.clone()));
+    }
+    if d.algorithm != c.algorithm {
+        head.push(Op::ChangeAlgorithm(d.algorithm.clone()));
+    }
+    match &d.labels {
+        Some(l) if *l != c.labels => head.push(Op::SetLabels(l.clone())),
+        None if named("labels") && !c.labels.is_empty() => {
+            head.push(Op::SetLabels(BTreeMap::new()));
+        }
+        _ => {}
+    }
+
+    // Networks.
+    let mut detach = Vec::new();
+    let mut attach = None;
+    match &d.network {
+        Some(name) => {
+            let id = r
+                .network
+                .ok_or_else(|| format!("no network named {name} in the project"))?;
+            for n in &c.networks {
+                let wrong_ip = d.ip.is_some() && n.ip != d.ip;
+                if n.id != id || wrong_ip {
+                    detach.push(n.id);
+                }
+            }
+            if !c.networks.iter().any(|n| n.id == id) || detach.contains(&id) {
+                attach = Some(Op::AttachToNetwork {
+                    id,
+                    ip: d.ip.clone(),
+                });
+            }
+        }
+        None if named("network") => detach.extend(c.networks.iter().map(|n| n.id)),
+        None => {}
+    }
+    // A target on a private IP goes with the network it uses, and comes back after.
+    let leaves = |private: bool| private && !detach.is_empty();
+
+    // Targets.
+    let mut remove = Vec::new();
+    let mut add = Vec::new();
+    let want_servers: Option<&[String]> = match &d.targets {
+        Targets::Servers(names) => Some(names),
+        Targets::Label(_) => Some(&[]),
+        Targets::Unmanaged if named("targets") => Some(&[]),
+        Targets::Unmanaged => None,
+    };
+    if let Some(want) = want_servers {
+        let mut kept = BTreeSet::new();
+        for t in &c.server_targets {
+            let wanted = t.name.as_ref().is_some_and(|n| want.contains(n));
+            if wanted && t.use_private_ip == d.use_private_ip && !leaves(t.use_private_ip) {
+                kept.extend(t.name.clone());
+            } else {
+                remove.push(Op::RemoveServerTarget {
+                    id: t.id,
+                    name: t.name.clone().unwrap_or_else(|| format!("#{}", t.id)),
+                });
+            }
+        }
+        let new: Vec<String> = want
+            .iter()
+            .filter(|n| !kept.contains(n.as_str()))
+            .cloned()
+            .collect();
+        let ids = server_ids(&new, &r.servers)?;
+        for (name, id) in new.into_iter().zip(ids) {
+            add.push(Op::AddServerTarget {
+                id,
+                name,
+                use_private_ip: d.use_private_ip,
+            });
+        }
+    }
+    let want_label: Option<Option<&str>> = match &d.targets {
+        Targets::Label(s) => Some(Some(s)),
+        Targets::Servers(_) => Some(None),
+        Targets::Unmanaged if named("target_label") => Some(None),
+        Targets::Unmanaged => None,
+    };
+    if let Some(want) = want_label {
+        let mut kept = false;
+        for l in &c.label_targets {
+            let keep = !kept
+                && want == Some(l.selector.as_str())
+                && l.use_private_ip == d.use_private_ip
+                && !leaves(l.use_private_ip);
+            if keep {
+                kept = true;
+            } else {
+                remove.push(Op::RemoveLabelTarget(l.selector.clone()));
+            }
+        }
+        if let (Some(selector), false) = (want, kept) {
+            add.push(Op::AddLabelTarget {
+                selector: selector.to_string(),
+                use_private_ip: d.use_private_ip,
+            });
+        }
+    }
+
+    // Services, by listen port.
+    let now: BTreeMap<u16, &Service> = c.services.iter().map(|s| (s.listen_port, s)).collect();
+    let want: BTreeMap<u16, &Service> = d.services.iter().map(|s| (s.listen_port, s)).collect();
+    let gone: Vec<Op> = now
+        .keys()
+        .filter(|p| !want.contains_key(p))
+        .map(|p| Op::DeleteService(*p))
+        .collect();
+    let mut services = Vec::new();
+    for (p, s) in &want {
+        match now.get(p) {
+            None => services.push(Op::AddService((*s).clone())),
+            Some(old) if old != s => services.push(Op::UpdateService((*s).clone())),
+            Some(_) => {}
+        }
+    }
+
+    // The public interface.
+    let for_a_while = !c.public_interface && !detach.is_empty();
+    let enable = (d.public_interface && !c.public_interface) || for_a_while;
+    let disable = !d.public_interface && (c.public_interface || for_a_while);
+
+    let mut ops = head;
+    if enable {
+        ops.push(Op::EnablePublicInterface);
+    }
+    ops.extend(remove);
+    ops.extend(gone);
+    ops.extend(detach.into_iter().map(|id| Op::DetachFromNetwork { id }));
+    ops.extend(attach);
+    if disable {
+        ops.push(Op::DisablePublicInterface);
+    }
+    ops.extend(add);
+    ops.extend(services);
+    Ok(ops)
+}

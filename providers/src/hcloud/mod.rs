@@ -1,0 +1,432 @@
+//! The `lb` resource: Hetzner Cloud load balancers, through the Hetzner Cloud API.
+//!
+//! # How the API is reached
+//!
+//! The `hcloud` crate (0.26, rustls) gives the models of every request and answer and the
+//! `Configuration` (reqwest client, base path mapping, bearer token, user agent). Its generated
+//! call functions are not used: they turn an error answer into a status and a body and drop the
+//! headers, and there is no hook to get them back (the client is a plain `reqwest::Client`, not a
+//! middleware stack). kz needs the headers of every answer: `X-Correlation-Id` for its error
+//! messages (`hcloud: CODE: MESSAGE (correlation id ID)`) and `RateLimit-*` to pace itself. So
+//! [`client`] sends each request itself through the configuration's client, with the crate's
+//! models as bodies and answers, and adds what the crate lacks:
+//!
+//! - retries ([`client::Retry`]): `conflict`, `rate_limit_exceeded`, `timeout`, `bad_gateway`,
+//!   HTTP 502/504, and connection failures (any request not sent; GET and DELETE also when the
+//!   answer was lost), with exponential backoff from 1 s, doubling, capped at 60 s, full jitter,
+//!   5 tries. `KZ_HCLOUD_RETRY_BASE_MS` sets the first ceiling (tests make it small);
+//! - the rate limit ([`limit`]): requests are spaced once fewer than 10 remain;
+//! - waiting for actions ([`actions`]): polled every 500 ms, at most 5 minutes each.
+//!
+//! `KZ_HCLOUD_ENDPOINT` replaces `https://api.hetzner.cloud/v1` (tests point it at a local fake).
+//!
+//! # The token
+//!
+//! It is read from the variable the instance's `token_env` names (`HCLOUD_TOKEN` by default) just
+//! before the first request of an operation, held only by that operation's client, sent only as
+//! the `Authorization` header, and never put in an error, a log or the state.
+//!
+//! # Modules
+//!
+//! [`spec`] maps instances and API objects to kz's terms, [`diff`] plans the actions of an update,
+//! [`actions`] runs them, [`lookup`] finds things by name.
+
+pub mod actions;
+pub mod client;
+pub mod diff;
+pub mod limit;
+pub mod lookup;
+pub mod spec;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hcloud::models;
+
+use kz_engine::model::Instance;
+use kz_engine::provider::{Observation, ProbeOutput, Provider, ProviderError, Transport};
+
+use actions::Waiting;
+use client::{Client, Retry};
+use diff::{Resolved, plan, server_ids};
+use limit::RateLimiter;
+use spec::{Current, Desired, Place, Targets, observe, service_to_api, token_env};
+
+/// How the provider reaches the API.
+#[derive(Clone)]
+pub struct Settings {
+    /// The API's base URL, instead of `https://api.hetzner.cloud/v1`.
+    pub endpoint: Option<String>,
+    pub retry: Retry,
+    pub waiting: Waiting,
+    /// The deadline of one HTTP request.
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Variables looked up before the process environment (so that a test can hand over a token
+    /// without changing the environment of its process).
+    pub vars: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for Settings {
+    // Spelled out so that the values of `vars` (tokens) are never shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("endpoint", &self.endpoint)
+            .field("retry", &self.retry)
+            .field("waiting", &self.waiting)
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("vars", &self.vars.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            endpoint: None,
+            retry: Retry::default(),
+            waiting: Waiting::default(),
+            request_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            vars: BTreeMap::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// The defaults, with `KZ_HCLOUD_ENDPOINT` and `KZ_HCLOUD_RETRY_BASE_MS` applied.
+    pub fn from_env() -> Settings {
+        let mut s = Settings {
+            endpoint: std::env::var("KZ_HCLOUD_ENDPOINT")
+                .ok()
+                .filter(|e| !e.trim().is_empty()),
+            ..Settings::default()
+        };
+        if let Some(ms) = std::env::var("KZ_HCLOUD_RETRY_BASE_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            s.retry.base = Duration::from_millis(ms);
+        }
+        s
+    }
+}
+
+/// The `lb` provider.
+pub struct LbProvider {
+    settings: Settings,
+    http: OnceLock<Result<reqwest::Client, String>>,
+    /// One rate limit per project, known by the variable holding its token.
+    limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
+}
+
+impl fmt::Debug for LbProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LbProvider")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LbProvider {
+    pub fn new(settings: Settings) -> LbProvider {
+        LbProvider {
+            settings,
+            http: OnceLock::new(),
+            limiters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn from_env() -> LbProvider {
+        LbProvider::new(Settings::from_env())
+    }
+
+    /// The token, or the error every operation fails with before any request when it is unset.
+    fn token(&self, env: &str) -> Result<String, String> {
+        let token = match self.settings.vars.get(env) {
+            Some(v) => Some(v.clone()),
+            None => std::env::var(env).ok(),
+        };
+        token
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| t.trim().to_string())
+            .ok_or_else(|| {
+                format!("hcloud: no API token: set {env} (the variable named by token_env)")
+            })
+    }
+
+    /// A client for the project whose token `env` holds.
+    fn client(&self, env: &str) -> Result<Client, String> {
+        let token = self.token(env)?;
+        let http = self
+            .http
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .timeout(self.settings.request_timeout)
+                    .connect_timeout(self.settings.connect_timeout)
+                    .build()
+                    .map_err(|e| format!("hcloud: cannot set up the HTTP client: {e}"))
+            })
+            .clone()?;
+        let limiter = match self.limiters.lock() {
+            Ok(mut m) => Arc::clone(m.entry(env.to_string()).or_default()),
+            Err(_) => Arc::new(RateLimiter::default()),
+        };
+        Ok(Client::new(
+            http,
+            token,
+            self.settings.endpoint.as_deref(),
+            self.settings.retry,
+            limiter,
+        ))
+    }
+
+    /// Reads the instances of one project (one token).
+    async fn read_project(
+        &self,
+        c: &Client,
+        insts: &[&Instance],
+    ) -> Result<Vec<Result<Observation, String>>, String> {
+        let all = lookup::load_balancers(c).await.map_err(|e| e.to_string())?;
+        let by_name: HashMap<&str, &models::LoadBalancer> =
+            all.iter().map(|lb| (lb.name.as_str(), lb)).collect();
+        let found: Vec<(&Instance, Option<&models::LoadBalancer>)> = insts
+            .iter()
+            .map(|i| (*i, by_name.get(i.address.name.as_str()).copied()))
+            .collect();
+        let need_networks = found
+            .iter()
+            .any(|(_, lb)| lb.is_some_and(|lb| !lb.private_net.is_empty()));
+        let need_servers = found.iter().any(|(i, lb)| {
+            i.attrs.contains_key("targets")
+                && lb.is_some_and(|lb| lb.targets.iter().any(|t| t.server.is_some()))
+        });
+        let networks = if need_networks {
+            lookup::network_names(c).await.map_err(|e| e.to_string())?
+        } else {
+            HashMap::new()
+        };
+        let servers: HashMap<i64, String> = if need_servers {
+            let all = lookup::servers(c).await.map_err(|e| e.to_string())?;
+            all.into_iter().map(|s| (s.id, s.name)).collect()
+        } else {
+            HashMap::new()
+        };
+        Ok(found
+            .into_iter()
+            .map(|(inst, lb)| {
+                Ok(match lb {
+                    None => Observation::default(),
+                    Some(lb) => observe(inst, &Current::from_api(lb, &networks, &servers)),
+                })
+            })
+            .collect())
+    }
+
+    async fn create_lb(&self, c: &Client, d: &Desired) -> Result<(), ProviderError> {
+        let fail = |e: String| ProviderError::new("create", e);
+        let network = match &d.network {
+            None => None,
+            Some(n) => Some(
+                lookup::network_id(c, n)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?
+                    .ok_or_else(|| fail(format!("no network named {n} in the project")))?,
+            ),
+        };
+        let mut servers = HashMap::new();
+        let mut targets = Vec::new();
+        match &d.targets {
+            Targets::Servers(names) if !names.is_empty() => {
+                let all = lookup::servers(c).await.map_err(|e| fail(e.to_string()))?;
+                servers = all.into_iter().map(|s| (s.name, s.id)).collect();
+                for id in server_ids(names, &servers).map_err(fail)? {
+                    targets.push(actions::server_target(id, d.use_private_ip));
+                }
+            }
+            Targets::Label(sel) => targets.push(actions::label_target(sel, d.use_private_ip)),
+            _ => {}
+        }
+        // The create call can attach a network but not choose the IP in it. With an IP declared,
+        // the load balancer is made without network and targets (and, for as long, with its
+        // public interface, which a load balancer without network needs); the plan of an update
+        // then attaches it at its IP, turns the public interface off if so declared, and adds
+        // the targets, which may use the private network.
+        let later = d.ip.is_some() && network.is_some();
+        let services = d
+            .services
+            .iter()
+            .map(service_to_api)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?;
+        let mut req = models::CreateLoadBalancerRequest::new(d.lb_type.clone(), d.name.clone());
+        match &d.place {
+            Place::Location(l) => req.location = Some(l.clone()),
+            Place::NetworkZone(z) => req.network_zone = Some(z.clone()),
+        }
+        req.algorithm = Some(Box::new(spec::algorithm_of(&d.algorithm).map_err(fail)?));
+        req.labels = d.labels.clone().map(|l| l.into_iter().collect());
+        req.network = if later { None } else { network };
+        req.public_interface = Some(d.public_interface || later);
+        req.services = Some(services);
+        req.targets = (!later && !targets.is_empty()).then_some(targets);
+        let made: models::CreateLoadBalancerResponse = c
+            .post("/load_balancers", Some(&req))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        actions::wait(c, *made.action, self.settings.waiting)
+            .await
+            .map_err(fail)?;
+        if later {
+            let current = Current::from_api(&made.load_balancer, &HashMap::new(), &HashMap::new());
+            let resolved = Resolved { network, servers };
+            let ops = plan(d, &current, &[], &resolved).map_err(fail)?;
+            for op in &ops {
+                actions::perform(c, current.id, op, self.settings.waiting)
+                    .await
+                    .map_err(|e| ProviderError::new(op.step(), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn update_lb(
+        &self,
+        c: &Client,
+        d: &Desired,
+        changed: &[String],
+    ) -> Result<(), ProviderError> {
+        let fail = |e: String| ProviderError::new("update", e);
+        let lb = lookup::load_balancer(c, &d.name)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(|| fail(format!("load balancer {} no longer exists", d.name)))?;
+        let network = match &d.network {
+            None => None,
+            Some(n) => lookup::network_id(c, n)
+                .await
+                .map_err(|e| fail(e.to_string()))?,
+        };
+        let mut names = HashMap::new();
+        let mut ids = HashMap::new();
+        let has_servers = lb.targets.iter().any(|t| t.server.is_some());
+        if matches!(&d.targets, Targets::Servers(n) if !n.is_empty() || has_servers) {
+            for s in lookup::servers(c).await.map_err(|e| fail(e.to_string()))? {
+                names.insert(s.id, s.name.clone());
+                ids.insert(s.name, s.id);
+            }
+        }
+        let current = Current::from_api(&lb, &HashMap::new(), &names);
+        let resolved = Resolved {
+            network,
+            servers: ids,
+        };
+        let ops = plan(d, &current, changed, &resolved).map_err(fail)?;
+        for op in &ops {
+            actions::perform(c, current.id, op, self.settings.waiting)
+                .await
+                .map_err(|e| ProviderError::new(op.step(), e))?;
+        }
+        Ok(())
+    }
+
+    async fn delete_lb(&self, inst: &Instance) -> Result<(), ProviderError> {
+        let fail = |e: String| ProviderError::new("delete", e);
+        let name = &inst.address.name;
+        let c = self.client(token_env(inst)).map_err(fail)?;
+        let Some(lb) = lookup::load_balancer(&c, name)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+        else {
+            return Ok(());
+        };
+        if lb.protection.delete {
+            return Err(fail(format!(
+                "load balancer {name} has delete protection: kz will not delete or replace it; \
+                 turn protection off in the Hetzner console first"
+            )));
+        }
+        match c.delete(&format!("/load_balancers/{}", lb.id)).await {
+            Err(e) if !e.is_not_found() => Err(fail(e.to_string())),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for LbProvider {
+    fn kind(&self) -> &'static str {
+        "lb"
+    }
+
+    fn probe(&self, _inst: &Instance) -> Option<String> {
+        None
+    }
+
+    fn observe(&self, _inst: &Instance, _out: &ProbeOutput) -> Result<Observation, String> {
+        Err("a load balancer is read through the Hetzner Cloud API, not on a host".into())
+    }
+
+    fn force_new(&self) -> &'static [&'static str] {
+        &["location", "network_zone"]
+    }
+
+    async fn read(&self, insts: &[Instance]) -> Option<Vec<Result<Observation, String>>> {
+        let mut out: Vec<Result<Observation, String>> =
+            vec![Ok(Observation::default()); insts.len()];
+        // One client, one listing, per project; nearly always there is one.
+        let mut projects: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (n, i) in insts.iter().enumerate() {
+            projects.entry(token_env(i)).or_default().push(n);
+        }
+        for (env, members) in projects {
+            let group: Vec<&Instance> = members.iter().map(|n| &insts[*n]).collect();
+            let result = match self.client(env) {
+                Ok(c) => self.read_project(&c, &group).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(obs) => {
+                    for (n, o) in members.into_iter().zip(obs) {
+                        out[n] = o;
+                    }
+                }
+                Err(e) => {
+                    for n in members {
+                        out[n] = Err(e.clone());
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+
+    async fn create(&self, inst: &Instance, _t: &dyn Transport) -> Result<(), ProviderError> {
+        let fail = |e: String| ProviderError::new("create", e);
+        let c = self.client(token_env(inst)).map_err(fail)?;
+        let d = Desired::from_instance(inst).map_err(fail)?;
+        self.create_lb(&c, &d).await
+    }
+
+    async fn update(
+        &self,
+        inst: &Instance,
+        changed: &[String],
+        _t: &dyn Transport,
+    ) -> Result<(), ProviderError> {
+        let fail = |e: String| ProviderError::new("update", e);
+        let c = self.client(token_env(inst)).map_err(fail)?;
+        let d = Desired::from_instance(inst).map_err(fail)?;
+        self.update_lb(&c, &d, changed).await
+    }
+
+    async fn delete(&self, inst: &Instance, _t: &dyn Transport) -> Result<(), ProviderError> {
+        self.delete_lb(inst).await
+    }
+}

@@ -1,0 +1,441 @@
+//! The `lb` provider against the fake Hetzner Cloud API (`kz-test-hcloud`): instances made by
+//! hand, `read`/`create`/`update`/`delete` called directly.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use kz_engine::model::{Address, Attr, Instance, Value};
+use kz_engine::provider::{CommandOutput, CommandSpec, Provider, Transport, TransportError};
+use kz_providers::hcloud::actions::Waiting;
+use kz_providers::hcloud::client::Retry;
+use kz_providers::hcloud::{LbProvider, Settings};
+use kz_test_hcloud::FakeHcloud;
+
+const NET: &str = "keybuzz-private";
+const WEB: &str = "tcp 80 -> 8080, health tcp:8080 every 15s timeout 10s retries 3";
+const SQL: &str = "tcp 6033 -> 6033, health tcp:6033 every 5s timeout 3s retries 2";
+const API: &str =
+    "http 8000 -> 8000, health http:8000 every 10s timeout 5s retries 2 path /healthz domain x.io";
+
+/// The pseudo-host's transport: the provider must not use it.
+struct NoTransport;
+
+#[async_trait]
+impl Transport for NoTransport {
+    fn host(&self) -> &str {
+        "hcloud"
+    }
+    fn max_sessions(&self) -> usize {
+        1
+    }
+    fn command_timeout(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    async fn run(&self, _cmd: CommandSpec) -> Result<CommandOutput, TransportError> {
+        Err(TransportError::Unsupported("no commands here".into()))
+    }
+}
+
+fn provider(api: &FakeHcloud) -> LbProvider {
+    LbProvider::new(Settings {
+        endpoint: Some(api.url()),
+        retry: Retry {
+            base: Duration::from_millis(5),
+            ..Retry::default()
+        },
+        waiting: Waiting {
+            poll: Duration::from_millis(20),
+            deadline: Duration::from_secs(10),
+        },
+        vars: [("HCLOUD_TOKEN".to_string(), api.token().to_string())].into(),
+        ..Settings::default()
+    })
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+fn list(items: &[&str]) -> Value {
+    Value::List(items.iter().map(|s| s.to_string()).collect())
+}
+
+fn lb(name: &str, attrs: &[(&str, Value)]) -> Instance {
+    let mut all: BTreeMap<String, Attr> = [
+        ("type", text("lb11")),
+        ("location", text("fsn1")),
+        ("algorithm", text("round_robin")),
+        ("public_interface", Value::Bool(true)),
+        ("services", list(&[WEB])),
+        ("token_env", text("HCLOUD_TOKEN")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), Attr::plain(v)))
+    .collect();
+    for (k, v) in attrs {
+        all.insert(k.to_string(), Attr::plain(v.clone()));
+    }
+    Instance {
+        address: Address {
+            module: "edge".into(),
+            kind: "lb".into(),
+            name: name.into(),
+            host: "hcloud".into(),
+        },
+        attrs: all,
+        depends_on: Vec::new(),
+    }
+}
+
+/// The private load balancer in front of the HAProxy servers.
+fn internal() -> Instance {
+    lb(
+        "lb-internal",
+        &[
+            ("public_interface", Value::Bool(false)),
+            ("network", text(NET)),
+            ("targets", list(&["haproxy-01", "haproxy-02"])),
+            ("use_private_ip", Value::Bool(true)),
+            ("services", list(&[WEB, SQL])),
+            (
+                "labels",
+                Value::Map([("app".to_string(), "keybuzz".to_string())].into()),
+            ),
+        ],
+    )
+}
+
+/// The attributes that differ between the instance and what `read` sees, with both values.
+async fn drift(p: &LbProvider, inst: &Instance) -> Vec<(String, Option<Value>, Value)> {
+    let got = p
+        .read(std::slice::from_ref(inst))
+        .await
+        .expect("an API read");
+    let obs = got
+        .into_iter()
+        .next()
+        .expect("one observation")
+        .expect("read");
+    assert!(obs.exists, "{} should exist", inst.address.name);
+    inst.attrs
+        .iter()
+        .filter_map(|(k, a)| {
+            let want = a.known()?.clone();
+            let seen = obs.attrs.get(k).cloned();
+            (seen.as_ref() != Some(&want)).then(|| (k.clone(), seen, want))
+        })
+        .collect()
+}
+
+fn posts(api: &FakeHcloud) -> Vec<String> {
+    api.requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.path)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_created_load_balancer_reads_back_as_declared_from_one_call() {
+    let api = FakeHcloud::start();
+    api.seed_keybuzz();
+    let p = provider(&api);
+    let inst = internal();
+    let absent = p.read(std::slice::from_ref(&inst)).await.expect("read");
+    assert_eq!(absent[0].as_ref().map(|o| o.exists), Ok(false));
+
+    p.create(&inst, &NoTransport).await.expect("create");
+    assert_eq!(posts(&api), vec!["/v1/load_balancers"]);
+    assert_eq!(drift(&p, &inst).await, vec![]);
+    let json = api.load_balancer("lb-internal").expect("made");
+    assert_eq!(json["public_net"]["enabled"], false);
+    assert_eq!(json["private_net"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn a_declared_ip_is_attached_after_the_create_call() {
+    let api = FakeHcloud::start();
+    api.seed_keybuzz();
+    let p = provider(&api);
+    let mut inst = internal();
+    inst.attrs
+        .insert("ip".into(), Attr::plain(text("10.0.0.250")));
+    p.create(&inst, &NoTransport).await.expect("create");
+    assert_eq!(drift(&p, &inst).await, vec![]);
+    let steps: Vec<String> = posts(&api)
+        .into_iter()
+        .map(|p| p.rsplit('/').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            "load_balancers",
+            "attach_to_network",
+            "disable_public_interface",
+            "add_target",
+            "add_target"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn changes_behind_kz_back_show_and_an_update_undoes_them() {
+    let api = FakeHcloud::start();
+    api.seed_keybuzz();
+    api.set_action_delay(Duration::ZERO);
+    let p = provider(&api);
+    let inst = internal();
+    p.create(&inst, &NoTransport).await.expect("create");
+    api.remove_lb_target("lb-internal", "haproxy-02");
+    api.set_lb_health_check_interval("lb-internal", 6033, 30);
+    let d = drift(&p, &inst).await;
+    let names: Vec<&str> = d.iter().map(|(k, ..)| k.as_str()).collect();
+    assert_eq!(names, vec!["services", "targets"]);
+    assert_eq!(d[1].1, Some(list(&["haproxy-01"])));
+
+    p.update(&inst, &["services".into(), "targets".into()], &NoTransport)
+        .await
+        .expect("update");
+    assert_eq!(drift(&p, &inst).await, vec![]);
+}
+
+#[tokio::test]
+async fn an_update_applies_each_kind_of_change() {
+    let api = FakeHcloud::start();
+    api.seed_keybuzz();
+    api.set_action_delay(Duration::from_millis(30));
+    let p = provider(&api);
+    p.create(&internal(), &NoTransport).await.expect("create");
+    let next = lb(
+        "lb-internal",
+        &[
+            ("type", text("lb21")),
+            ("algorithm", text("least_connections")),
+            ("public_interface", Value::Bool(true)),
+            ("network", text(NET)),
+            ("target_label", text("role=proxysql")),
+            ("use_private_ip", Value::Bool(true)),
+            ("services", list(&[SQL, API])),
+            ("labels", Value::Map(BTreeMap::new())),
+        ],
+    );
+    let changed: Vec<String> = [
+        "type",
+        "algorithm",
+        "public_interface",
+        "target_label",
+        "services",
+        "labels",
+    ]
+    .map(String::from)
+    .to_vec();
+    p.update(&next, &changed, &NoTransport)
+        .await
+        .expect("update");
+    assert_eq!(drift(&p, &next).await, vec![]);
+}
+
+#[tokio::test]
+async fn a_failed_action_is_reported_with_its_code() {
+    let api = FakeHcloud::start();
+    api.seed_keybuzz();
+    let p = provider(&api);
+    p.create(&internal(), &NoTransport).await.expect("create");
+    api.fail_next_action("target_already_defined", "the target is already defined");
+    let mut next = internal();
+    next.attrs.insert(
+        "targets".into(),
+        Attr::plain(list(&["haproxy-01", "haproxy-02", "proxysql-01"])),
+    );
+    let e = p
+        .update(&next, &["targets".into()], &NoTransport)
+        .await
+        .expect_err("the action fails");
+    assert_eq!(e.step, "add_target");
+    assert_eq!(
+        e.message,
+        "hcloud: action add_target failed: target_already_defined: the target is already defined"
+    );
+}
+
+#[tokio::test]
+async fn api_errors_name_code_message_and_correlation_id() {
+    let api = FakeHcloud::start();
+    api.seed_keybuzz();
+    let p = provider(&api);
+    let bad = lb("lb-x", &[("type", text("lb99"))]);
+    let e = p
+        .create(&bad, &NoTransport)
+        .await
+        .expect_err("no such type");
+    assert_eq!(e.step, "create");
+    assert!(e.message.starts_with("hcloud: "), "{}", e.message);
+    assert!(e.message.contains(" (correlation id "), "{}", e.message);
+
+    let lost = lb("lb-x", &[("network", text("nowhere"))]);
+    let e = p.create(&lost, &NoTransport).await.expect_err("no network");
+    assert_eq!(e.message, "no network named nowhere in the project");
+    let ghosts = lb("lb-x", &[("targets", list(&["ghost-1"]))]);
+    let e = p
+        .create(&ghosts, &NoTransport)
+        .await
+        .expect_err("no server");
+    assert!(e.message.contains("ghost-1"), "{}", e.message);
+}
+
+#[tokio::test]
+async fn retry_worthy_failures_are_retried_then_reported() {
+    let api = FakeHcloud::start();
+    let p = provider(&api);
+    let inst = lb("lb-web", &[]);
+    api.fail_next_requests(3, "conflict");
+    let got = p.read(std::slice::from_ref(&inst)).await.expect("read");
+    assert_eq!(got[0].as_ref().map(|o| o.exists), Ok(false));
+
+    api.rate_limit_next(2);
+    p.create(&inst, &NoTransport)
+        .await
+        .expect("create after 429s");
+
+    api.fail_next_requests(5, "conflict");
+    let got = p.read(std::slice::from_ref(&inst)).await.expect("read");
+    let e = got[0].clone().expect_err("five conflicts");
+    assert!(e.starts_with("hcloud: conflict: "), "{e}");
+    assert!(e.contains("(correlation id "), "{e}");
+}
+
+#[tokio::test]
+async fn delete_protection_is_refused_and_a_gone_load_balancer_is_fine() {
+    let api = FakeHcloud::start();
+    let p = provider(&api);
+    let inst = lb("lb-internal", &[]);
+    p.create(&inst, &NoTransport).await.expect("create");
+    api.set_lb_delete_protection("lb-internal", true);
+    let e = p.delete(&inst, &NoTransport).await.expect_err("protected");
+    assert_eq!(e.step, "delete");
+    assert_eq!(
+        e.message,
+        "load balancer lb-internal has delete protection: kz will not delete or replace it; \
+         turn protection off in the Hetzner console first"
+    );
+    api.set_lb_delete_protection("lb-internal", false);
+    p.delete(&inst, &NoTransport).await.expect("delete");
+    assert!(api.load_balancer("lb-internal").is_none());
+    p.delete(&inst, &NoTransport).await.expect("already gone");
+}
+
+#[tokio::test]
+async fn without_a_token_no_request_is_made() {
+    let api = FakeHcloud::start();
+    let p = LbProvider::new(Settings {
+        endpoint: Some(api.url()),
+        ..Settings::default()
+    });
+    let mut inst = lb("lb-web", &[]);
+    inst.attrs.insert(
+        "token_env".into(),
+        Attr::plain(text("KZ_TEST_NO_SUCH_TOKEN")),
+    );
+    let want = "hcloud: no API token: set KZ_TEST_NO_SUCH_TOKEN (the variable named by token_env)";
+    let got = p.read(std::slice::from_ref(&inst)).await.expect("read");
+    assert_eq!(got[0], Err(want.to_string()));
+    let e = p.create(&inst, &NoTransport).await.expect_err("no token");
+    assert_eq!(e.message, want);
+    let e = p
+        .update(&inst, &[], &NoTransport)
+        .await
+        .expect_err("no token");
+    assert_eq!(e.message, want);
+    let e = p.delete(&inst, &NoTransport).await.expect_err("no token");
+    assert_eq!(e.message, want);
+    assert!(api.requests().is_empty());
+}
+
+#[tokio::test]
+async fn many_servers_and_load_balancers_are_read_page_by_page() {
+    let api = FakeHcloud::start();
+    api.add_servers("web", 120);
+    api.set_action_delay(Duration::ZERO);
+    let p = provider(&api);
+    let targets = ["web-001", "web-060", "web-120"];
+    let mut insts = Vec::new();
+    for n in 0..3 {
+        let inst = lb(&format!("lb-{n}"), &[("targets", list(&targets))]);
+        p.create(&inst, &NoTransport).await.expect("create");
+        insts.push(inst);
+    }
+    let before = api.requests().len();
+    let got = p.read(&insts).await.expect("read");
+    for o in &got {
+        let o = o.as_ref().expect("observed");
+        assert_eq!(o.attrs.get("targets"), Some(&list(&targets)));
+    }
+    let reads: Vec<String> = api.requests()[before..]
+        .iter()
+        .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
+        .collect();
+    // One listing of load balancers, three pages of servers.
+    assert_eq!(reads.len(), 4, "{reads:?}");
+    assert!(reads.iter().all(|r| r.contains("per_page=50")), "{reads:?}");
+}
+
+#[tokio::test]
+async fn a_low_rate_limit_spaces_requests() {
+    let api = FakeHcloud::start();
+    let p = provider(&api);
+    let inst = lb("lb-web", &[]);
+    api.set_rate_limit_remaining(3);
+    let start = Instant::now();
+    for _ in 0..2 {
+        p.read(std::slice::from_ref(&inst)).await.expect("read");
+    }
+    // The first answer says few remain: the second request waits about a refill (1 s).
+    assert!(start.elapsed() >= Duration::from_millis(800));
+    assert!(api.requests().iter().all(|r| r.status != 429));
+}
+
+#[tokio::test]
+async fn a_new_private_ip_moves_a_private_load_balancer_with_its_targets() {
+    let api = FakeHcloud::start();
+    api.seed_keybuzz();
+    api.set_action_delay(Duration::ZERO);
+    let p = provider(&api);
+    let mut inst = internal();
+    inst.attrs
+        .insert("ip".into(), Attr::plain(text("10.0.0.250")));
+    p.create(&inst, &NoTransport).await.expect("create");
+    inst.attrs
+        .insert("ip".into(), Attr::plain(text("10.0.0.251")));
+    let d = drift(&p, &inst).await;
+    assert_eq!(
+        d,
+        vec![(
+            "ip".to_string(),
+            Some(text("10.0.0.250")),
+            text("10.0.0.251")
+        )]
+    );
+    let before = posts(&api).len();
+    p.update(&inst, &["ip".into()], &NoTransport)
+        .await
+        .expect("update");
+    assert_eq!(drift(&p, &inst).await, vec![]);
+    let steps: Vec<String> = posts(&api)[before..]
+        .iter()
+        .map(|p| p.rsplit('/').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            "enable_public_interface",
+            "remove_target",
+            "remove_target",
+            "detach_from_network",
+            "attach_to_network",
+            "disable_public_interface",
+            "add_target",
+            "add_target"
+        ]
+    );
+}

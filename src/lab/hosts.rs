@@ -1,0 +1,367 @@
+//! Lab hosts: the network, one container per stack host, their keys, and the overlay that
+//! records them.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kz_engine::lab::{LabHost, LabOverlay, lab_dir};
+use kz_engine::model::Stack;
+
+use super::podman::Podman;
+use super::{STACK_LABEL, container_name, image, network_name};
+use crate::output::Shell;
+
+/// How long a new lab host has to make its host keys and answer on port 22.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Makes (or completes) the lab of `stack` with `selected` hosts, and writes its overlay.
+pub async fn up(
+    shell: &Shell,
+    podman: &Podman,
+    stack: &Stack,
+    selected: &[String],
+    privileged: bool,
+) -> Result<LabOverlay, String> {
+    let dir = lab_dir(&stack.dir);
+    create_private_dir(&dir)?;
+    // The lab is disposable and machine-specific: keep it out of git even without a .gitignore.
+    kz_engine::ops::write_text_atomically(&dir.join(".gitignore"), "*\n")?;
+    let key = LabOverlay::key_path(&stack.dir);
+    if !key.exists() {
+        let k = key.display().to_string();
+        let comment = format!("kz-lab-{}", stack.name);
+        run_quiet(
+            "ssh-keygen",
+            &["-q", "-t", "ed25519", "-N", "", "-C", &comment, "-f", &k],
+        )
+        .await?;
+    }
+    // podman takes a relative path for a volume name: the mount needs it absolute.
+    let public = std::fs::canonicalize(key.with_extension("pub"))
+        .map_err(|e| format!("{}.pub: {e}", key.display()))?;
+
+    let network = network_name(&stack.name);
+    if !podman.succeeds(&["network", "exists", &network]).await {
+        let label = format!("{STACK_LABEL}={}", stack.name);
+        podman
+            .run(&["network", "create", "--label", &label, &network])
+            .await?;
+    }
+    let subnet = podman
+        .run(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{range .Subnets}}{{.Subnet}} {{end}}",
+            &network,
+        ])
+        .await?
+        .split_whitespace()
+        .find(|s| s.contains('.'))
+        .map(str::to_string)
+        .ok_or_else(|| format!("podman network {network} has no IPv4 subnet"))?;
+
+    let previous = LabOverlay::load(&stack.dir)
+        .ok()
+        .filter(|o| o.subnet == subnet);
+    let mut overlay = previous.unwrap_or(LabOverlay {
+        stack: stack.name.clone(),
+        network: network.clone(),
+        subnet: subnet.clone(),
+        hosts: BTreeMap::new(),
+    });
+    for name in selected {
+        if !overlay.hosts.contains_key(name) {
+            let address = free_address(&subnet, &overlay)?;
+            overlay.hosts.insert(
+                name.clone(),
+                LabHost {
+                    container: container_name(&stack.name, name),
+                    address,
+                },
+            );
+        }
+    }
+
+    // Hosts running containers of their own need a privileged container (nested podman).
+    let nested: Vec<&str> = stack
+        .instances
+        .iter()
+        .filter(|i| i.kind() == "container")
+        .map(|i| i.host())
+        .collect();
+    let mut starts = tokio::task::JoinSet::new();
+    for name in selected {
+        let lab = overlay.hosts[name].clone();
+        let podman = podman.clone();
+        let spec = ContainerSpec {
+            stack: stack.name.clone(),
+            host: name.clone(),
+            network: network.clone(),
+            public_key: public.display().to_string(),
+            privileged: privileged || nested.contains(&name.as_str()),
+        };
+        starts.spawn(async move {
+            let key = start_host(&podman, &spec, &lab).await;
+            (spec.host, lab.address, key)
+        });
+    }
+    shell.errln(&format!(
+        "lab: starting {} host{} on {network} ({subnet})",
+        selected.len(),
+        if selected.len() == 1 { "" } else { "s" }
+    ));
+    let mut keys = BTreeMap::new();
+    let mut failures = Vec::new();
+    while let Some(joined) = starts.join_next().await {
+        match joined {
+            Ok((host, address, Ok(key))) => {
+                keys.insert(host, (address, key));
+            }
+            Ok((host, _, Err(e))) => failures.push(format!("{host}: {e}")),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    // Hosts made by an earlier `up` keep their recorded keys.
+    let known = LabOverlay::known_hosts_path(&stack.dir);
+    let mut lines: BTreeMap<String, String> = std::fs::read_to_string(&known)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let addr = l.split_whitespace().next()?;
+            Some((addr.to_string(), l.to_string()))
+        })
+        .collect();
+    for (address, key) in keys.values() {
+        lines.insert(address.clone(), format!("{address} {key}"));
+    }
+    let text: String = lines.values().map(|l| format!("{l}\n")).collect();
+    kz_engine::ops::write_text_atomically(&known, &text)?;
+    kz_engine::ops::write_text_atomically(
+        &LabOverlay::path(&stack.dir),
+        &serde_json::to_string_pretty(&overlay).map_err(|e| e.to_string())?,
+    )?;
+    if !failures.is_empty() {
+        return Err(format!(
+            "lab hosts failed to start:\n  {}",
+            failures.join("\n  ")
+        ));
+    }
+    Ok(overlay)
+}
+
+struct ContainerSpec {
+    stack: String,
+    host: String,
+    network: String,
+    public_key: String,
+    privileged: bool,
+}
+
+/// Starts (or restarts) one lab host and returns its ed25519 public host key, `TYPE BASE64`.
+async fn start_host(
+    podman: &Podman,
+    spec: &ContainerSpec,
+    lab: &LabHost,
+) -> Result<String, String> {
+    let c = lab.container.as_str();
+    if podman.succeeds(&["container", "exists", c]).await {
+        let state = podman
+            .run(&["inspect", "--format", "{{.State.Status}}", c])
+            .await?;
+        match state.as_str() {
+            "running" => {}
+            "paused" => {
+                podman.run(&["unpause", c]).await?;
+            }
+            _ => {
+                podman.run(&["start", c]).await?;
+            }
+        }
+    } else {
+        let stack_label = format!("{STACK_LABEL}={}", spec.stack);
+        let host_label = format!("io.kz.lab.host={}", spec.host);
+        let mount = format!("{}:/root/.ssh/authorized_keys:ro", spec.public_key);
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            c,
+            "--hostname",
+            &spec.host,
+            "--network",
+            &spec.network,
+            "--ip",
+            &lab.address,
+            "--cap-add",
+            "NET_ADMIN",
+            "--label",
+            &stack_label,
+            "--label",
+            &host_label,
+            "-v",
+            &mount,
+        ];
+        if spec.privileged {
+            args.push("--privileged");
+        }
+        args.push(image::IMAGE);
+        podman.run(&args).await?;
+    }
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    let key = loop {
+        match podman
+            .run(&["exec", c, "cat", "/etc/ssh/ssh_host_ed25519_key.pub"])
+            .await
+        {
+            Ok(k) if k.starts_with("ssh-ed25519 ") => break k,
+            _ if Instant::now() > deadline => {
+                return Err(format!("no SSH host key after {}s", BOOT_TIMEOUT.as_secs()));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    wait_for_ssh(&lab.address).await?;
+    // `TYPE BASE64`, without the comment (root@host), as known_hosts wants.
+    Ok(key.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+}
+
+/// Waits until `address:22` accepts connections.
+pub async fn wait_for_ssh(address: &str) -> Result<(), String> {
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect((address, 22)),
+        )
+        .await;
+        if matches!(attempt, Ok(Ok(_))) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{address}:22 did not answer within {}s",
+                BOOT_TIMEOUT.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The first address of `subnet` from .10 on that no lab host has.
+fn free_address(subnet: &str, overlay: &LabOverlay) -> Result<String, String> {
+    let (net, bits) = subnet
+        .split_once('/')
+        .and_then(|(n, b)| Some((n.parse::<Ipv4Addr>().ok()?, b.parse::<u32>().ok()?)))
+        .ok_or_else(|| format!("cannot read subnet {subnet}"))?;
+    let size = 1u64 << (32 - bits.min(32));
+    let base = u32::from(net);
+    for offset in 10..size.saturating_sub(1) {
+        let candidate = Ipv4Addr::from(base + offset as u32).to_string();
+        if !overlay.hosts.values().any(|h| h.address == candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(format!("no free address left in {subnet}"))
+}
+
+/// Removes every container and the network of the lab of `stack`; returns how many hosts.
+pub async fn down(podman: &Podman, stack: &str) -> Result<usize, String> {
+    let filter = format!("label={STACK_LABEL}={stack}");
+    let names = podman
+        .run(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"])
+        .await?;
+    let names: Vec<&str> = names.lines().filter(|l| !l.is_empty()).collect();
+    if !names.is_empty() {
+        let mut args = vec!["rm", "-f", "-t", "0"];
+        args.extend(names.iter().copied());
+        podman.run(&args).await?;
+    }
+    let network = network_name(stack);
+    if podman.succeeds(&["network", "exists", &network]).await {
+        podman.run(&["network", "rm", "-f", &network]).await?;
+    }
+    Ok(names.len())
+}
+
+/// Each lab host's state: running, paused, exited, cut (running but off the lab network), missing.
+pub async fn states(podman: &Podman, overlay: &LabOverlay) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (name, h) in &overlay.hosts {
+        let state = match podman
+            .run(&[
+                "inspect",
+                "--format",
+                "{{.State.Status}} {{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+                &h.container,
+            ])
+            .await
+        {
+            Err(_) => "missing".to_string(),
+            Ok(s) => {
+                let mut words = s.split_whitespace();
+                let status = words.next().unwrap_or("unknown").to_string();
+                let connected = words.any(|n| n == overlay.network);
+                if status == "running" && !connected {
+                    "cut".to_string()
+                } else {
+                    status
+                }
+            }
+        };
+        out.push((name.clone(), state));
+    }
+    out
+}
+
+/// Loads an image tarball into a lab host's own podman; returns what it loaded.
+pub async fn load_image(podman: &Podman, container: &str, tar: &Path) -> Result<String, String> {
+    let inside = "/var/tmp/kz-load-image.tar";
+    let src = tar.display().to_string();
+    let dest = format!("{container}:{inside}");
+    podman
+        .run_with(&["cp", &src, &dest], None, Duration::from_secs(600))
+        .await?;
+    let loaded = podman
+        .run_with(
+            &["exec", container, "podman", "load", "-q", "-i", inside],
+            None,
+            Duration::from_secs(600),
+        )
+        .await;
+    let _ = podman.run(&["exec", container, "rm", "-f", inside]).await;
+    loaded.map(|s| s.replace('\n', ", "))
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
+
+async fn run_quiet(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| format!("{program} did not finish within 30s"))?
+    .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}

@@ -1,0 +1,356 @@
+//! `kz lab`: one disposable Debian host per stack host, as podman containers on a network of
+//! their own, so a change can be tried before production. What the engine needs to use a lab
+//! (the overlay in `DIR/.kz/lab/`) is in `kz_engine::lab`; this module makes and breaks the hosts.
+
+mod hosts;
+pub mod image;
+pub mod podman;
+
+use std::path::{Path, PathBuf};
+
+use kz_engine::lab::{LabOverlay, lab_dir};
+use kz_engine::model::{Stack, TransportKind};
+
+use crate::cli::LabCommand;
+use crate::output::Shell;
+use podman::Podman;
+
+const OK: i32 = 0;
+const FAILED: i32 = 1;
+
+/// The label every lab container and network carries, valued with the stack name.
+pub const STACK_LABEL: &str = "io.kz.lab.stack";
+
+pub fn network_name(stack: &str) -> String {
+    format!("kzlab-{stack}")
+}
+
+pub fn container_name(stack: &str, host: &str) -> String {
+    format!("kzlab-{stack}-{host}")
+}
+
+pub async fn run(shell: &Shell, cmd: LabCommand) -> i32 {
+    let result = match cmd {
+        LabCommand::Up {
+            dir,
+            hosts,
+            module,
+            privileged,
+        } => up(shell, &dir, &hosts, module.as_deref(), privileged).await,
+        LabCommand::Down { dir } => down(shell, &dir).await,
+        LabCommand::Status { dir } => status(shell, &dir).await,
+        LabCommand::Stop { dir, host } => fault(shell, &dir, &host, Fault::Stop).await,
+        LabCommand::Start { dir, host } => fault(shell, &dir, &host, Fault::Start).await,
+        LabCommand::Pause { dir, host } => fault(shell, &dir, &host, Fault::Pause).await,
+        LabCommand::Unpause { dir, host } => fault(shell, &dir, &host, Fault::Unpause).await,
+        LabCommand::Cut { dir, host } => fault(shell, &dir, &host, Fault::Cut).await,
+        LabCommand::Heal { dir, host } => fault(shell, &dir, &host, Fault::Heal).await,
+        LabCommand::LoadImage {
+            dir,
+            image_tar,
+            hosts,
+        } => load_image(shell, &dir, image_tar.as_deref(), &hosts).await,
+    };
+    match result {
+        Ok(()) => OK,
+        Err(e) => {
+            shell.error(&e);
+            FAILED
+        }
+    }
+}
+
+/// What `kz lab` needs on this machine, with the one command that installs what is missing.
+fn check_requirements() -> Result<(), String> {
+    let tools = [
+        ("podman", "podman"),
+        ("runc", "runc"),
+        ("debootstrap", "debootstrap"),
+        ("ssh-keygen", "openssh-client"),
+    ];
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(bin, _)| !on_path(bin))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "kz lab needs {} (missing); install with:\n  apt-get update && apt-get install -y {}",
+            missing.join(", "),
+            missing.join(" ")
+        ));
+    }
+    if !is_root() {
+        problems.push(
+            "kz lab must run as root (podman networks with their own addresses and debootstrap need it)"
+                .to_string(),
+        );
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| {
+            let p = d.join(program);
+            p.is_file()
+                && std::fs::metadata(&p).is_ok_and(|m| {
+                    std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+                })
+        })
+    })
+}
+
+/// Whether this process runs as root, read from /proc (the crate allows no `unsafe` for geteuid).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+fn podman() -> Result<Podman, String> {
+    Podman::new(&image::cache_dir().join("containers.conf"))
+}
+
+fn load_stack(shell: &Shell, dir: &Path) -> Result<Stack, String> {
+    crate::commands::load(shell, dir).ok_or_else(|| "the stack has errors (above)".to_string())
+}
+
+/// The hosts a lab is made of: every machine of the inventory (not API pseudo-hosts), or those
+/// asked for.
+fn select_hosts(
+    stack: &Stack,
+    wanted: &[String],
+    module: Option<&str>,
+) -> Result<Vec<String>, String> {
+    let machines: Vec<&String> = stack
+        .hosts
+        .values()
+        .filter(|h| h.transport != TransportKind::Api)
+        .map(|h| &h.name)
+        .collect();
+    if !wanted.is_empty() {
+        for w in wanted {
+            if !machines.contains(&w) {
+                return Err(format!(
+                    "unknown host `{w}` in --hosts: the stack has {}",
+                    machines
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        return Ok(wanted.to_vec());
+    }
+    if let Some(m) = module {
+        if !stack.modules.contains_key(m) {
+            return Err(format!(
+                "unknown module `{m}` in --module: the stack has {}",
+                stack.modules.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let mut on: Vec<String> = stack
+            .instances
+            .iter()
+            .filter(|i| i.address.module == m && machines.contains(&&i.address.host))
+            .map(|i| i.address.host.clone())
+            .collect();
+        on.sort();
+        on.dedup();
+        if on.is_empty() {
+            return Err(format!("module `{m}` has no resource on any host"));
+        }
+        return Ok(on);
+    }
+    Ok(machines.into_iter().cloned().collect())
+}
+
+async fn up(
+    shell: &Shell,
+    dir: &Path,
+    wanted: &[String],
+    module: Option<&str>,
+    privileged: bool,
+) -> Result<(), String> {
+    check_requirements()?;
+    let stack = load_stack(shell, dir)?;
+    let selected = select_hosts(&stack, wanted, module)?;
+    let podman = podman()?;
+    if !image::present(&podman).await {
+        image::build(&podman, &|m| shell.errln(&format!("lab: {m}"))).await?;
+    }
+    let overlay = hosts::up(shell, &podman, &stack, &selected, privileged).await?;
+    print_status(shell, &overlay, &hosts::states(&podman, &overlay).await);
+    shell.outln(&format!(
+        "\nNext: kz plan {d} --lab, then kz apply {d} --lab --yes. Remove it with: kz lab down {d}",
+        d = dir.display()
+    ));
+    Ok(())
+}
+
+async fn down(shell: &Shell, dir: &Path) -> Result<(), String> {
+    // The stack name says which containers are the lab's; from the overlay when the stack no
+    // longer loads.
+    let name = match LabOverlay::load(dir) {
+        Ok(o) => o.stack,
+        Err(_) => load_stack(shell, dir)?.name,
+    };
+    let podman = podman()?;
+    let removed = hosts::down(&podman, &name).await?;
+    let path = lab_dir(dir);
+    if path.exists() {
+        std::fs::remove_dir_all(&path)
+            .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+    }
+    shell.outln(&format!(
+        "Removed the lab of stack `{name}`: {removed} host{}, network {}, and {}.",
+        if removed == 1 { "" } else { "s" },
+        network_name(&name),
+        path.display()
+    ));
+    Ok(())
+}
+
+async fn status(shell: &Shell, dir: &Path) -> Result<(), String> {
+    let overlay = LabOverlay::load(dir)?;
+    let podman = podman()?;
+    print_status(shell, &overlay, &hosts::states(&podman, &overlay).await);
+    Ok(())
+}
+
+fn print_status(shell: &Shell, overlay: &LabOverlay, states: &[(String, String)]) {
+    let width = overlay
+        .hosts
+        .keys()
+        .map(String::len)
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = format!(
+        "Lab of stack `{}` on network {} ({}):\n{:width$}  {:15}  STATE\n",
+        overlay.stack, overlay.network, overlay.subnet, "HOST", "ADDRESS"
+    );
+    for (name, h) in &overlay.hosts {
+        let state = states
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("missing", |(_, s)| s.as_str());
+        out.push_str(&format!("{name:width$}  {:15}  {state}\n", h.address));
+    }
+    shell.out(&out);
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Stop,
+    Start,
+    Pause,
+    Unpause,
+    Cut,
+    Heal,
+}
+
+async fn fault(shell: &Shell, dir: &Path, host: &str, what: Fault) -> Result<(), String> {
+    let overlay = LabOverlay::load(dir)?;
+    let lab = overlay.hosts.get(host).ok_or_else(|| {
+        format!(
+            "no lab host `{host}`: the lab has {}",
+            overlay.hosts.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    let podman = podman()?;
+    let c = lab.container.as_str();
+    let net = overlay.network.as_str();
+    let done = match what {
+        Fault::Stop => {
+            podman.run(&["stop", "-t", "2", c]).await?;
+            "stopped"
+        }
+        Fault::Start => {
+            podman.run(&["start", c]).await?;
+            hosts::wait_for_ssh(&lab.address).await?;
+            "started"
+        }
+        Fault::Pause => {
+            podman.run(&["pause", c]).await?;
+            "paused (TCP connects, nothing answers)"
+        }
+        Fault::Unpause => {
+            podman.run(&["unpause", c]).await?;
+            "unpaused"
+        }
+        Fault::Cut => {
+            podman.run(&["network", "disconnect", net, c]).await?;
+            "cut off the lab network"
+        }
+        Fault::Heal => {
+            podman
+                .run(&["network", "connect", "--ip", &lab.address, net, c])
+                .await?;
+            "back on the lab network"
+        }
+    };
+    shell.outln(&format!("Lab host {host} ({}): {done}.", lab.address));
+    Ok(())
+}
+
+async fn load_image(
+    shell: &Shell,
+    dir: &Path,
+    tar: Option<&Path>,
+    wanted: &[String],
+) -> Result<(), String> {
+    let overlay = LabOverlay::load(dir)?;
+    let podman = podman()?;
+    let targets: Vec<&String> = if wanted.is_empty() {
+        overlay.hosts.keys().collect()
+    } else {
+        for w in wanted {
+            if !overlay.hosts.contains_key(w) {
+                return Err(format!("no lab host `{w}`"));
+            }
+        }
+        wanted.iter().collect()
+    };
+    // Without a tarball, the lab's own base image, saved once per call.
+    let saved: PathBuf;
+    let tar = match tar {
+        Some(t) => {
+            if !t.is_file() {
+                return Err(format!("{}: no such image tarball", t.display()));
+            }
+            t.to_path_buf()
+        }
+        None => {
+            saved = image::cache_dir().join("kz-debian-12.tar");
+            let _ = std::fs::remove_file(&saved);
+            let s = saved.display().to_string();
+            podman
+                .run_with(
+                    &["save", "-o", &s, image::IMAGE],
+                    None,
+                    std::time::Duration::from_secs(600),
+                )
+                .await?;
+            saved.clone()
+        }
+    };
+    for host in targets {
+        let lab = &overlay.hosts[host];
+        let loaded = hosts::load_image(&podman, &lab.container, &tar)
+            .await
+            .map_err(|e| format!("{host}: load-image: {e}"))?;
+        shell.outln(&format!("Lab host {host}: loaded {loaded}"));
+    }
+    Ok(())
+}

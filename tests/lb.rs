@@ -1,0 +1,313 @@
+//! `[[lb]]` end to end: the `kz` binary against the Hetzner API stand-in (`tests/hcloud`), which
+//! its contract test holds to Hetzner's OpenAPI document. Every request goes to 127.0.0.1.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+
+use kz_test_hcloud::FakeHcloud;
+use support::{Run, TestStack, read};
+
+/// The KeyBuzz world: network keybuzz-private and the servers behind the four load balancers.
+fn keybuzz_api() -> FakeHcloud {
+    let api = FakeHcloud::start();
+    api.seed_keybuzz();
+    api
+}
+
+/// The stack of `tests/stacks/keybuzz-lb` (KeyBuzz's module 10), pointed at `api`.
+fn keybuzz_stack(api: &FakeHcloud) -> TestStack {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stacks/keybuzz-lb");
+    let s = TestStack::new("keybuzz-lb")
+        .env("KZ_HCLOUD_ENDPOINT", &api.url())
+        .env("HCLOUD_TOKEN", api.token())
+        .env("KZ_HCLOUD_RETRY_BASE_MS", "20");
+    for f in ["stack.toml", "10_lb.toml"] {
+        s.write(f, &read(&src.join(f)));
+    }
+    s
+}
+
+fn services(lb: &serde_json::Value) -> Vec<(i64, i64)> {
+    let mut v: Vec<(i64, i64)> = lb["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["listen_port"].as_i64().unwrap(),
+                s["health_check"]["interval"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn target_ids(lb: &serde_json::Value) -> Vec<i64> {
+    let mut v: Vec<i64> = lb["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["server"]["id"].as_i64())
+        .collect();
+    v.sort();
+    v
+}
+
+fn server_id(api: &FakeHcloud, name: &str) -> i64 {
+    api.server(name).unwrap()["id"].as_i64().unwrap()
+}
+
+#[track_caller]
+fn no_changes(s: &TestStack) -> Run {
+    let r = s.kz(&["plan", "DIR", "--detailed-exitcode"]);
+    r.code(0).stdout_has("No changes.");
+    r
+}
+
+#[test]
+fn the_four_keybuzz_load_balancers_are_created_then_the_plan_is_empty() {
+    let api = keybuzz_api();
+    let s = keybuzz_stack(&api);
+
+    let plan = s.kz(&["plan", "DIR"]);
+    plan.code(0)
+        .stdout_has("Plan: 4 to create, 0 to update, 0 to replace, 0 to delete, 0 to adopt.");
+    insta::assert_snapshot!("lb_create_plan", plan.stdout);
+
+    s.kz(&["apply", "DIR", "--yes"])
+        .code(0)
+        .stdout_has("Apply: 4 applied, 0 failed, 0 not attempted.");
+    let mut names = api.load_balancer_names();
+    names.sort();
+    assert_eq!(
+        names,
+        ["lb-internal", "lb-mariadb", "lb-public-1", "lb-public-2"]
+    );
+
+    let internal = api.load_balancer("lb-internal").unwrap();
+    assert_eq!(internal["public_net"]["enabled"], false);
+    assert_eq!(internal["private_net"][0]["ip"], "10.0.0.10");
+    assert_eq!(internal["load_balancer_type"]["name"], "lb11");
+    assert_eq!(internal["location"]["name"], "nbg1");
+    assert_eq!(internal["labels"]["stack"], "keybuzz");
+    assert_eq!(
+        services(&internal),
+        [(5432, 15), (5672, 15), (6379, 15), (6432, 15)]
+    );
+    let mut haproxy = vec![server_id(&api, "haproxy-01"), server_id(&api, "haproxy-02")];
+    haproxy.sort();
+    assert_eq!(target_ids(&internal), haproxy);
+    assert!(
+        internal["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["use_private_ip"] == true)
+    );
+    let public = api.load_balancer("lb-public-2").unwrap();
+    assert_eq!(public["public_net"]["enabled"], true);
+    assert_eq!(public["location"]["name"], "fsn1");
+    assert_eq!(target_ids(&public).len(), 8);
+    assert_eq!(
+        public["services"][0]["health_check"]["http"]["path"],
+        "/healthz"
+    );
+
+    no_changes(&s);
+    // The token never reaches the output or the state.
+    let state = read(&s.path().join(".kz/state.json"));
+    assert!(!state.contains(api.token()));
+}
+
+#[test]
+fn drift_made_behind_kz_s_back_shows_in_the_plan_and_apply_repairs_it() {
+    let api = keybuzz_api();
+    let s = keybuzz_stack(&api);
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+
+    api.remove_lb_target("lb-internal", "haproxy-02");
+    api.set_lb_health_check_interval("lb-internal", 5432, 30);
+    let plan = s.kz(&["plan", "DIR", "--detailed-exitcode"]);
+    plan.code(2)
+        .stdout_has("10_lb.lb.lb-internal[hcloud] will be updated in place")
+        .stdout_has("+ haproxy-02")
+        .stdout_has("- tcp 5432 -> 5432, health tcp:5432 every 30s timeout 10s retries 3")
+        .stdout_has("+ tcp 5432 -> 5432, health tcp:5432 every 15s timeout 10s retries 3");
+    insta::assert_snapshot!("lb_drift_plan", plan.stdout);
+
+    s.kz(&["apply", "DIR", "--yes"])
+        .code(0)
+        .stdout_has("Apply: 1 applied, 0 failed, 0 not attempted.");
+    let internal = api.load_balancer("lb-internal").unwrap();
+    assert_eq!(target_ids(&internal).len(), 2);
+    assert_eq!(services(&internal)[0], (5432, 15));
+    no_changes(&s);
+}
+
+#[test]
+fn a_change_in_the_stack_is_made_through_actions() {
+    let api = keybuzz_api();
+    let s = keybuzz_stack(&api);
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+
+    let lb = read(&s.path().join("10_lb.toml"))
+        .replacen(
+            "public_interface = false",
+            "public_interface = false\nalgorithm = \"least_connections\"",
+            1,
+        )
+        .replacen(
+            "listen_port = 6379\n",
+            "listen_port = 6380\ndestination_port = 6379\n",
+            1,
+        );
+    s.write("10_lb.toml", &lb);
+    s.kz(&["apply", "DIR", "--yes"])
+        .code(0)
+        .stdout_has("algorithm:")
+        .stdout_has("+ tcp 6380 -> 6379");
+    let internal = api.load_balancer("lb-internal").unwrap();
+    assert_eq!(internal["algorithm"]["type"], "least_connections");
+    assert_eq!(
+        services(&internal),
+        [(5432, 15), (5672, 15), (6380, 15), (6432, 15)]
+    );
+    let actions: Vec<String> = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.contains("/actions/"))
+        .map(|r| r.path.rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert!(
+        actions.contains(&"change_algorithm".to_string()),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&"add_service".to_string()), "{actions:?}");
+    assert!(
+        actions.contains(&"delete_service".to_string()),
+        "{actions:?}"
+    );
+    no_changes(&s);
+}
+
+#[test]
+fn rate_limited_requests_are_retried_until_they_pass() {
+    let api = keybuzz_api();
+    let s = keybuzz_stack(&api);
+    api.rate_limit_next(2);
+    s.kz(&["apply", "DIR", "--yes"])
+        .code(0)
+        .stdout_has("Apply: 4 applied");
+    let log = api.requests();
+    assert_eq!(log.iter().filter(|r| r.status == 429).count(), 2);
+    assert_eq!(api.load_balancer_names().len(), 4);
+}
+
+#[test]
+fn an_action_that_fails_fails_its_load_balancer_with_the_api_s_words() {
+    let api = keybuzz_api();
+    let s = keybuzz_stack(&api);
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+
+    let lb = read(&s.path().join("10_lb.toml")).replacen(
+        "public_interface = false",
+        "public_interface = false\nalgorithm = \"least_connections\"",
+        1,
+    );
+    s.write("10_lb.toml", &lb);
+    api.fail_next_action("action_failed", "the load balancer is being migrated");
+    s.kz(&["apply", "DIR", "--yes"])
+        .code(1)
+        .stdout_has("10_lb.lb.lb-internal[hcloud]")
+        .stdout_has("action_failed: the load balancer is being migrated");
+    // The failed action changed nothing, so the next plan still wants the change.
+    let internal = api.load_balancer("lb-internal").unwrap();
+    assert_eq!(internal["algorithm"]["type"], "round_robin");
+    s.kz(&["plan", "DIR", "--detailed-exitcode"]).code(2);
+}
+
+#[test]
+fn without_a_token_the_plan_names_the_variable_before_any_request() {
+    let api = keybuzz_api();
+    let s = keybuzz_stack(&api).env("HCLOUD_TOKEN", "");
+    let mut c = s.command(&["plan", "DIR"]);
+    c.env_remove("HCLOUD_TOKEN");
+    let o = c.output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("HCLOUD_TOKEN"), "{out}");
+    assert!(api.requests().is_empty(), "no request without a token");
+    // Validation and a plan from the state need no token.
+    let mut c = s.command(&["validate", "DIR"]);
+    c.env_remove("HCLOUD_TOKEN");
+    assert!(c.output().unwrap().status.success());
+    let mut c = s.command(&["plan", "DIR", "--refresh=false"]);
+    c.env_remove("HCLOUD_TOKEN");
+    assert!(c.output().unwrap().status.success());
+    assert!(api.requests().is_empty());
+}
+
+#[test]
+fn a_load_balancer_with_delete_protection_is_not_deleted() {
+    let api = keybuzz_api();
+    let s = keybuzz_stack(&api);
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    api.set_lb_delete_protection("lb-mariadb", true);
+
+    let text = read(&s.path().join("10_lb.toml"));
+    let start = text.find("# 10.0.0.20").unwrap();
+    let end = text.find("# 10.0.0.5 and").unwrap();
+    s.write("10_lb.toml", &format!("{}{}", &text[..start], &text[end..]));
+    s.kz(&["plan", "DIR"])
+        .code(0)
+        .stdout_has("10_lb.lb.lb-mariadb[hcloud] will be deleted");
+    s.kz(&["apply", "DIR", "--yes"])
+        .code(1)
+        .stdout_has("delete protection");
+    assert!(api.load_balancer("lb-mariadb").is_some());
+    assert!(
+        !api.requests().iter().any(|r| r.method == "DELETE"),
+        "no DELETE was sent"
+    );
+}
+
+#[test]
+fn targets_are_found_among_120_servers_listed_across_pages() {
+    let api = FakeHcloud::start();
+    api.add_servers("web", 120);
+    let last = "web-120".to_string();
+    let s = TestStack::new("many")
+        .env("KZ_HCLOUD_ENDPOINT", &api.url())
+        .env("HCLOUD_TOKEN", api.token())
+        .env("KZ_HCLOUD_RETRY_BASE_MS", "20");
+    s.write(
+        "stack.toml",
+        &format!("[stack]\nname = \"many\"\n\n[hosts.{last}]\naddress = \"192.0.2.1\"\n"),
+    );
+    s.write(
+        "10_lb.toml",
+        &format!(
+            "[[lb]]\nname = \"lb-web\"\ntype = \"lb11\"\nnetwork_zone = \"eu-central\"\ntargets = [\"{last}\"]\n\n[[lb.service]]\nprotocol = \"http\"\nlisten_port = 80\n"
+        ),
+    );
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    let lb = api.load_balancer("lb-web").unwrap();
+    assert_eq!(target_ids(&lb), [server_id(&api, &last)]);
+    let server_lists: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path == "/v1/servers")
+        .collect();
+    for r in &server_lists {
+        assert!(
+            !r.query.contains("per_page=") || r.query.contains("per_page=50"),
+            "pages of at most 50: {}",
+            r.query
+        );
+    }
+    no_changes(&s);
+}
