@@ -85,7 +85,9 @@ fn load_with(shell: &Shell, dir: &Path, lab: Option<&LabOverlay>) -> Option<Stac
                 ));
                 return None;
             }
-            shell.set_secrets(kz_engine::ops::secret_values(&stack));
+            let mut secrets = kz_engine::ops::secret_values(&stack);
+            secrets.extend(kz_engine::ops::api_token_values(&stack));
+            shell.set_secrets(secrets);
             Some(stack)
         }
         Err(diags) => {

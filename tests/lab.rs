@@ -157,6 +157,18 @@ fn a_lab_is_made_applied_to_survives_a_frozen_host_and_leaves_nothing_behind() {
     s.kz(&["plan", "DIR", "--lab", "--detailed-exitcode"])
         .code(0);
 
+    // Another checkout of the same stack cannot take this lab over, nor take it down.
+    let twin = lab_stack(&name);
+    twin.kz(&["lab", "up", "DIR"])
+        .code(1)
+        .stderr_has("belongs to the lab of another directory");
+    twin.kz(&["lab", "down", "DIR"])
+        .code(0)
+        .stdout_has("0 hosts");
+    s.kz(&["lab", "status", "DIR"])
+        .code(0)
+        .stdout_has("running");
+
     // Down leaves no container, network, process or overlay behind.
     s.kz(&["lab", "down", "DIR"]).code(0).stdout_has("3 hosts");
     let filter = format!("label=io.kz.lab.stack={name}");
@@ -217,4 +229,43 @@ fn lab_up_names_the_packages_it_misses() {
         ),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_lab_run_refuses_a_value_that_uses_a_host_the_lab_lacks() {
+    // A lab made with --hosts redis-02,redis-03: the replicas' `replicaof` names redis-01, which
+    // has no lab host; its real address must not reach a lab host.
+    let s = lab_stack("kzpart");
+    let lab = serde_json::json!({
+        "stack": "kzpart",
+        "network": "kzlab-kzpart",
+        "subnet": "10.89.251.0/24",
+        "hosts": {
+            "redis-02": { "container": "kzlab-kzpart-redis-02", "address": "10.89.251.11" },
+            "redis-03": { "container": "kzlab-kzpart-redis-03", "address": "10.89.251.12" }
+        }
+    });
+    s.write(".kz/lab/lab.json", &lab.to_string());
+    s.kz(&["plan", "DIR", "--lab"])
+        .code(1)
+        .stderr_has("04_redis_ha.command.follow-master[redis-02] uses the address of host `redis-01`, which the lab has no host for");
+}
+
+#[test]
+fn a_lab_network_widened_by_hand_is_refused() {
+    let s = lab_stack("kzwide");
+    let lab = serde_json::json!({
+        "stack": "kzwide",
+        "network": "kzlab-kzwide",
+        "subnet": "0.0.0.0/0",
+        "hosts": {
+            "redis-01": { "container": "kzlab-kzwide-redis-01", "address": "91.98.128.153" },
+            "redis-02": { "container": "kzlab-kzwide-redis-02", "address": "10.0.0.11" },
+            "redis-03": { "container": "kzlab-kzwide-redis-03", "address": "10.0.0.12" }
+        }
+    });
+    s.write(".kz/lab/lab.json", &lab.to_string());
+    s.kz(&["plan", "DIR", "--lab"])
+        .code(1)
+        .stderr_has("refusing to use the lab: its network 0.0.0.0/0");
 }

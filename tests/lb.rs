@@ -311,3 +311,53 @@ fn targets_are_found_among_120_servers_listed_across_pages() {
     }
     no_changes(&s);
 }
+
+#[test]
+fn a_plan_of_the_four_load_balancers_costs_a_few_list_calls() {
+    let api = keybuzz_api();
+    let s = keybuzz_stack(&api);
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    let before = api.requests().len();
+    no_changes(&s);
+    let plan: Vec<String> = api.requests()[before..]
+        .iter()
+        .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
+        .collect();
+    // One listing each of load balancers, networks and servers, whatever the number of LBs.
+    assert!(plan.iter().all(|r| r.starts_with("GET ")), "{plan:#?}");
+    assert!(plan.len() <= 3, "{plan:#?}");
+}
+
+#[test]
+fn removing_every_load_balancer_from_the_stack_deletes_them() {
+    let api = keybuzz_api();
+    let s = keybuzz_stack(&api);
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    // No [[lb]] left: the `hcloud` pseudo-host is no longer declared, yet the deletions need it.
+    s.remove("10_lb.toml");
+    s.kz(&["apply", "DIR", "--yes"])
+        .code(0)
+        .stdout_has("Apply: 4 applied, 0 failed, 0 not attempted.");
+    assert!(api.load_balancer_names().is_empty());
+}
+
+#[test]
+fn a_load_balancer_found_in_another_location_is_replaced_even_without_a_record() {
+    let api = keybuzz_api();
+    let s = keybuzz_stack(&api);
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    // The state is lost (or the LB was made by hand): what exists is compared, not the record.
+    std::fs::remove_file(s.path().join(".kz/state.json")).unwrap();
+    let lb = read(&s.path().join("10_lb.toml")).replacen(
+        "location = \"fsn1\"",
+        "location = \"hel1\"",
+        1,
+    );
+    s.write("10_lb.toml", &lb);
+    s.kz(&["plan", "DIR"])
+        .code(0)
+        .stdout_has(
+            "10_lb.lb.lb-public-2[hcloud] will be replaced (`location` cannot change in place)",
+        )
+        .stdout_has("Plan: 0 to create, 0 to update, 1 to replace, 0 to delete, 3 to adopt.");
+}

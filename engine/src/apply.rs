@@ -365,12 +365,19 @@ impl Ctx<'_> {
         if let Some(t) = self.transports.get(host) {
             return Ok(t.clone());
         }
-        let h = self.stack.hosts.get(host).ok_or_else(|| {
-            ProviderError::new(
-                "transport",
-                format!("host `{host}` is not in the inventory"),
-            )
-        })?;
+        // The API pseudo-host is in the inventory only while the stack declares API resources;
+        // deleting the last of them still needs it.
+        let api = crate::load::lb::api_host();
+        let h = match self.stack.hosts.get(host) {
+            Some(h) => h,
+            None if host == api.name => &api,
+            None => {
+                return Err(ProviderError::new(
+                    "transport",
+                    format!("host `{host}` is not in the inventory"),
+                ));
+            }
+        };
         let t = self
             .env
             .transports

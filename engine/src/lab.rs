@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Stack, StateBackendKind, TransportKind};
+use crate::model::{Stack, StateBackendKind, TransportKind, Value};
 
 /// `DIR/.kz/lab`.
 pub fn lab_dir(stack_dir: &Path) -> PathBuf {
@@ -85,6 +85,13 @@ impl LabOverlay {
                 stack.name
             ));
         }
+        if !lab_subnet_ok(&self.subnet) {
+            return Err(format!(
+                "refusing to use the lab: its network {} (in {}) is not a private range of /16 to /30",
+                self.subnet,
+                LabOverlay::path(&stack.dir).display()
+            ));
+        }
         let key = LabOverlay::key_path(&stack.dir);
         let known_hosts = LabOverlay::known_hosts_path(&stack.dir);
         let mut left_out = LeftOut::default();
@@ -115,6 +122,19 @@ impl LabOverlay {
         let gone = |host: &str| left_out.hosts.iter().any(|h| h == host);
         let before = stack.instances.len();
         stack.instances.retain(|i| !gone(i.host()));
+        for i in &stack.instances {
+            if let Some(host) = i
+                .attrs
+                .values()
+                .find_map(|a| a.known().and_then(uses_missing_host))
+            {
+                return Err(format!(
+                    "{} uses the address of host `{host}`, which the lab has no host for: make the lab with it too (kz lab up {})",
+                    i.address,
+                    stack.dir.display()
+                ));
+            }
+        }
         for i in &mut stack.instances {
             i.depends_on.retain(|d| !gone(&d.host));
         }
@@ -134,7 +154,48 @@ pub struct LeftOut {
     pub instances: usize,
 }
 
-/// Whether an IPv4 `address` lies in `cidr` (`10.89.3.0/24`).
+const MISSING_PREFIX: &str = "kz-lab-has-no-host-";
+
+/// The address given, in a lab run, to a host the lab has no host for.
+pub fn missing_host_marker(host: &str) -> String {
+    format!("{MISSING_PREFIX}{host}")
+}
+
+/// The host whose missing-host marker a value holds, if any.
+fn uses_missing_host(v: &Value) -> Option<String> {
+    let find = |s: &str| {
+        let at = s.find(MISSING_PREFIX)? + MISSING_PREFIX.len();
+        let name: String = s[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+            .collect();
+        Some(name)
+    };
+    match v {
+        Value::Text(s) => find(s),
+        Value::Map(m) => m.values().find_map(|s| find(s)),
+        Value::List(l) => l.iter().find_map(|s| find(s)),
+        _ => None,
+    }
+}
+
+/// Whether `cidr` can be a lab network: a private IPv4 range (RFC 1918) no wider than a /16, so a
+/// hand-edited `lab.json` cannot widen the lab to the world.
+fn lab_subnet_ok(cidr: &str) -> bool {
+    let Some((_, bits)) = cidr.split_once('/') else {
+        return false;
+    };
+    bits.parse::<u32>().is_ok_and(|b| (16..=30).contains(&b))
+        && ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+            .iter()
+            .any(|private| {
+                cidr.split_once('/')
+                    .is_some_and(|(net, _)| contains_cidr(net, private))
+            })
+}
+
+/// Whether an IPv4 `address` is a host of `cidr` (`10.89.3.0/24`): inside it, and neither its
+/// network address, its gateway (the first host, the machine itself) nor its broadcast address.
 pub fn in_subnet(address: &str, cidr: &str) -> bool {
     let Some((net, bits)) = cidr.split_once('/') else {
         return false;
@@ -146,6 +207,31 @@ pub fn in_subnet(address: &str, cidr: &str) -> bool {
     ) else {
         return false;
     };
+    if !contains(addr, net, bits) {
+        return false;
+    }
+    if bits >= 31 {
+        return true;
+    }
+    let host = u32::from(addr) & !(u32::MAX << (32 - bits));
+    host > 1 && host != !(u32::MAX << (32 - bits))
+}
+
+fn contains_cidr(address: &str, cidr: &str) -> bool {
+    let Some((net, bits)) = cidr.split_once('/') else {
+        return false;
+    };
+    match (
+        address.parse::<Ipv4Addr>(),
+        net.parse::<Ipv4Addr>(),
+        bits.parse::<u32>(),
+    ) {
+        (Ok(a), Ok(n), Ok(b)) => contains(a, n, b),
+        _ => false,
+    }
+}
+
+fn contains(addr: Ipv4Addr, net: Ipv4Addr, bits: u32) -> bool {
     if bits > 32 {
         return false;
     }
@@ -164,6 +250,14 @@ mod tests {
     #[test]
     fn only_addresses_inside_the_lab_subnet_pass() {
         assert!(in_subnet("10.89.3.17", "10.89.3.0/24"));
+        // Not the network, the gateway (this machine) or the broadcast address.
+        assert!(!in_subnet("10.89.3.0", "10.89.3.0/24"));
+        assert!(!in_subnet("10.89.3.1", "10.89.3.0/24"));
+        assert!(!in_subnet("10.89.3.255", "10.89.3.0/24"));
+        assert!(lab_subnet_ok("10.89.3.0/24"));
+        assert!(!lab_subnet_ok("0.0.0.0/0"));
+        assert!(!lab_subnet_ok("10.0.0.0/8"));
+        assert!(!lab_subnet_ok("91.98.128.0/24"));
         assert!(!in_subnet("10.0.0.10", "10.89.3.0/24"));
         assert!(!in_subnet("91.98.128.153", "10.89.3.0/24"));
         assert!(!in_subnet("lab-host", "10.89.3.0/24"));

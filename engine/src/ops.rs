@@ -69,6 +69,22 @@ pub fn secret_values(stack: &Stack) -> Vec<String> {
         .collect()
 }
 
+/// The values of the API tokens the stack's resources read (`token_env`), for the output layer
+/// to mask too: a command that prints its environment must not show them.
+pub fn api_token_values(stack: &Stack) -> Vec<String> {
+    let mut vars: Vec<&str> = stack
+        .instances
+        .iter()
+        .filter_map(|i| i.text("token_env"))
+        .collect();
+    vars.sort_unstable();
+    vars.dedup();
+    vars.into_iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .filter(|v| v.len() >= MIN_SECRET_LEN)
+        .collect()
+}
+
 /// Secrets so short that masking them would garble the output (an `x` would hide every `x`) and
 /// that could not be told apart from ordinary text: they are refused.
 pub fn short_secrets(stack: &Stack) -> Vec<String> {

@@ -503,24 +503,29 @@ fn decide(
             diff(false),
         ));
     }
-    if let Some(r) = recorded {
-        for k in force_new {
-            if let (Some(d), Some(old)) = (inst.attrs.get(*k), r.get(*k))
-                && !same(state, d, old)
-            {
-                let attributes = vec![AttrChange {
-                    name: (*k).to_string(),
-                    before: Some(shown(old)),
-                    after: Some(shown(d)),
-                    sensitive: d.sensitive,
-                    unknown: false,
-                }];
-                return Some(change(
-                    Action::Replace,
-                    Some(format!("`{k}` cannot change in place")),
-                    attributes,
-                ));
-            }
+    // An attribute that cannot change in place is compared with what exists when it can be read
+    // (an object made outside kz, or forgotten by the state, is replaced too), else the record.
+    for k in force_new {
+        let old = if exists {
+            before_of(k)
+        } else {
+            recorded.and_then(|r| r.get(*k)).cloned()
+        };
+        if let (Some(d), Some(old)) = (inst.attrs.get(*k), old)
+            && !same(state, d, &old)
+        {
+            let attributes = vec![AttrChange {
+                name: (*k).to_string(),
+                before: Some(shown(&old)),
+                after: Some(shown(d)),
+                sensitive: d.sensitive,
+                unknown: false,
+            }];
+            return Some(change(
+                Action::Replace,
+                Some(format!("`{k}` cannot change in place")),
+                attributes,
+            ));
         }
     }
     if !exists {
@@ -570,6 +575,7 @@ async fn read_hosts(
     }
     let mut by_host: BTreeMap<&str, Vec<(Vec<usize>, String)>> = BTreeMap::new();
     let mut api_reads = tokio::task::JoinSet::new();
+    let mut api_tasks = HashMap::new();
     for ((host, kind), indices) in by_kind {
         let Some(provider) = env.providers.get(kind) else {
             continue;
@@ -586,11 +592,8 @@ async fn read_hosts(
                 .iter()
                 .map(|i| stack.instances[*i].clone())
                 .collect();
-            let host = host.to_string();
-            api_reads.spawn(async move {
-                let results = provider.read(&insts).await;
-                (host, indices, insts, results)
-            });
+            let task = api_reads.spawn(async move { provider.read(&insts).await });
+            api_tasks.insert(task.id(), (host.to_string(), indices));
             continue;
         }
         let insts: Vec<&Instance> = indices.iter().map(|i| &stack.instances[*i]).collect();
@@ -702,15 +705,23 @@ async fn read_hosts(
             }
         }
     }
-    while let Some(joined) = api_reads.join_next().await {
-        let Ok((host, indices, insts, results)) = joined else {
-            continue;
+    while let Some(joined) = api_reads.join_next_with_id().await {
+        let (id, results) = match joined {
+            Ok((id, results)) => (id, results),
+            Err(e) => (e.id(), None),
         };
-        let Some(results) = results else {
+        let Some((host, indices)) = api_tasks.remove(&id) else {
             continue;
         };
         stats.api_reads += 1;
-        for ((i, inst), result) in indices.iter().zip(&insts).zip(results) {
+        // Every instance gets an observation or an error: one left unread would be planned as
+        // if it did not exist.
+        let mut results = results.unwrap_or_default().into_iter();
+        for i in &indices {
+            let inst = &stack.instances[*i];
+            let result = results
+                .next()
+                .unwrap_or_else(|| Err("the provider's read gave no answer".to_string()));
             match result {
                 Ok(o) => {
                     observations.insert(*i, o);

@@ -439,3 +439,201 @@ async fn a_new_private_ip_moves_a_private_load_balancer_with_its_targets() {
         ]
     );
 }
+
+/// The names of the actions posted since request number `since`.
+fn steps_since(api: &FakeHcloud, since: usize) -> Vec<String> {
+    posts(api)[since..]
+        .iter()
+        .map(|p| p.rsplit('/').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_smaller_type_is_taken_once_what_it_cannot_hold_is_gone() {
+    let api = FakeHcloud::start();
+    api.set_action_delay(Duration::ZERO);
+    let p = provider(&api);
+    let lines: Vec<String> = (1001..=1006)
+        .map(|n| format!("tcp {n} -> {n}, health tcp:{n} every 15s timeout 10s retries 3"))
+        .collect();
+    let six: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let big = lb(
+        "lb-web",
+        &[("type", text("lb21")), ("services", list(&six))],
+    );
+    p.create(&big, &NoTransport).await.expect("create");
+
+    // lb11 holds at most five services: the sixth goes before the type changes.
+    let small = lb(
+        "lb-web",
+        &[("type", text("lb11")), ("services", list(&six[..5]))],
+    );
+    let before = posts(&api).len();
+    p.update(&small, &["type".into(), "services".into()], &NoTransport)
+        .await
+        .expect("downgrade");
+    assert_eq!(drift(&p, &small).await, vec![]);
+    assert_eq!(
+        steps_since(&api, before),
+        vec!["delete_service", "change_type"]
+    );
+
+    // And back: the type grows before the sixth service comes.
+    let before = posts(&api).len();
+    p.update(&big, &["type".into(), "services".into()], &NoTransport)
+        .await
+        .expect("upgrade");
+    assert_eq!(drift(&p, &big).await, vec![]);
+    assert_eq!(
+        steps_since(&api, before),
+        vec!["change_type", "add_service"]
+    );
+}
+
+/// Adds a target to `lb_name` through the API, as someone else would behind kz's back.
+async fn add_target_elsewhere(api: &FakeHcloud, lb_name: &str, target: &str) {
+    let id = api.load_balancer(lb_name).expect("the load balancer")["id"]
+        .as_i64()
+        .expect("an id");
+    let answer = reqwest::Client::new()
+        .post(format!(
+            "{}/load_balancers/{id}/actions/add_target",
+            api.url()
+        ))
+        .bearer_auth(api.token())
+        .header("Content-Type", "application/json")
+        .body(target.to_string())
+        .send()
+        .await
+        .expect("an answer");
+    let status = answer.status();
+    let body = answer.text().await.unwrap_or_default();
+    assert!(status.is_success(), "add_target: {status}: {body}");
+}
+
+fn target_count(api: &FakeHcloud, lb_name: &str) -> usize {
+    api.load_balancer(lb_name).expect("the load balancer")["targets"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn targets_added_elsewhere_show_in_declared_targets_and_an_update_removes_them() {
+    let api = FakeHcloud::start();
+    api.seed_keybuzz();
+    api.set_action_delay(Duration::ZERO);
+    let p = provider(&api);
+    let inst = internal();
+    p.create(&inst, &NoTransport).await.expect("create");
+    add_target_elsewhere(
+        &api,
+        "lb-internal",
+        r#"{"type": "label_selector", "label_selector": {"selector": "role=proxysql"}, "use_private_ip": true}"#,
+    )
+    .await;
+    let d = drift(&p, &inst).await;
+    assert_eq!(
+        d,
+        vec![(
+            "targets".to_string(),
+            Some(list(&["haproxy-01", "haproxy-02", "label:role=proxysql"])),
+            list(&["haproxy-01", "haproxy-02"])
+        )]
+    );
+    let before = posts(&api).len();
+    p.update(&inst, &["targets".into()], &NoTransport)
+        .await
+        .expect("update");
+    assert_eq!(steps_since(&api, before), vec!["remove_target"]);
+    assert_eq!(drift(&p, &inst).await, vec![]);
+    assert_eq!(target_count(&api, "lb-internal"), 2);
+
+    // An IP target, on a public load balancer.
+    let web = lb("lb-web", &[("targets", list(&["haproxy-01"]))]);
+    p.create(&web, &NoTransport).await.expect("create");
+    add_target_elsewhere(
+        &api,
+        "lb-web",
+        r#"{"type": "ip", "ip": {"ip": "203.0.113.9"}}"#,
+    )
+    .await;
+    let d = drift(&p, &web).await;
+    assert_eq!(
+        d,
+        vec![(
+            "targets".to_string(),
+            Some(list(&["haproxy-01", "ip:203.0.113.9"])),
+            list(&["haproxy-01"])
+        )]
+    );
+    p.update(&web, &["targets".into()], &NoTransport)
+        .await
+        .expect("update");
+    assert_eq!(drift(&p, &web).await, vec![]);
+    assert_eq!(target_count(&api, "lb-web"), 1);
+}
+
+#[tokio::test]
+async fn targets_added_elsewhere_show_against_a_target_label_and_an_update_removes_them() {
+    let api = FakeHcloud::start();
+    api.seed_keybuzz();
+    api.set_action_delay(Duration::ZERO);
+    let p = provider(&api);
+    let inst = lb("lb-web", &[("target_label", text("role=haproxy"))]);
+    p.create(&inst, &NoTransport).await.expect("create");
+    assert_eq!(drift(&p, &inst).await, vec![]);
+    let proxysql = api.server("proxysql-01").expect("seeded")["id"]
+        .as_i64()
+        .expect("an id");
+    add_target_elsewhere(
+        &api,
+        "lb-web",
+        &format!(
+            r#"{{"type": "server", "server": {{"id": {proxysql}}}, "use_private_ip": false}}"#
+        ),
+    )
+    .await;
+    add_target_elsewhere(
+        &api,
+        "lb-web",
+        r#"{"type": "label_selector", "label_selector": {"selector": "role=evil"}}"#,
+    )
+    .await;
+    let d = drift(&p, &inst).await;
+    assert_eq!(
+        d,
+        vec![(
+            "target_label".to_string(),
+            Some(text(
+                "label:role=evil, label:role=haproxy, server:proxysql-01"
+            )),
+            text("role=haproxy")
+        )]
+    );
+    p.update(&inst, &["target_label".into()], &NoTransport)
+        .await
+        .expect("update");
+    assert_eq!(drift(&p, &inst).await, vec![]);
+    assert_eq!(target_count(&api, "lb-web"), 1);
+}
+
+#[tokio::test]
+async fn an_endpoint_in_clear_text_to_another_host_is_refused_before_any_request() {
+    let p = LbProvider::new(Settings {
+        endpoint: Some("http://api.hetzner.cloud/v1".into()),
+        vars: [("HCLOUD_TOKEN".to_string(), "s3cr3t".to_string())].into(),
+        ..Settings::default()
+    });
+    let insts = [lb("lb-a", &[]), lb("lb-b", &[])];
+    let got = p.read(&insts).await.expect("read");
+    assert_eq!(got.len(), 2);
+    for r in got {
+        let e = r.expect_err("refused");
+        assert!(e.contains("KZ_HCLOUD_ENDPOINT"), "{e}");
+    }
+    let e = p
+        .create(&insts[0], &NoTransport)
+        .await
+        .expect_err("refused");
+    assert!(e.message.contains("KZ_HCLOUD_ENDPOINT"), "{}", e.message);
+}

@@ -43,11 +43,39 @@ pub async fn up(
         .map_err(|e| format!("{}.pub: {e}", key.display()))?;
 
     let network = network_name(&stack.name);
-    if !podman.succeeds(&["network", "exists", &network]).await {
-        let label = format!("{STACK_LABEL}={}", stack.name);
-        podman
-            .run(&["network", "create", "--label", &label, &network])
+    let owner = lab_owner(&stack.dir);
+    if podman.succeeds(&["network", "exists", &network]).await {
+        let theirs = podman
+            .run(&[
+                "network",
+                "inspect",
+                "--format",
+                &label_format(DIR_LABEL),
+                &network,
+            ])
             .await?;
+        check_owner(&format!("network {network}"), &theirs, &owner)?;
+    } else {
+        let stack_label = format!("{STACK_LABEL}={}", stack.name);
+        let dir_label = format!("{DIR_LABEL}={owner}");
+        podman
+            .run(&[
+                "network",
+                "create",
+                "--label",
+                &stack_label,
+                "--label",
+                &dir_label,
+                &network,
+            ])
+            .await?;
+    }
+    for name in selected {
+        if name.len() > 63 {
+            return Err(format!(
+                "host `{name}` cannot be a lab host: a hostname has at most 63 characters"
+            ));
+        }
     }
     let subnet = podman
         .run(&[
@@ -98,6 +126,7 @@ pub async fn up(
         let podman = podman.clone();
         let spec = ContainerSpec {
             stack: stack.name.clone(),
+            owner: owner.clone(),
             host: name.clone(),
             network: network.clone(),
             public_key: public.display().to_string(),
@@ -154,6 +183,8 @@ pub async fn up(
 
 struct ContainerSpec {
     stack: String,
+    /// The stack directory the lab belongs to (`DIR_LABEL`).
+    owner: String,
     host: String,
     network: String,
     public_key: String,
@@ -168,10 +199,26 @@ async fn start_host(
 ) -> Result<String, String> {
     let c = lab.container.as_str();
     if podman.succeeds(&["container", "exists", c]).await {
-        let state = podman
-            .run(&["inspect", "--format", "{{.State.Status}}", c])
-            .await?;
-        match state.as_str() {
+        let format = format!(
+            "{}|{{{{.State.Status}}}}|{{{{.HostConfig.Privileged}}}}|{{{{range $k, $v := .NetworkSettings.Networks}}}}{{{{$k}}}} {{{{end}}}}",
+            label_format(DIR_LABEL)
+        );
+        let info = podman.run(&["inspect", "--format", &format, c]).await?;
+        let mut fields = info.split('|');
+        let (theirs, state, privileged, networks) = (
+            fields.next().unwrap_or(""),
+            fields.next().unwrap_or(""),
+            fields.next().unwrap_or("") == "true",
+            fields.next().unwrap_or(""),
+        );
+        check_owner(&format!("container {c}"), theirs, &spec.owner)?;
+        if spec.privileged && !privileged {
+            return Err(format!(
+                "lab host {} exists without --privileged: remove the lab (kz lab down) and make it again",
+                spec.host
+            ));
+        }
+        match state {
             "running" => {}
             "paused" => {
                 podman.run(&["unpause", c]).await?;
@@ -180,8 +227,15 @@ async fn start_host(
                 podman.run(&["start", c]).await?;
             }
         }
+        // A host cut off by `kz lab cut` comes back at its address.
+        if !networks.split_whitespace().any(|n| n == spec.network) {
+            podman
+                .run(&["network", "connect", "--ip", &lab.address, &spec.network, c])
+                .await?;
+        }
     } else {
         let stack_label = format!("{STACK_LABEL}={}", spec.stack);
+        let dir_label = format!("{DIR_LABEL}={}", spec.owner);
         let host_label = format!("io.kz.lab.host={}", spec.host);
         let mount = format!("{}:/root/.ssh/authorized_keys:ro", spec.public_key);
         let mut args = vec![
@@ -200,6 +254,8 @@ async fn start_host(
             "--label",
             &stack_label,
             "--label",
+            &dir_label,
+            "--label",
             &host_label,
             "-v",
             &mount,
@@ -208,7 +264,11 @@ async fn start_host(
             args.push("--privileged");
         }
         args.push(image::IMAGE);
-        podman.run(&args).await?;
+        if let Err(e) = podman.run(&args).await {
+            // A container that could not start would be found, and fail, by every later `up`.
+            let _ = podman.run(&["rm", "-f", "-t", "0", c]).await;
+            return Err(e);
+        }
     }
     let deadline = Instant::now() + BOOT_TIMEOUT;
     let key = loop {
@@ -267,11 +327,23 @@ fn free_address(subnet: &str, overlay: &LabOverlay) -> Result<String, String> {
     Err(format!("no free address left in {subnet}"))
 }
 
-/// Removes every container and the network of the lab of `stack`; returns how many hosts.
-pub async fn down(podman: &Podman, stack: &str) -> Result<usize, String> {
-    let filter = format!("label={STACK_LABEL}={stack}");
+/// Removes every container and the network of the lab of `stack` made from `dir`; returns how
+/// many hosts. The lab of a stack of the same name in another directory is left alone.
+pub async fn down(podman: &Podman, stack: &str, dir: &Path) -> Result<(usize, bool), String> {
+    let owner = lab_owner(dir);
+    let by_stack = format!("label={STACK_LABEL}={stack}");
+    let by_dir = format!("label={DIR_LABEL}={owner}");
     let names = podman
-        .run(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"])
+        .run(&[
+            "ps",
+            "-a",
+            "--filter",
+            &by_stack,
+            "--filter",
+            &by_dir,
+            "--format",
+            "{{.Names}}",
+        ])
         .await?;
     let names: Vec<&str> = names.lines().filter(|l| !l.is_empty()).collect();
     if !names.is_empty() {
@@ -281,9 +353,54 @@ pub async fn down(podman: &Podman, stack: &str) -> Result<usize, String> {
     }
     let network = network_name(stack);
     if podman.succeeds(&["network", "exists", &network]).await {
-        podman.run(&["network", "rm", "-f", &network]).await?;
+        let theirs = podman
+            .run(&[
+                "network",
+                "inspect",
+                "--format",
+                &label_format(DIR_LABEL),
+                &network,
+            ])
+            .await?;
+        if check_owner(&format!("network {network}"), &theirs, &owner).is_ok() {
+            podman.run(&["network", "rm", "-f", &network]).await?;
+            return Ok((names.len(), true));
+        }
     }
-    Ok(names.len())
+    Ok((names.len(), false))
+}
+
+/// The label naming the stack directory a lab belongs to: two checkouts of one stack share its
+/// name, never their lab.
+pub const DIR_LABEL: &str = "io.kz.lab.dir";
+
+/// The canonical stack directory, as the lab's owner.
+pub fn lab_owner(dir: &Path) -> String {
+    std::fs::canonicalize(dir)
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// A podman `--format` template printing one label's value.
+fn label_format(label: &str) -> String {
+    format!("{{{{index .Labels \"{label}\"}}}}")
+}
+
+/// Refuses to adopt what another stack directory's lab made.
+fn check_owner(what: &str, theirs: &str, ours: &str) -> Result<(), String> {
+    let theirs = theirs.trim();
+    if theirs == ours {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} belongs to the lab of another directory ({}): take that lab down there first (kz lab down DIR)",
+        if theirs.is_empty() || theirs == "<no value>" {
+            "unknown"
+        } else {
+            theirs
+        }
+    ))
 }
 
 /// Each lab host's state: running, paused, exited, cut (running but off the lab network), missing.

@@ -206,16 +206,20 @@ async fn down(shell: &Shell, dir: &Path) -> Result<(), String> {
         Err(_) => load_stack(shell, dir)?.name,
     };
     let podman = podman()?;
-    let removed = hosts::down(&podman, &name).await?;
+    let (removed, network) = hosts::down(&podman, &name, dir).await?;
     let path = lab_dir(dir);
     if path.exists() {
         std::fs::remove_dir_all(&path)
             .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
     }
     shell.outln(&format!(
-        "Removed the lab of stack `{name}`: {removed} host{}, network {}, and {}.",
+        "Removed the lab of stack `{name}`: {removed} host{}, {}and {}.",
         if removed == 1 { "" } else { "s" },
-        network_name(&name),
+        if network {
+            format!("network {}, ", network_name(&name))
+        } else {
+            String::new()
+        },
         path.display()
     ));
     Ok(())
@@ -324,6 +328,7 @@ async fn load_image(
     };
     // Without a tarball, the lab's own base image, saved once per call.
     let saved: PathBuf;
+    let tar_is_ours = tar.is_none();
     let tar = match tar {
         Some(t) => {
             if !t.is_file() {
@@ -332,7 +337,8 @@ async fn load_image(
             t.to_path_buf()
         }
         None => {
-            saved = image::cache_dir().join("kz-debian-12.tar");
+            // Per process, so that two loads at once do not share (and delete) one file.
+            saved = image::cache_dir().join(format!("kz-debian-12.{}.tar", std::process::id()));
             let _ = std::fs::remove_file(&saved);
             let s = saved.display().to_string();
             podman
@@ -347,10 +353,28 @@ async fn load_image(
     };
     for host in targets {
         let lab = &overlay.hosts[host];
-        let loaded = hosts::load_image(&podman, &lab.container, &tar)
-            .await
-            .map_err(|e| format!("{host}: load-image: {e}"))?;
+        let loaded = hosts::load_image(&podman, &lab.container, &tar).await;
+        let loaded = match loaded {
+            Ok(l) => l,
+            Err(e) => {
+                if tar_is_ours {
+                    let _ = std::fs::remove_file(&tar);
+                }
+                let hint = if e.contains("overlay") || e.contains("privileged") {
+                    format!(
+                        "\n  nested podman needs privileged lab hosts: kz lab down {d} && kz lab up {d} --privileged",
+                        d = dir.display()
+                    )
+                } else {
+                    String::new()
+                };
+                return Err(format!("{host}: load-image: {e}{hint}"));
+            }
+        };
         shell.outln(&format!("Lab host {host}: loaded {loaded}"));
+    }
+    if tar_is_ours {
+        let _ = std::fs::remove_file(&tar);
     }
     Ok(())
 }

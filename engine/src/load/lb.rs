@@ -82,6 +82,12 @@ impl Loader<'_> {
             }
         };
         fixed("algorithm", Value::Text(algorithm));
+        if d.public_interface == Some(false) && d.network.is_none() {
+            self.error(Diagnostic::at(
+                Location::new(src, l.span()),
+                "`public_interface = false` needs a `network`: a load balancer without either is unreachable",
+            ));
+        }
         fixed(
             "public_interface",
             Value::Bool(d.public_interface.unwrap_or(true)),

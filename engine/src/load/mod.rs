@@ -257,10 +257,13 @@ impl Loader<'_> {
         }
         if let Some(lab) = self.lab {
             for h in hosts.values_mut() {
-                // Hosts without a lab host are left out of a lab run (see `LabOverlay::apply_to`).
-                if let Some(l) = lab.hosts.get(&h.name) {
-                    h.address = l.address.clone();
-                }
+                // Hosts without a lab host are left out of a lab run (see `LabOverlay::apply_to`);
+                // their address is a marker, so a value that uses it is refused, never sent to a
+                // lab host pointing at the real machine.
+                h.address = match lab.hosts.get(&h.name) {
+                    Some(l) => l.address.clone(),
+                    None => crate::lab::missing_host_marker(&h.name),
+                };
             }
         }
         if decls.iter().any(|d| d.on.is_none()) {

@@ -278,6 +278,23 @@ impl Loader<'_> {
                 continue;
             }
             first_seen.insert(key, loc(&d.file, d.name));
+            // A load balancer's name is its identity in Hetzner Cloud: two declarations of one
+            // name, in any modules, would manage the same object and undo each other.
+            if d.on.is_none() {
+                let api_key = format!("{}:{name}", d.kind);
+                if let Some(first) = first_seen.get(&api_key) {
+                    self.error(
+                        Diagnostic::at(
+                            loc(&d.file, d.name),
+                            format!("duplicate address: {} `{name}` is declared twice (names are unique in Hetzner Cloud)", d.kind),
+                        )
+                        .note(format!("first declared at {first}")),
+                    );
+                    ranges.push(start..start);
+                    continue;
+                }
+                first_seen.insert(api_key, loc(&d.file, d.name));
+            }
             for host in self.select_hosts(d, hosts) {
                 let mut attrs = Attrs::new();
                 let mut ok = true;

@@ -118,6 +118,13 @@ pub async fn perform(c: &Client, lb: i64, op: &Op, w: Waiting) -> Result<(), Str
             };
             act(c, lb, step, Some(&body), w).await
         }
+        Op::RemoveIpTarget(ip) => {
+            let body = models::RemoveTargetRequest {
+                ip: Some(Box::new(models::LoadBalancerTargetIp::new(ip.clone()))),
+                ..models::RemoveTargetRequest::new(RemoveType::Ip)
+            };
+            act(c, lb, step, Some(&body), w).await
+        }
         Op::DetachFromNetwork { id } => {
             let body = models::DetachLoadBalancerFromNetworkRequest { network: *id };
             act(c, lb, step, Some(&body), w).await

@@ -1,17 +1,24 @@
 //! The actions that bring a load balancer from what it is ([`Current`]) to what an instance
 //! declares ([`Desired`]), in an order the API accepts:
 //!
-//! 1. type, algorithm, labels (independent of the rest);
-//! 2. the public interface on, when wanted, or for a while when the load balancer must leave its
+//! 1. the public interface on, when wanted, or for a while when the load balancer must leave its
 //!    network (a load balancer with neither is refused);
-//! 3. targets and services that go away;
-//! 4. networks left, then the network joined (at its declared IP);
+//! 2. what goes away: targets, services, then networks left. All of it before the type changes,
+//!    so that a smaller type (fewer services and targets allowed) has room: `change_type` is
+//!    refused with `invalid_load_balancer_type` while the load balancer holds more than the new
+//!    type allows;
+//! 3. type, algorithm, labels;
+//! 4. the network joined (at its declared IP);
 //! 5. the public interface off (it needs the network, and targets on private IPs), before any
 //!    target is added, so that a private load balancer never serves a target publicly;
-//! 6. targets added (a private-IP target needs the network first), services changed and added.
+//! 6. what comes: targets added (a private-IP target needs the network first), services changed
+//!    and added. All of it after the type changes, so that a larger type has room.
 //!
-//! An attribute the instance does not declare is left alone, unless the plan names it as changed
-//! (it was declared before): then what it held is removed.
+//! An attribute the instance does not declare is left alone on the load balancer: what it holds
+//! there is neither compared nor cleaned up, even when an earlier declaration set it (taking
+//! `labels`, `network`, `targets` or `target_label` out of a declaration leaves the labels, the
+//! network or the targets as they are). When `targets` or `target_label` is declared, every
+//! other target (other servers, other label selectors, IP targets) is removed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -32,6 +39,7 @@ pub enum Op {
         name: String,
     },
     RemoveLabelTarget(String),
+    RemoveIpTarget(String),
     DetachFromNetwork {
         id: i64,
     },
@@ -62,7 +70,9 @@ impl Op {
             Op::SetLabels(_) => "update",
             Op::EnablePublicInterface => "enable_public_interface",
             Op::DisablePublicInterface => "disable_public_interface",
-            Op::RemoveServerTarget { .. } | Op::RemoveLabelTarget(_) => "remove_target",
+            Op::RemoveServerTarget { .. } | Op::RemoveLabelTarget(_) | Op::RemoveIpTarget(_) => {
+                "remove_target"
+            }
             Op::DetachFromNetwork { .. } => "detach_from_network",
             Op::AttachToNetwork { .. } => "attach_to_network",
             Op::AddServerTarget { .. } | Op::AddLabelTarget { .. } => "add_target",
@@ -103,8 +113,7 @@ pub fn server_ids(names: &[String], servers: &HashMap<String, i64>) -> Result<Ve
 }
 
 /// The actions, in order; an error when a declared network or server does not exist.
-pub fn plan(d: &Desired, c: &Current, changed: &[String], r: &Resolved) -> Result<Vec<Op>, String> {
-    let named = |k: &str| changed.iter().any(|x| x == k);
+pub fn plan(d: &Desired, c: &Current, r: &Resolved) -> Result<Vec<Op>, String> {
     let mut head = Vec::new();
     if d.lb_type != c.lb_type {
         head.push(Op::ChangeType(d.lb_type.clone()));
@@ -112,54 +121,47 @@ pub fn plan(d: &Desired, c: &Current, changed: &[String], r: &Resolved) -> Resul
     if d.algorithm != c.algorithm {
         head.push(Op::ChangeAlgorithm(d.algorithm.clone()));
     }
-    match &d.labels {
-        Some(l) if *l != c.labels => head.push(Op::SetLabels(l.clone())),
-        None if named("labels") && !c.labels.is_empty() => {
-            head.push(Op::SetLabels(BTreeMap::new()));
-        }
-        _ => {}
+    if let Some(l) = &d.labels
+        && *l != c.labels
+    {
+        head.push(Op::SetLabels(l.clone()));
     }
 
     // Networks.
     let mut detach = Vec::new();
     let mut attach = None;
-    match &d.network {
-        Some(name) => {
-            let id = r
-                .network
-                .ok_or_else(|| format!("no network named {name} in the project"))?;
-            for n in &c.networks {
-                let wrong_ip = d.ip.is_some() && n.ip != d.ip;
-                if n.id != id || wrong_ip {
-                    detach.push(n.id);
-                }
-            }
-            if !c.networks.iter().any(|n| n.id == id) || detach.contains(&id) {
-                attach = Some(Op::AttachToNetwork {
-                    id,
-                    ip: d.ip.clone(),
-                });
+    if let Some(name) = &d.network {
+        let id = r
+            .network
+            .ok_or_else(|| format!("no network named {name} in the project"))?;
+        for n in &c.networks {
+            let wrong_ip = d.ip.is_some() && n.ip != d.ip;
+            if n.id != id || wrong_ip {
+                detach.push(n.id);
             }
         }
-        None if named("network") => detach.extend(c.networks.iter().map(|n| n.id)),
-        None => {}
+        if !c.networks.iter().any(|n| n.id == id) || detach.contains(&id) {
+            attach = Some(Op::AttachToNetwork {
+                id,
+                ip: d.ip.clone(),
+            });
+        }
     }
     // A target on a private IP goes with the network it uses, and comes back after.
     let leaves = |private: bool| private && !detach.is_empty();
 
-    // Targets.
+    // Targets: when declared, the declared ones and no other.
     let mut remove = Vec::new();
     let mut add = Vec::new();
-    let want_servers: Option<&[String]> = match &d.targets {
-        Targets::Servers(names) => Some(names),
-        Targets::Label(_) => Some(&[]),
-        Targets::Unmanaged if named("targets") => Some(&[]),
-        Targets::Unmanaged => None,
+    let (want_servers, want_label): (&[String], Option<&str>) = match &d.targets {
+        Targets::Unmanaged => (&[], None),
+        Targets::Servers(names) => (names, None),
+        Targets::Label(s) => (&[], Some(s)),
     };
-    if let Some(want) = want_servers {
+    if d.targets != Targets::Unmanaged {
         let mut kept = BTreeSet::new();
         for t in &c.server_targets {
-            let wanted = t.name.as_ref().is_some_and(|n| want.contains(n));
+            let wanted = t.name.as_ref().is_some_and(|n| want_servers.contains(n));
             if wanted && t.use_private_ip == d.use_private_ip && !leaves(t.use_private_ip) {
                 kept.extend(t.name.clone());
             } else {
@@ -169,7 +171,7 @@ pub fn plan(d: &Desired, c: &Current, changed: &[String], r: &Resolved) -> Resul
                 });
             }
         }
-        let new: Vec<String> = want
+        let new: Vec<String> = want_servers
             .iter()
             .filter(|n| !kept.contains(n.as_str()))
             .cloned()
@@ -182,18 +184,11 @@ pub fn plan(d: &Desired, c: &Current, changed: &[String], r: &Resolved) -> Resul
                 use_private_ip: d.use_private_ip,
             });
         }
-    }
-    let want_label: Option<Option<&str>> = match &d.targets {
-        Targets::Label(s) => Some(Some(s)),
-        Targets::Servers(_) => Some(None),
-        Targets::Unmanaged if named("target_label") => Some(None),
-        Targets::Unmanaged => None,
-    };
-    if let Some(want) = want_label {
+
         let mut kept = false;
         for l in &c.label_targets {
             let keep = !kept
-                && want == Some(l.selector.as_str())
+                && want_label == Some(l.selector.as_str())
                 && l.use_private_ip == d.use_private_ip
                 && !leaves(l.use_private_ip);
             if keep {
@@ -202,12 +197,15 @@ pub fn plan(d: &Desired, c: &Current, changed: &[String], r: &Resolved) -> Resul
                 remove.push(Op::RemoveLabelTarget(l.selector.clone()));
             }
         }
-        if let (Some(selector), false) = (want, kept) {
+        if let (Some(selector), false) = (want_label, kept) {
             add.push(Op::AddLabelTarget {
                 selector: selector.to_string(),
                 use_private_ip: d.use_private_ip,
             });
         }
+
+        // kz never declares an IP target: every one is extra.
+        remove.extend(c.ip_targets.iter().cloned().map(Op::RemoveIpTarget));
     }
 
     // Services, by listen port.
@@ -232,13 +230,15 @@ pub fn plan(d: &Desired, c: &Current, changed: &[String], r: &Resolved) -> Resul
     let enable = (d.public_interface && !c.public_interface) || for_a_while;
     let disable = !d.public_interface && (c.public_interface || for_a_while);
 
-    let mut ops = head;
+    let mut ops = Vec::new();
     if enable {
         ops.push(Op::EnablePublicInterface);
     }
+    // What goes away, then the type (room for a smaller one), then what comes (room in a larger).
     ops.extend(remove);
     ops.extend(gone);
     ops.extend(detach.into_iter().map(|id| Op::DetachFromNetwork { id }));
+    ops.extend(head);
     ops.extend(attach);
     if disable {
         ops.push(Op::DisablePublicInterface);

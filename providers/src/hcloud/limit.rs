@@ -12,7 +12,9 @@ use reqwest::header::HeaderMap;
 /// Below this many remaining requests, requests are spaced.
 pub const LOW: u64 = 10;
 
-/// No request waits longer than this for its slot (a bound on every rate-limit wait).
+/// The widest gap kept between two requests, and the longest any one request waits for its slot:
+/// requests queued behind each other take slots a gap apart, but none further than this from the
+/// moment it asks (so waits do not add up past it).
 const MAX_SPACING: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
@@ -46,8 +48,17 @@ pub fn spacing(limit: Option<u64>, remaining: u64, until_reset: Duration) -> Dur
     (until_reset / share).min(MAX_SPACING)
 }
 
+/// When a request asking at `now` goes out: `gap` after the slot of the one before it (`last`),
+/// not before `now`, and never more than [`MAX_SPACING`] after `now`.
+fn slot(last: Option<Instant>, gap: Duration, now: Instant) -> Instant {
+    match last {
+        Some(last) if !gap.is_zero() => (last + gap).clamp(now, now + MAX_SPACING),
+        _ => now,
+    }
+}
+
 impl RateLimiter {
-    /// Waits for this request's slot.
+    /// Waits for this request's slot: never longer than `MAX_SPACING` (a minute).
     pub async fn acquire(&self) {
         let wait = {
             let Ok(mut s) = self.state.lock() else {
@@ -66,12 +77,8 @@ impl RateLimiter {
                 }
                 _ => Duration::ZERO,
             };
-            // Every request takes a slot at least `gap` after the one before it.
             let now = Instant::now();
-            let slot = match s.last {
-                Some(last) if !gap.is_zero() => (last + gap).max(now),
-                _ => now,
-            };
+            let slot = slot(s.last, gap, now);
             s.last = Some(slot);
             if !gap.is_zero() {
                 // Count this request against what remains until an answer says more.
@@ -125,6 +132,21 @@ mod tests {
         );
         assert_eq!(spacing(None, 0, hour), MAX_SPACING);
         assert_eq!(spacing(Some(3600), 0, Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_request_waits_a_gap_after_the_one_before_it_but_never_past_the_cap() {
+        let now = Instant::now();
+        let second = Duration::from_secs(1);
+        assert_eq!(slot(None, second, now), now);
+        assert_eq!(slot(Some(now), Duration::ZERO, now), now);
+        assert_eq!(slot(Some(now), second, now), now + second);
+        // The one before went out long ago: no wait.
+        assert_eq!(slot(Some(now), second, now + 5 * second), now + 5 * second);
+        // Far down a queue, slots would chain past the cap: each wait stops at it.
+        let queued = now + Duration::from_secs(600);
+        assert_eq!(slot(Some(queued), MAX_SPACING, now), now + MAX_SPACING);
+        assert_eq!(slot(Some(queued), second, now), now + MAX_SPACING);
     }
 
     #[tokio::test]

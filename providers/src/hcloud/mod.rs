@@ -19,6 +19,9 @@
 //! - waiting for actions ([`actions`]): polled every 500 ms, at most 5 minutes each.
 //!
 //! `KZ_HCLOUD_ENDPOINT` replaces `https://api.hetzner.cloud/v1` (tests point it at a local fake).
+//! It must be `https://`, or plain `http://` to this machine only (a loopback address:
+//! `127.0.0.0/8`, `::1`, or `localhost`), since the token goes with every request; any other
+//! endpoint fails every operation before its first request ([`check_endpoint`]).
 //!
 //! # The token
 //!
@@ -42,6 +45,7 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -118,6 +122,38 @@ impl Settings {
     }
 }
 
+/// Whether the API may be reached at `endpoint`: over https, or over plain http to this machine
+/// only (a loopback address, or `localhost`), so that the token never travels in clear. The
+/// error names `KZ_HCLOUD_ENDPOINT`, where the endpoint comes from.
+pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    const VAR: &str = "KZ_HCLOUD_ENDPOINT";
+    let url = reqwest::Url::parse(endpoint.trim())
+        .map_err(|e| format!("hcloud: {VAR} is not a URL ({e}); expected https://HOST/PATH"))?;
+    let host = url.host_str().unwrap_or_default();
+    match url.scheme() {
+        "https" if !host.is_empty() => Ok(()),
+        "http" if is_loopback(host) => Ok(()),
+        "http" => Err(format!(
+            "hcloud: {VAR} uses plain http to {host}, which would send the API token in clear: \
+             use https (plain http is accepted only for 127.0.0.0/8, ::1 and localhost)"
+        )),
+        scheme => Err(format!(
+            "hcloud: {VAR} should be an https:// URL (plain http only to this machine), \
+             not {scheme}://{host}"
+        )),
+    }
+}
+
+/// A loopback address, or `localhost`, as a URL spells its host (an IPv6 address in brackets).
+fn is_loopback(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The `lb` provider.
 pub struct LbProvider {
     settings: Settings,
@@ -161,8 +197,12 @@ impl LbProvider {
             })
     }
 
-    /// A client for the project whose token `env` holds.
+    /// A client for the project whose token `env` holds; an error, before any request, when the
+    /// endpoint is not safe for the token or the token is unset.
     fn client(&self, env: &str) -> Result<Client, String> {
+        if let Some(e) = &self.settings.endpoint {
+            check_endpoint(e)?;
+        }
         let token = self.token(env)?;
         let http = self
             .http
@@ -203,8 +243,9 @@ impl LbProvider {
         let need_networks = found
             .iter()
             .any(|(_, lb)| lb.is_some_and(|lb| !lb.private_net.is_empty()));
+        // Server targets are shown by name wherever targets are observed.
         let need_servers = found.iter().any(|(i, lb)| {
-            i.attrs.contains_key("targets")
+            (i.attrs.contains_key("targets") || i.attrs.contains_key("target_label"))
                 && lb.is_some_and(|lb| lb.targets.iter().any(|t| t.server.is_some()))
         });
         let networks = if need_networks {
@@ -286,7 +327,7 @@ impl LbProvider {
         if later {
             let current = Current::from_api(&made.load_balancer, &HashMap::new(), &HashMap::new());
             let resolved = Resolved { network, servers };
-            let ops = plan(d, &current, &[], &resolved).map_err(fail)?;
+            let ops = plan(d, &current, &resolved).map_err(fail)?;
             for op in &ops {
                 actions::perform(c, current.id, op, self.settings.waiting)
                     .await
@@ -296,12 +337,10 @@ impl LbProvider {
         Ok(())
     }
 
-    async fn update_lb(
-        &self,
-        c: &Client,
-        d: &Desired,
-        changed: &[String],
-    ) -> Result<(), ProviderError> {
+    /// Brings the load balancer to `d`. Every declared attribute is compared with what the API
+    /// holds, so the plan's list of changed attributes is not needed; undeclared ones are left
+    /// alone (see [`diff`]).
+    async fn update_lb(&self, c: &Client, d: &Desired) -> Result<(), ProviderError> {
         let fail = |e: String| ProviderError::new("update", e);
         let lb = lookup::load_balancer(c, &d.name)
             .await
@@ -327,7 +366,7 @@ impl LbProvider {
             network,
             servers: ids,
         };
-        let ops = plan(d, &current, changed, &resolved).map_err(fail)?;
+        let ops = plan(d, &current, &resolved).map_err(fail)?;
         for op in &ops {
             actions::perform(c, current.id, op, self.settings.waiting)
                 .await
@@ -378,8 +417,8 @@ impl Provider for LbProvider {
     }
 
     async fn read(&self, insts: &[Instance]) -> Option<Vec<Result<Observation, String>>> {
-        let mut out: Vec<Result<Observation, String>> =
-            vec![Ok(Observation::default()); insts.len()];
+        // Every instance gets its own result; one left unfilled is an error, never "absent".
+        let mut out: Vec<Option<Result<Observation, String>>> = vec![None; insts.len()];
         // One client, one listing, per project; nearly always there is one.
         let mut projects: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (n, i) in insts.iter().enumerate() {
@@ -394,17 +433,29 @@ impl Provider for LbProvider {
             match result {
                 Ok(obs) => {
                     for (n, o) in members.into_iter().zip(obs) {
-                        out[n] = o;
+                        out[n] = Some(o);
                     }
                 }
                 Err(e) => {
                     for n in members {
-                        out[n] = Err(e.clone());
+                        out[n] = Some(Err(e.clone()));
                     }
                 }
             }
         }
-        Some(out)
+        Some(
+            out.into_iter()
+                .zip(insts)
+                .map(|(o, i)| {
+                    o.unwrap_or_else(|| {
+                        Err(format!(
+                            "hcloud: load balancer {} was not read",
+                            i.address.name
+                        ))
+                    })
+                })
+                .collect(),
+        )
     }
 
     async fn create(&self, inst: &Instance, _t: &dyn Transport) -> Result<(), ProviderError> {
@@ -417,13 +468,13 @@ impl Provider for LbProvider {
     async fn update(
         &self,
         inst: &Instance,
-        changed: &[String],
+        _changed: &[String],
         _t: &dyn Transport,
     ) -> Result<(), ProviderError> {
         let fail = |e: String| ProviderError::new("update", e);
         let c = self.client(token_env(inst)).map_err(fail)?;
         let d = Desired::from_instance(inst).map_err(fail)?;
-        self.update_lb(&c, &d, changed).await
+        self.update_lb(&c, &d).await
     }
 
     async fn delete(&self, inst: &Instance, _t: &dyn Transport) -> Result<(), ProviderError> {

@@ -176,6 +176,8 @@ pub struct Current {
     pub networks: Vec<AttachedNet>,
     pub server_targets: Vec<ServerTarget>,
     pub label_targets: Vec<LabelTarget>,
+    /// The addresses of IP targets (kz never declares one).
+    pub ip_targets: Vec<String>,
     /// Sorted by listen port.
     pub services: Vec<Service>,
     pub labels: BTreeMap<String, String>,
@@ -209,6 +211,7 @@ impl Current {
         use models::load_balancer_target::Type;
         let mut server_targets = Vec::new();
         let mut label_targets = Vec::new();
+        let mut ip_targets = Vec::new();
         for t in &lb.targets {
             let use_private_ip = t.use_private_ip.unwrap_or(false);
             match (t.r#type, &t.server, &t.label_selector) {
@@ -221,6 +224,7 @@ impl Current {
                     selector: l.selector.clone(),
                     use_private_ip,
                 }),
+                (Type::Ip, ..) => ip_targets.extend(t.ip.as_ref().map(|i| i.ip.clone())),
                 _ => {}
             }
         }
@@ -247,6 +251,7 @@ impl Current {
                 .collect(),
             server_targets,
             label_targets,
+            ip_targets,
             services,
             labels: lb
                 .labels
@@ -267,6 +272,43 @@ impl Current {
             .collect();
         names.sort();
         names
+    }
+
+    /// Every target, sorted: servers by name (after `server_prefix`), label selectors as
+    /// `label:SELECTOR`, IP targets as `ip:ADDRESS`.
+    fn target_lines(&self, server_prefix: &str) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .target_names()
+            .into_iter()
+            .map(|n| format!("{server_prefix}{n}"))
+            .chain(
+                self.label_targets
+                    .iter()
+                    .map(|l| format!("label:{}", l.selector)),
+            )
+            .chain(self.ip_targets.iter().map(|ip| format!("ip:{ip}")))
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    /// The targets as a declared `targets` list reads: server names, and every other target as
+    /// a line no server name can be (`label:role=web`, `ip:203.0.113.9`), so that it shows as an
+    /// extra line in a plan.
+    pub fn targets_seen(&self) -> Vec<String> {
+        self.target_lines("")
+    }
+
+    /// The targets as a declared `target_label` reads: the selector when it is the only target,
+    /// nothing when there is no target, else every target (`label:…`, `server:…`, `ip:…`,
+    /// joined), which no selector can equal, so that a plan shows the drift.
+    pub fn target_label_seen(&self) -> String {
+        let only_labels = self.server_targets.is_empty() && self.ip_targets.is_empty();
+        match (self.label_targets.as_slice(), only_labels) {
+            ([], true) => String::new(),
+            ([one], true) => one.selector.clone(),
+            _ => self.target_lines("server:").join(", "),
+        }
     }
 }
 
@@ -419,7 +461,8 @@ pub fn service_to_update(s: &Service) -> Result<models::UpdateLoadBalancerServic
 
 /// What the plan compares for one instance: its declared attributes as the API holds them.
 /// `network` is reported even when not declared (the first network attached, if any). A declared
-/// attribute always gets a value, so that a change made behind kz's back shows.
+/// attribute always gets a value, so that a change made behind kz's back shows; `targets` and
+/// `target_label` account for every target of the load balancer, so an extra one shows too.
 pub fn observe(inst: &Instance, c: &Current) -> Observation {
     let has = |k: &str| inst.attrs.contains_key(k);
     let mut attrs = BTreeMap::new();
@@ -465,11 +508,10 @@ pub fn observe(inst: &Instance, c: &Current) -> Observation {
         put("labels", Value::Map(c.labels.clone()));
     }
     if has("targets") {
-        put("targets", Value::List(c.target_names()));
+        put("targets", Value::List(c.targets_seen()));
     }
     if has("target_label") {
-        let sel = c.label_targets.first().map(|l| l.selector.clone());
-        put("target_label", Value::Text(sel.unwrap_or_default()));
+        put("target_label", Value::Text(c.target_label_seen()));
     }
     if has("use_private_ip") {
         let declared = inst

@@ -12,7 +12,7 @@ use super::spec::{
     AttachedNet, Current, Desired, LabelTarget, ServerTarget, Targets, observe, service_from_api,
     service_to_api,
 };
-use super::{LbProvider, Settings};
+use super::{LbProvider, Settings, check_endpoint};
 
 const WEB: &str = "tcp 80 -> 8080, health tcp:8080 every 15s timeout 10s retries 3";
 const TLS: &str = "tcp 443 -> 8443, proxyprotocol, health tcp:8443 every 15s timeout 10s retries 3";
@@ -73,6 +73,7 @@ fn current() -> Current {
         networks: Vec::new(),
         server_targets: Vec::new(),
         label_targets: Vec::new(),
+        ip_targets: Vec::new(),
         services: services(&[WEB, TLS]),
         labels: BTreeMap::new(),
         delete_protection: false,
@@ -221,7 +222,7 @@ fn a_declared_target_label_that_is_missing_shows_as_empty() {
 
 #[test]
 fn an_unchanged_load_balancer_needs_no_action() {
-    let ops = plan(&desired(&[]), &current(), &[], &Resolved::default()).expect("a plan");
+    let ops = plan(&desired(&[]), &current(), &Resolved::default()).expect("a plan");
     assert_eq!(ops, Vec::new());
 }
 
@@ -229,7 +230,7 @@ fn an_unchanged_load_balancer_needs_no_action() {
 fn services_are_diffed_by_listen_port() {
     let changed_tls = TLS.replace("retries 3", "retries 5");
     let d = desired(&[("services", list(&[&changed_tls, API]))]);
-    let ops = plan(&d, &current(), &[], &Resolved::default()).expect("a plan");
+    let ops = plan(&d, &current(), &Resolved::default()).expect("a plan");
     assert_eq!(
         ops,
         vec![
@@ -252,7 +253,7 @@ fn server_targets_are_diffed_by_name() {
         network: None,
         servers: servers(&[("web-1", 1), ("web-2", 2), ("web-3", 3)]),
     };
-    let ops = plan(&d, &c, &[], &r).expect("a plan");
+    let ops = plan(&d, &c, &r).expect("a plan");
     assert_eq!(
         ops,
         vec![
@@ -276,7 +277,7 @@ fn a_missing_server_is_named() {
         network: None,
         servers: servers(&[("web-1", 1)]),
     };
-    let e = plan(&d, &current(), &[], &r).expect_err("servers are missing");
+    let e = plan(&d, &current(), &r).expect_err("servers are missing");
     assert!(e.contains("web-8, web-9"), "{e}");
 }
 
@@ -292,7 +293,7 @@ fn a_change_of_use_private_ip_adds_the_targets_again() {
         network: None,
         servers: servers(&[("web-1", 1)]),
     };
-    let ops = plan(&d, &c, &[], &r).expect("a plan");
+    let ops = plan(&d, &c, &r).expect("a plan");
     assert_eq!(
         ops,
         vec![
@@ -321,7 +322,7 @@ fn a_label_target_is_swapped_and_server_targets_go() {
         use_private_ip: false,
     }];
     c.server_targets = vec![target(1, "web-1", false)];
-    let ops = plan(&d, &c, &[], &Resolved::default()).expect("a plan");
+    let ops = plan(&d, &c, &Resolved::default()).expect("a plan");
     assert_eq!(
         ops,
         vec![
@@ -359,7 +360,7 @@ fn moving_a_private_load_balancer_to_another_network_keeps_it_reachable() {
         network: Some(4),
         servers: servers(&[("web-1", 1)]),
     };
-    let ops = plan(&d, &c, &["network".into(), "ip".into()], &r).expect("a plan");
+    let ops = plan(&d, &c, &r).expect("a plan");
     let steps: Vec<&str> = ops.iter().map(Op::step).collect();
     assert_eq!(
         steps,
@@ -391,7 +392,7 @@ fn a_new_ip_in_the_same_network_attaches_again() {
         network: Some(3),
         servers: HashMap::new(),
     };
-    let ops = plan(&d, &c, &[], &r).expect("a plan");
+    let ops = plan(&d, &c, &r).expect("a plan");
     assert_eq!(
         ops,
         vec![
@@ -403,12 +404,12 @@ fn a_new_ip_in_the_same_network_attaches_again() {
         ]
     );
     let absent = Resolved::default();
-    let e = plan(&d, &c, &[], &absent).expect_err("no such network");
+    let e = plan(&d, &c, &absent).expect_err("no such network");
     assert_eq!(e, "no network named net in the project");
 }
 
 #[test]
-fn type_algorithm_and_labels_come_first() {
+fn type_algorithm_and_labels_come_after_the_public_interface_is_on() {
     let d = desired(&[
         ("type", text("lb21")),
         ("algorithm", text("least_connections")),
@@ -420,44 +421,183 @@ fn type_algorithm_and_labels_come_first() {
     ]);
     let mut c = current();
     c.public_interface = false;
-    let ops = plan(&d, &c, &[], &Resolved::default()).expect("a plan");
+    let ops = plan(&d, &c, &Resolved::default()).expect("a plan");
     assert_eq!(
         ops,
         vec![
+            Op::EnablePublicInterface,
             Op::ChangeType("lb21".into()),
             Op::ChangeAlgorithm("least_connections".into()),
             Op::SetLabels([("a".to_string(), "b".to_string())].into()),
-            Op::EnablePublicInterface,
         ]
     );
 }
 
 #[test]
-fn what_is_not_declared_is_left_alone_unless_it_was_before() {
+fn what_is_not_declared_is_left_alone() {
     let mut c = current();
     c.labels = [("x".to_string(), "y".to_string())].into();
     c.server_targets = vec![target(1, "web-1", false)];
+    c.label_targets = vec![label("role=x", false)];
+    c.ip_targets = vec!["203.0.113.9".into()];
     c.networks = vec![AttachedNet {
         id: 3,
         name: Some("net".into()),
         ip: None,
     }];
     let d = desired(&[]);
-    assert_eq!(
-        plan(&d, &c, &[], &Resolved::default()).expect("a plan"),
-        vec![]
-    );
-    let changed = ["labels".to_string(), "targets".into(), "network".into()];
-    let ops = plan(&d, &c, &changed, &Resolved::default()).expect("a plan");
+    assert_eq!(plan(&d, &c, &Resolved::default()).expect("a plan"), vec![]);
+}
+
+fn label(selector: &str, private: bool) -> LabelTarget {
+    LabelTarget {
+        selector: selector.into(),
+        use_private_ip: private,
+    }
+}
+
+#[test]
+fn a_smaller_type_comes_after_what_goes_and_before_what_comes() {
+    // lb21 with six services and two targets, to lb11 (at most five services): the type can
+    // change only once the sixth service is gone.
+    const SIX: [&str; 6] = [
+        "tcp 1001 -> 1001, health tcp:1001 every 15s timeout 10s retries 3",
+        "tcp 1002 -> 1002, health tcp:1002 every 15s timeout 10s retries 3",
+        "tcp 1003 -> 1003, health tcp:1003 every 15s timeout 10s retries 3",
+        "tcp 1004 -> 1004, health tcp:1004 every 15s timeout 10s retries 3",
+        "tcp 1005 -> 1005, health tcp:1005 every 15s timeout 10s retries 3",
+        "tcp 1006 -> 1006, health tcp:1006 every 15s timeout 10s retries 3",
+    ];
+    let changed_five = SIX[4].replace("retries 3", "retries 5");
+    let d = desired(&[
+        ("type", text("lb11")),
+        ("algorithm", text("least_connections")),
+        (
+            "services",
+            list(&[SIX[0], SIX[1], SIX[2], SIX[3], &changed_five]),
+        ),
+        ("targets", list(&["web-1", "web-3"])),
+        ("use_private_ip", Value::Bool(false)),
+    ]);
+    let mut c = current();
+    c.lb_type = "lb21".into();
+    c.services = services(&SIX);
+    c.server_targets = vec![target(1, "web-1", false), target(2, "web-2", false)];
+    let r = Resolved {
+        network: None,
+        servers: servers(&[("web-1", 1), ("web-2", 2), ("web-3", 3)]),
+    };
+    let ops = plan(&d, &c, &r).expect("a plan");
     assert_eq!(
         ops,
         vec![
-            Op::SetLabels(BTreeMap::new()),
+            Op::RemoveServerTarget {
+                id: 2,
+                name: "web-2".into()
+            },
+            Op::DeleteService(1006),
+            Op::ChangeType("lb11".into()),
+            Op::ChangeAlgorithm("least_connections".into()),
+            Op::AddServerTarget {
+                id: 3,
+                name: "web-3".into(),
+                use_private_ip: false
+            },
+            Op::UpdateService(changed_five.parse().expect("line")),
+        ]
+    );
+}
+
+#[test]
+fn a_larger_type_comes_before_what_is_added() {
+    let d = desired(&[("type", text("lb21")), ("services", list(&[WEB, TLS, API]))]);
+    let ops = plan(&d, &current(), &Resolved::default()).expect("a plan");
+    assert_eq!(
+        ops,
+        vec![
+            Op::ChangeType("lb21".into()),
+            Op::AddService(API.parse().expect("line")),
+        ]
+    );
+}
+
+#[test]
+fn every_target_shows_in_declared_targets() {
+    let inst = instance(&[
+        ("targets", list(&["web-1"])),
+        ("use_private_ip", Value::Bool(false)),
+    ]);
+    let mut c = current();
+    c.server_targets = vec![target(1, "web-1", false)];
+    c.label_targets = vec![label("role=evil", false)];
+    c.ip_targets = vec!["203.0.113.9".into()];
+    let obs = observe(&inst, &c);
+    assert_eq!(
+        obs.attrs.get("targets"),
+        Some(&list(&["ip:203.0.113.9", "label:role=evil", "web-1"]))
+    );
+}
+
+#[test]
+fn a_declared_target_label_reads_as_itself_only_when_it_is_the_only_target() {
+    let inst = instance(&[
+        ("target_label", text("role=web")),
+        ("use_private_ip", Value::Bool(false)),
+    ]);
+    let seen = |c: &Current| observe(&inst, c).attrs.get("target_label").cloned();
+    let mut c = current();
+    c.label_targets = vec![label("role=web", false)];
+    assert_eq!(seen(&c), Some(text("role=web")));
+    c.label_targets.push(label("role=evil", false));
+    assert_eq!(seen(&c), Some(text("label:role=evil, label:role=web")));
+    c.label_targets.truncate(1);
+    c.server_targets = vec![target(1, "web-1", false)];
+    c.ip_targets = vec!["203.0.113.9".into()];
+    assert_eq!(
+        seen(&c),
+        Some(text("ip:203.0.113.9, label:role=web, server:web-1"))
+    );
+    // Another target alone is no selector either.
+    let mut c = current();
+    c.server_targets = vec![target(1, "web-1", false)];
+    assert_eq!(seen(&c), Some(text("server:web-1")));
+}
+
+#[test]
+fn declared_targets_remove_every_other_target() {
+    let mut c = current();
+    c.server_targets = vec![target(1, "web-1", false)];
+    c.label_targets = vec![label("role=evil", false)];
+    c.ip_targets = vec!["203.0.113.9".into()];
+    let servers_only = desired(&[
+        ("targets", list(&["web-1"])),
+        ("use_private_ip", Value::Bool(false)),
+    ]);
+    let r = Resolved {
+        network: None,
+        servers: servers(&[("web-1", 1)]),
+    };
+    assert_eq!(
+        plan(&servers_only, &c, &r).expect("a plan"),
+        vec![
+            Op::RemoveLabelTarget("role=evil".into()),
+            Op::RemoveIpTarget("203.0.113.9".into()),
+        ]
+    );
+    c.label_targets.push(label("role=web", false));
+    let label_only = desired(&[
+        ("target_label", text("role=web")),
+        ("use_private_ip", Value::Bool(false)),
+    ]);
+    assert_eq!(
+        plan(&label_only, &c, &Resolved::default()).expect("a plan"),
+        vec![
             Op::RemoveServerTarget {
                 id: 1,
                 name: "web-1".into()
             },
-            Op::DetachFromNetwork { id: 3 },
+            Op::RemoveLabelTarget("role=evil".into()),
+            Op::RemoveIpTarget("203.0.113.9".into()),
         ]
     );
 }
@@ -497,6 +637,12 @@ fn a_load_balancer_from_the_api_reads_in_kz_terms() {
     }];
     lb.targets = vec![
         models::LoadBalancerTarget {
+            ip: Some(Box::new(models::LoadBalancerTargetIp::new(
+                "203.0.113.9".into(),
+            ))),
+            ..models::LoadBalancerTarget::new(models::load_balancer_target::Type::Ip)
+        },
+        models::LoadBalancerTarget {
             server: Some(Box::new(models::ResourceId { id: 5 })),
             use_private_ip: Some(true),
             ..models::LoadBalancerTarget::new(models::load_balancer_target::Type::Server)
@@ -515,6 +661,11 @@ fn a_load_balancer_from_the_api_reads_in_kz_terms() {
     assert_eq!(c.algorithm, "round_robin");
     assert_eq!(c.networks[0].name.as_deref(), Some("private"));
     assert_eq!(c.target_names(), vec!["#6".to_string(), "web-b".into()]);
+    assert_eq!(c.ip_targets, vec!["203.0.113.9".to_string()]);
+    assert_eq!(
+        c.targets_seen(),
+        vec!["#6".to_string(), "ip:203.0.113.9".into(), "web-b".into()]
+    );
     assert!(c.server_targets[0].use_private_ip);
     assert!(c.delete_protection);
 }
@@ -554,4 +705,58 @@ fn settings_never_show_a_token() {
     let shown = format!("{:?}", LbProvider::new(s));
     assert!(shown.contains("HCLOUD_TOKEN"));
     assert!(!shown.contains("s3cr3t"));
+}
+
+#[test]
+fn plain_http_is_accepted_only_to_this_machine() {
+    for ok in [
+        "https://api.hetzner.cloud/v1",
+        "https://10.1.2.3:8443/v1",
+        "http://127.0.0.1:8080/v1",
+        "http://127.9.9.9/v1",
+        "http://localhost:3000/v1",
+        "http://LOCALHOST/v1",
+        "http://[::1]:8080/v1",
+    ] {
+        assert_eq!(check_endpoint(ok), Ok(()), "{ok}");
+    }
+    for bad in [
+        "http://api.hetzner.cloud/v1",
+        "http://10.0.0.1/v1",
+        "http://[::2]/v1",
+        "http://localhost.example.com/v1",
+        "http://127.0.0.1.example.com/v1",
+        "http://127.0.0.1@example.com/v1",
+        "ftp://127.0.0.1/v1",
+        "api.hetzner.cloud/v1",
+    ] {
+        let e = check_endpoint(bad).expect_err(bad);
+        assert!(e.contains("KZ_HCLOUD_ENDPOINT"), "{bad}: {e}");
+    }
+    let e = check_endpoint("http://api.example.com/v1").expect_err("clear text");
+    assert!(e.contains("api.example.com") && e.contains("https"), "{e}");
+}
+
+#[tokio::test]
+async fn an_endpoint_in_clear_text_fails_every_operation_before_any_request() {
+    use kz_engine::provider::Provider;
+    let p = LbProvider::new(Settings {
+        endpoint: Some("http://api.example.com/v1".into()),
+        vars: [("HCLOUD_TOKEN".to_string(), "s3cr3t".to_string())].into(),
+        ..Settings::default()
+    });
+    let insts = [instance(&[]), {
+        let mut i = instance(&[]);
+        i.address.name = "lb-other".into();
+        i
+    }];
+    let got = p.read(&insts).await.expect("an API read");
+    assert_eq!(got.len(), 2);
+    for r in &got {
+        let e = r.clone().expect_err("refused");
+        assert!(e.contains("KZ_HCLOUD_ENDPOINT"), "{e}");
+        assert!(!e.contains("s3cr3t"), "{e}");
+    }
+    let e = p.delete_lb(&insts[0]).await.expect_err("refused");
+    assert!(e.message.contains("KZ_HCLOUD_ENDPOINT"), "{}", e.message);
 }

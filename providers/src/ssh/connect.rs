@@ -99,16 +99,32 @@ pub fn handshake_error(
 ) -> TransportError {
     let recorded = problem.lock().ok().and_then(|mut p| p.take());
     let pattern = known_hosts::host_pattern(address, port);
+    // A lab's keys are recorded by `kz lab up`; `kz trust` would reach the real host instead.
+    let in_lab = known.ends_with(".kz/lab/known_hosts");
     match recorded {
         Some(KeyProblem::Unknown { key }) => TransportError::HostKey(format!(
-            "host key unknown: {pattern} presents {} key {}, which {} does not list; check it, then run `kz trust STACK_DIR {host}` (or set accept_new_host_keys = true)",
+            "host key unknown: {pattern} presents {} key {}, which {} does not list; {}",
             key.algorithm().as_str(),
             known_hosts::fingerprint(&key),
-            known.display()
+            known.display(),
+            if in_lab {
+                "run `kz lab up STACK_DIR` again to record the lab's keys".to_string()
+            } else {
+                format!(
+                    "check it, then run `kz trust STACK_DIR {host}` (or set accept_new_host_keys = true)"
+                )
+            }
         )),
         Some(KeyProblem::Changed { line }) => TransportError::HostKey(format!(
-            "host key changed ({}:{line}): {pattern} presents a different key than the one recorded there; this may be an attack. If the change is expected, delete that line and run `kz trust STACK_DIR {host}`",
-            known.display()
+            "host key changed ({}:{line}): {pattern} presents a different key than the one recorded there; {}",
+            known.display(),
+            if in_lab {
+                "the lab host was made again outside kz: run `kz lab down STACK_DIR`, then `kz lab up STACK_DIR`".to_string()
+            } else {
+                format!(
+                    "this may be an attack. If the change is expected, delete that line and run `kz trust STACK_DIR {host}`"
+                )
+            }
         )),
         Some(KeyProblem::Unreadable(msg)) => {
             TransportError::HostKey(format!("host key check failed: {msg}"))
