@@ -211,22 +211,32 @@ fn customize(root: &Path) -> Result<(), String> {
 
 /// Runs a build tool under a deadline; an error carries the end of its output.
 async fn run_tool(program: &str, args: &[&str], timeout: Duration) -> Result<(), String> {
-    let out = tokio::time::timeout(
-        timeout,
-        tokio::process::Command::new(program)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .map_err(|_| {
-        format!(
-            "{program} took longer than {}",
-            kz_engine::units::format_duration(timeout)
-        )
-    })?
-    .map_err(|e| format!("cannot run {program}: {e}"))?;
+    // In a process group of its own, so that a deadline ends what it started too (debootstrap
+    // runs dpkg and maintainer scripts in the chroot).
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let pid = child.id();
+    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(out) => out.map_err(|e| format!("cannot run {program}: {e}"))?,
+        Err(_) => {
+            if let Some(pid) = pid {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .status();
+            }
+            return Err(format!(
+                "{program} took longer than {}",
+                kz_engine::units::format_duration(timeout)
+            ));
+        }
+    };
     if out.status.success() {
         return Ok(());
     }
@@ -245,12 +255,31 @@ struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        if self.0.is_dir() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        } else {
+        if !self.0.is_dir() {
             let _ = std::fs::remove_file(&self.0);
+            return;
+        }
+        // An interrupted debootstrap can leave /proc, /sys or /dev/pts mounted in the chroot:
+        // unmount them first, and delete nothing while anything is still mounted there.
+        for m in mounts_under(&self.0).iter().rev() {
+            let _ = std::process::Command::new("umount").args(["-l", m]).status();
+        }
+        if mounts_under(&self.0).is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
+}
+
+/// The mount points at or under `dir`, from /proc/self/mounts.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|m| *m == prefix || m.starts_with(&format!("{prefix}/")))
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]
