@@ -44,16 +44,7 @@ pub async fn up(
 
     let network = network_name(&stack.name);
     let owner = lab_owner(&stack.dir);
-    if podman.succeeds(&["network", "exists", &network]).await {
-        let theirs = podman
-            .run(&[
-                "network",
-                "inspect",
-                "--format",
-                &label_format(DIR_LABEL),
-                &network,
-            ])
-            .await?;
+    if let Some(theirs) = network_owner(podman, &network).await? {
         check_owner(&format!("network {network}"), &theirs, &owner)?;
     } else {
         let stack_label = format!("{STACK_LABEL}={}", stack.name);
@@ -352,20 +343,11 @@ pub async fn down(podman: &Podman, stack: &str, dir: &Path) -> Result<(usize, bo
         podman.run(&args).await?;
     }
     let network = network_name(stack);
-    if podman.succeeds(&["network", "exists", &network]).await {
-        let theirs = podman
-            .run(&[
-                "network",
-                "inspect",
-                "--format",
-                &label_format(DIR_LABEL),
-                &network,
-            ])
-            .await?;
-        if check_owner(&format!("network {network}"), &theirs, &owner).is_ok() {
-            podman.run(&["network", "rm", "-f", &network]).await?;
-            return Ok((names.len(), true));
-        }
+    if let Some(theirs) = network_owner(podman, &network).await?
+        && check_owner(&format!("network {network}"), &theirs, &owner).is_ok()
+    {
+        podman.run(&["network", "rm", "-f", &network]).await?;
+        return Ok((names.len(), true));
     }
     Ok((names.len(), false))
 }
@@ -380,6 +362,18 @@ pub fn lab_owner(dir: &Path) -> String {
         .unwrap_or_else(|_| dir.to_path_buf())
         .display()
         .to_string()
+}
+
+/// The stack directory a lab network belongs to, or `None` when there is no such network.
+async fn network_owner(podman: &Podman, network: &str) -> Result<Option<String>, String> {
+    if !podman.succeeds(&["network", "exists", network]).await {
+        return Ok(None);
+    }
+    let format = label_format(DIR_LABEL);
+    podman
+        .run(&["network", "inspect", "--format", &format, network])
+        .await
+        .map(Some)
 }
 
 /// A podman `--format` template printing one label's value.

@@ -262,7 +262,9 @@ impl Drop for RemoveOnDrop {
         // An interrupted debootstrap can leave /proc, /sys or /dev/pts mounted in the chroot:
         // unmount them first, and delete nothing while anything is still mounted there.
         for m in mounts_under(&self.0).iter().rev() {
-            let _ = std::process::Command::new("umount").args(["-l", m]).status();
+            let _ = std::process::Command::new("umount")
+                .args(["-l", m])
+                .status();
         }
         if mounts_under(&self.0).is_empty() {
             let _ = std::fs::remove_dir_all(&self.0);

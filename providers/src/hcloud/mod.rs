@@ -328,11 +328,7 @@ impl LbProvider {
             let current = Current::from_api(&made.load_balancer, &HashMap::new(), &HashMap::new());
             let resolved = Resolved { network, servers };
             let ops = plan(d, &current, &resolved).map_err(fail)?;
-            for op in &ops {
-                actions::perform(c, current.id, op, self.settings.waiting)
-                    .await
-                    .map_err(|e| ProviderError::new(op.step(), e))?;
-            }
+            self.perform_all(c, current.id, &ops).await?;
         }
         Ok(())
     }
@@ -367,8 +363,19 @@ impl LbProvider {
             servers: ids,
         };
         let ops = plan(d, &current, &resolved).map_err(fail)?;
-        for op in &ops {
-            actions::perform(c, current.id, op, self.settings.waiting)
+        self.perform_all(c, current.id, &ops).await
+    }
+
+    /// Runs the actions in order, each waited for; the first failure stops the rest and is
+    /// reported under the action's name.
+    async fn perform_all(
+        &self,
+        c: &Client,
+        id: i64,
+        ops: &[diff::Op],
+    ) -> Result<(), ProviderError> {
+        for op in ops {
+            actions::perform(c, id, op, self.settings.waiting)
                 .await
                 .map_err(|e| ProviderError::new(op.step(), e))?;
         }
