@@ -189,7 +189,7 @@ fn validate(shell: &Shell, dir: &Path) -> i32 {
 }
 
 /// `1 host`, `2 hosts`.
-fn count(n: usize, noun: &str) -> String {
+pub(crate) fn count(n: usize, noun: &str) -> String {
     if n == 1 {
         format!("{n} {noun}")
     } else {

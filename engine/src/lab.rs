@@ -179,68 +179,72 @@ fn uses_missing_host(v: &Value) -> Option<String> {
     }
 }
 
+/// An IPv4 range such as `10.89.3.0/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: Ipv4Addr,
+    bits: u32,
+}
+
+impl Cidr {
+    pub fn parse(cidr: &str) -> Option<Cidr> {
+        let (net, bits) = cidr.split_once('/')?;
+        let (net, bits) = (net.parse().ok()?, bits.parse().ok()?);
+        (bits <= 32).then_some(Cidr { net, bits })
+    }
+
+    fn mask(self) -> u32 {
+        if self.bits == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.bits)
+        }
+    }
+
+    pub fn contains(self, addr: Ipv4Addr) -> bool {
+        u32::from(addr) & self.mask() == u32::from(self.net) & self.mask()
+    }
+
+    /// How many addresses it holds.
+    pub fn size(self) -> u64 {
+        1u64 << (32 - self.bits)
+    }
+
+    /// The address `offset` places after the start of the range.
+    pub fn nth(self, offset: u64) -> Option<Ipv4Addr> {
+        let offset = u32::try_from(offset).ok()?;
+        (u64::from(offset) < self.size())
+            .then(|| Ipv4Addr::from((u32::from(self.net) & self.mask()) + offset))
+    }
+}
+
 /// Whether `cidr` can be a lab network: a private IPv4 range (RFC 1918) no wider than a /16, so a
 /// hand-edited `lab.json` cannot widen the lab to the world.
 fn lab_subnet_ok(cidr: &str) -> bool {
-    let Some((_, bits)) = cidr.split_once('/') else {
+    let Some(c) = Cidr::parse(cidr) else {
         return false;
     };
-    bits.parse::<u32>().is_ok_and(|b| (16..=30).contains(&b))
+    (16..=30).contains(&c.bits)
         && ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
             .iter()
-            .any(|private| {
-                cidr.split_once('/')
-                    .is_some_and(|(net, _)| contains_cidr(net, private))
-            })
+            .filter_map(|p| Cidr::parse(p))
+            .any(|private| private.contains(c.net))
 }
 
 /// Whether an IPv4 `address` is a host of `cidr` (`10.89.3.0/24`): inside it, and neither its
 /// network address, its gateway (the first host, the machine itself) nor its broadcast address.
 pub fn in_subnet(address: &str, cidr: &str) -> bool {
-    let Some((net, bits)) = cidr.split_once('/') else {
+    let (Ok(addr), Some(c)) = (address.parse::<Ipv4Addr>(), Cidr::parse(cidr)) else {
         return false;
     };
-    let (Ok(addr), Ok(net), Ok(bits)) = (
-        address.parse::<Ipv4Addr>(),
-        net.parse::<Ipv4Addr>(),
-        bits.parse::<u32>(),
-    ) else {
-        return false;
-    };
-    if !contains(addr, net, bits) {
+    if !c.contains(addr) {
         return false;
     }
-    if bits >= 31 {
+    if c.bits >= 31 {
         return true;
     }
-    let host = u32::from(addr) & !(u32::MAX << (32 - bits));
-    host > 1 && host != !(u32::MAX << (32 - bits))
-}
-
-fn contains_cidr(address: &str, cidr: &str) -> bool {
-    let Some((net, bits)) = cidr.split_once('/') else {
-        return false;
-    };
-    match (
-        address.parse::<Ipv4Addr>(),
-        net.parse::<Ipv4Addr>(),
-        bits.parse::<u32>(),
-    ) {
-        (Ok(a), Ok(n), Ok(b)) => contains(a, n, b),
-        _ => false,
-    }
-}
-
-fn contains(addr: Ipv4Addr, net: Ipv4Addr, bits: u32) -> bool {
-    if bits > 32 {
-        return false;
-    }
-    let mask = if bits == 0 {
-        0
-    } else {
-        u32::MAX << (32 - bits)
-    };
-    u32::from(addr) & mask == u32::from(net) & mask
+    let host = u32::from(addr) & !c.mask();
+    host > 1 && host != !c.mask()
 }
 
 #[cfg(test)]
@@ -258,6 +262,10 @@ mod tests {
         assert!(!lab_subnet_ok("0.0.0.0/0"));
         assert!(!lab_subnet_ok("10.0.0.0/8"));
         assert!(!lab_subnet_ok("91.98.128.0/24"));
+        let c = Cidr::parse("10.89.3.0/24").expect("a valid range");
+        assert_eq!(c.size(), 256);
+        assert_eq!(c.nth(10), Some(Ipv4Addr::new(10, 89, 3, 10)));
+        assert_eq!(c.nth(256), None);
         assert!(!in_subnet("10.0.0.10", "10.89.3.0/24"));
         assert!(!in_subnet("91.98.128.153", "10.89.3.0/24"));
         assert!(!in_subnet("lab-host", "10.89.3.0/24"));

@@ -692,16 +692,14 @@ async fn read_hosts(
                 }
             };
             for ((i, inst), result) in indices.iter().zip(&insts).zip(results) {
-                match result {
-                    Ok(o) => {
-                        observations.insert(*i, o);
-                    }
-                    Err(message) => errors.push(PlanError {
-                        host: host_name.clone(),
-                        address: Some(inst.address.to_string()),
-                        message: format!("{label}: read {}: {message}", inst.address),
-                    }),
-                }
+                record_read(
+                    &mut observations,
+                    errors,
+                    (&host_name, &label),
+                    *i,
+                    inst,
+                    result,
+                );
             }
         }
     }
@@ -722,20 +720,33 @@ async fn read_hosts(
             let result = results
                 .next()
                 .unwrap_or_else(|| Err("the provider's read gave no answer".to_string()));
-            match result {
-                Ok(o) => {
-                    observations.insert(*i, o);
-                }
-                Err(message) => errors.push(PlanError {
-                    host: host.clone(),
-                    address: Some(inst.address.to_string()),
-                    message: format!("{host}: read {}: {message}", inst.address),
-                }),
-            }
+            record_read(&mut observations, errors, (&host, &host), *i, inst, result);
         }
     }
     errors.sort_by(|a, b| (&a.host, &a.address).cmp(&(&b.host, &b.address)));
     observations
+}
+
+/// Keeps what was read of instance `i`, or the error that names it. `host` is `(name, label)`:
+/// the host's name, and how messages show it (`redis-01 (10.0.0.123)`).
+fn record_read(
+    observations: &mut HashMap<usize, Observation>,
+    errors: &mut Vec<PlanError>,
+    (name, label): (&str, &str),
+    i: usize,
+    inst: &Instance,
+    result: Result<Observation, String>,
+) {
+    match result {
+        Ok(o) => {
+            observations.insert(i, o);
+        }
+        Err(message) => errors.push(PlanError {
+            host: name.to_string(),
+            address: Some(inst.address.to_string()),
+            message: format!("{label}: read {}: {message}", inst.address),
+        }),
+    }
 }
 
 /// Joins probes into one script; each section is framed by markers carrying a random nonce, so no

@@ -2,11 +2,10 @@
 //! records them.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kz_engine::lab::{LabHost, LabOverlay, lab_dir};
+use kz_engine::lab::{Cidr, LabHost, LabOverlay, lab_dir};
 use kz_engine::model::Stack;
 
 use super::podman::Podman;
@@ -32,9 +31,10 @@ pub async fn up(
     if !key.exists() {
         let k = key.display().to_string();
         let comment = format!("kz-lab-{}", stack.name);
-        run_quiet(
+        super::run_tool(
             "ssh-keygen",
             &["-q", "-t", "ed25519", "-N", "", "-C", &comment, "-f", &k],
+            Duration::from_secs(30),
         )
         .await?;
     }
@@ -129,9 +129,8 @@ pub async fn up(
         });
     }
     shell.errln(&format!(
-        "lab: starting {} host{} on {network} ({subnet})",
-        selected.len(),
-        if selected.len() == 1 { "" } else { "s" }
+        "lab: starting {} on {network} ({subnet})",
+        crate::commands::count(selected.len(), "host")
     ));
     let mut keys = BTreeMap::new();
     let mut failures = Vec::new();
@@ -303,14 +302,11 @@ pub async fn wait_for_ssh(address: &str) -> Result<(), String> {
 
 /// The first address of `subnet` from .10 on that no lab host has.
 fn free_address(subnet: &str, overlay: &LabOverlay) -> Result<String, String> {
-    let (net, bits) = subnet
-        .split_once('/')
-        .and_then(|(n, b)| Some((n.parse::<Ipv4Addr>().ok()?, b.parse::<u32>().ok()?)))
-        .ok_or_else(|| format!("cannot read subnet {subnet}"))?;
-    let size = 1u64 << (32 - bits.min(32));
-    let base = u32::from(net);
-    for offset in 10..size.saturating_sub(1) {
-        let candidate = Ipv4Addr::from(base + offset as u32).to_string();
+    let cidr = Cidr::parse(subnet).ok_or_else(|| format!("cannot read subnet {subnet}"))?;
+    for offset in 10..cidr.size().saturating_sub(1) {
+        let Some(candidate) = cidr.nth(offset).map(|a| a.to_string()) else {
+            break;
+        };
         if !overlay.hosts.values().any(|h| h.address == candidate) {
             return Ok(candidate);
         }
@@ -453,26 +449,4 @@ fn create_private_dir(dir: &Path) -> Result<(), String> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))
-}
-
-async fn run_quiet(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new(program)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .map_err(|_| format!("{program} did not finish within 30s"))?
-    .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }

@@ -131,7 +131,7 @@ pub async fn build(podman: &Podman, progress: &dyn Fn(&str)) -> Result<(), Strin
     ));
     let include = format!("--include={}", PACKAGES.join(","));
     let root_s = root.display().to_string();
-    run_tool(
+    super::run_tool(
         "debootstrap",
         &["--variant=minbase", &include, "bookworm", &root_s, &mirror],
         Duration::from_secs(900),
@@ -142,7 +142,7 @@ pub async fn build(podman: &Podman, progress: &dyn Fn(&str)) -> Result<(), Strin
     let tar = cache_dir().join(format!("build-{}.tar", std::process::id()));
     let _tar_cleanup = RemoveOnDrop(tar.clone());
     let tar_s = tar.display().to_string();
-    run_tool(
+    super::run_tool(
         "tar",
         &["-C", &root_s, "-cf", &tar_s, "."],
         Duration::from_secs(300),
@@ -207,47 +207,6 @@ fn customize(root: &Path) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Runs a build tool under a deadline; an error carries the end of its output.
-async fn run_tool(program: &str, args: &[&str], timeout: Duration) -> Result<(), String> {
-    // In a process group of its own, so that a deadline ends what it started too (debootstrap
-    // runs dpkg and maintainer scripts in the chroot).
-    let child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    let pid = child.id();
-    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(out) => out.map_err(|e| format!("cannot run {program}: {e}"))?,
-        Err(_) => {
-            if let Some(pid) = pid {
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{pid}")])
-                    .status();
-            }
-            return Err(format!(
-                "{program} took longer than {}",
-                kz_engine::units::format_duration(timeout)
-            ));
-        }
-    };
-    if out.status.success() {
-        return Ok(());
-    }
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = text.trim_end().lines().collect();
-    Err(format!(
-        "{program} failed ({}):\n{}",
-        out.status,
-        lines[lines.len().saturating_sub(15)..].join("\n")
-    ))
 }
 
 /// Removes a scratch path when the build ends, however it ends.

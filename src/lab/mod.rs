@@ -7,6 +7,7 @@ pub mod image;
 pub mod podman;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use kz_engine::lab::{LabOverlay, lab_dir};
 use kz_engine::model::{Stack, TransportKind};
@@ -213,8 +214,8 @@ async fn down(shell: &Shell, dir: &Path) -> Result<(), String> {
             .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
     }
     shell.outln(&format!(
-        "Removed the lab of stack `{name}`: {removed} host{}, {}and {}.",
-        if removed == 1 { "" } else { "s" },
+        "Removed the lab of stack `{name}`: {}, {}and {}.",
+        crate::commands::count(removed, "host"),
         if network {
             format!("network {}, ", network_name(&name))
         } else {
@@ -345,7 +346,7 @@ async fn load_image(
                 .run_with(
                     &["save", "-o", &s, image::IMAGE],
                     None,
-                    std::time::Duration::from_secs(600),
+                    Duration::from_secs(600),
                 )
                 .await?;
             saved.clone()
@@ -377,4 +378,50 @@ async fn load_image(
         let _ = std::fs::remove_file(&tar);
     }
     Ok(())
+}
+
+/// Runs a tool (debootstrap, tar, ssh-keygen) under a deadline; an error carries the end of its
+/// output.
+pub(crate) async fn run_tool(
+    program: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<(), String> {
+    // In a process group of its own, so that a deadline ends what it started too (debootstrap
+    // runs dpkg and maintainer scripts in the chroot).
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let pid = child.id();
+    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(out) => out.map_err(|e| format!("cannot run {program}: {e}"))?,
+        Err(_) => {
+            if let Some(pid) = pid {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .status();
+            }
+            return Err(format!(
+                "{program} took longer than {}",
+                kz_engine::units::format_duration(timeout)
+            ));
+        }
+    };
+    if out.status.success() {
+        return Ok(());
+    }
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    Err(format!(
+        "{program} failed ({}):\n{}",
+        out.status,
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    ))
 }
