@@ -6,15 +6,16 @@ use std::time::Duration;
 use clap::CommandFactory;
 use tokio::sync::{mpsc, watch};
 
+use kz_engine::apply::Interrupt;
 use kz_engine::apply::{ApplyOptions, apply};
 use kz_engine::lab::LabOverlay;
 use kz_engine::load::load_stack;
-use kz_engine::model::{Stack, TransportKind};
+use kz_engine::model::Stack;
 use kz_engine::ops::{
     BackendSink, Workspace, check_saved_plan, destroy_plan, error_chain, plan_stack_dir,
     read_plan_file, write_plan_file,
 };
-use kz_engine::plan::{Env, Plan, PlanOptions, plan};
+use kz_engine::plan::{Plan, PlanOptions, Runtime, plan};
 use kz_engine::render::{render_plan, render_report};
 use kz_state::{HeldLock, State, StateError};
 
@@ -56,8 +57,8 @@ pub async fn run(cli: Cli, shell: Shell) -> i32 {
 
 /// Providers and transports for one run: the transports are cached, so the plan and the apply of
 /// one command share each host's connection.
-fn env(ws: &Workspace) -> Env {
-    Env {
+fn runtime(ws: &Workspace) -> Runtime {
+    Runtime {
         providers: kz_providers::providers(),
         transports: std::sync::Arc::new(kz_providers::Transports::new(ws.stack.hosts.clone())),
     }
@@ -70,23 +71,39 @@ pub(crate) fn load(shell: &Shell, dir: &Path) -> Option<Stack> {
 
 /// Loads a stack, as its lab sees it when `lab` is given.
 fn load_with(shell: &Shell, dir: &Path, lab: Option<&LabOverlay>) -> Option<Stack> {
+    let providers = kz_providers::providers();
     let loaded = match lab {
-        Some(l) => kz_engine::load::load_stack_in_lab(dir, l),
-        None => load_stack(dir),
+        Some(l) => kz_engine::load::load_stack_in_lab(dir, &providers, l),
+        None => load_stack(dir, &providers),
     };
     match loaded {
         Ok(stack) => {
-            let short = kz_engine::ops::short_secrets(&stack);
+            let short = stack.secrets.too_short();
             if !short.is_empty() {
                 shell.error(&format!(
                     "{} must hold at least {} characters: a shorter secret cannot be masked reliably in kz's output",
                     short.join(", "),
-                    kz_engine::ops::MIN_SECRET_LEN
+                    kz_engine::secrets::MIN_SECRET_LEN
                 ));
                 return None;
             }
-            let mut secrets = kz_engine::ops::secret_values(&stack);
-            secrets.extend(kz_engine::ops::api_token_values(&stack));
+            let mut secrets = stack.secrets.values();
+            // API tokens the providers read are masked too: a command that prints its
+            // environment must not show them.
+            for p in providers.all() {
+                let insts: Vec<&kz_engine::model::Instance> = stack
+                    .instances
+                    .iter()
+                    .filter(|i| i.kind() == p.kind())
+                    .collect();
+                if !insts.is_empty() {
+                    secrets.extend(
+                        p.secret_values(&insts)
+                            .into_iter()
+                            .filter(|v| v.len() >= kz_engine::secrets::MIN_SECRET_LEN),
+                    );
+                }
+            }
             shell.set_secrets(secrets);
             Some(stack)
         }
@@ -119,17 +136,9 @@ fn open_in(shell: &Shell, dir: &Path, lab: bool) -> Option<Workspace> {
         match left_out {
             Ok(l) if l.hosts.is_empty() => {}
             Ok(l) => shell.warn(&format!(
-                "lab: left out {} on {}, which the lab has no host for{}",
+                "lab: left out {} on {}, which the lab has no host for",
                 count(l.instances, "resource instance"),
                 l.hosts.join(", "),
-                if l.hosts
-                    .iter()
-                    .any(|h| h == kz_engine::load::lb::HCLOUD_HOST)
-                {
-                    " (hcloud: the lab has no Hetzner Cloud)"
-                } else {
-                    ""
-                }
             )),
             Err(e) => {
                 shell.error(&e);
@@ -137,8 +146,8 @@ fn open_in(shell: &Shell, dir: &Path, lab: bool) -> Option<Workspace> {
             }
         }
     }
-    match Workspace::new(stack) {
-        Ok(ws) => Some(ws),
+    match crate::backend::open_backend(&stack, &stack.state.backend) {
+        Ok(backend) => Some(Workspace::new(stack, backend)),
         Err(e) => {
             shell.error(&e);
             None
@@ -172,12 +181,7 @@ fn validate(shell: &Shell, dir: &Path) -> i32 {
     let Some(s) = load(shell, dir) else {
         return FAILED;
     };
-    // The API pseudo-host (`hcloud`) is no machine of the inventory.
-    let hosts = s
-        .hosts
-        .values()
-        .filter(|h| h.transport != TransportKind::Api)
-        .count();
+    let hosts = s.hosts.len();
     shell.outln(&format!(
         "Stack `{}` is valid: {}, {}, {}.",
         s.name,
@@ -212,7 +216,10 @@ async fn plan_cmd(shell: &Shell, args: PlanArgs) -> i32 {
         return FAILED;
     }
     let state = match ws.backend.read().await {
-        Ok(s) => s,
+        Ok(s) => s.map(|mut s| {
+            kz_engine::record::rekey_hostless(&mut s, &ws.stack);
+            s
+        }),
         Err(e) => return state_error(shell, &e),
     };
     let opts = PlanOptions {
@@ -221,7 +228,7 @@ async fn plan_cmd(shell: &Shell, args: PlanArgs) -> i32 {
         replace: args.replace,
         parallelism: parallelism(&ws, args.parallelism),
     };
-    let mut p = match plan(&ws.stack, state.as_ref(), &opts, &env(&ws)).await {
+    let mut p = match plan(&ws.stack, state.as_ref(), &opts, &runtime(&ws)).await {
         Ok(p) => p,
         Err(e) => {
             shell.error(&e.to_string());
@@ -329,7 +336,7 @@ async fn apply_cmd(shell: &Shell, args: ApplyArgs, command_line: &str) -> i32 {
         replace: args.replace.clone(),
         parallelism: par,
     };
-    let run_env = env(&ws);
+    let run_env = runtime(&ws);
     let p = match plan(&ws.stack, exists.then_some(&state), &opts, &run_env).await {
         Ok(p) => p,
         Err(e) => {
@@ -373,7 +380,10 @@ async fn prepare_apply(
     }
     let guard = lock(shell, &ws, command_line, lock_timeout).await?;
     match ws.backend.read().await {
-        Ok(Some(s)) => Some((ws, guard, s, true)),
+        Ok(Some(mut s)) => {
+            kz_engine::record::rekey_hostless(&mut s, &ws.stack);
+            Some((ws, guard, s, true))
+        }
         Ok(None) => Some((ws, guard, State::new(env!("CARGO_PKG_VERSION")), false)),
         Err(e) => {
             state_error(shell, &e);
@@ -417,7 +427,7 @@ async fn apply_saved(shell: &Shell, args: &ApplyArgs, command_line: &str) -> i32
     execute(
         shell,
         &ws,
-        &env(&ws),
+        &runtime(&ws),
         &p,
         &mut state,
         par,
@@ -458,7 +468,7 @@ async fn destroy_cmd(shell: &Shell, args: DestroyArgs, command_line: &str) -> i3
     execute(
         shell,
         &ws,
-        &env(&ws),
+        &runtime(&ws),
         &p,
         &mut state,
         par,
@@ -473,7 +483,7 @@ async fn destroy_cmd(shell: &Shell, args: DestroyArgs, command_line: &str) -> i3
 async fn execute(
     shell: &Shell,
     ws: &Workspace,
-    run_env: &Env,
+    run_env: &Runtime,
     p: &Plan,
     state: &mut State,
     parallelism: usize,
@@ -481,11 +491,30 @@ async fn execute(
     command_line: &str,
 ) -> i32 {
     let (tx, rx) = mpsc::unbounded_channel();
-    let (cancel_tx, cancel_rx) = watch::channel(0u8);
+    let (cancel_tx, cancel_rx) = watch::channel(Interrupt::None);
     let interrupts = tokio::spawn(async move {
-        let mut level = 0u8;
-        while tokio::signal::ctrl_c().await.is_ok() {
-            level = level.saturating_add(1);
+        // SIGTERM acts like a second Ctrl-C: what runs is aborted and what finished is recorded,
+        // so nothing is left running after kz exits.
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        loop {
+            let level = tokio::select! {
+                r = tokio::signal::ctrl_c() => {
+                    if r.is_err() {
+                        break;
+                    }
+                    match *cancel_tx.borrow() {
+                        Interrupt::None => Interrupt::Stop,
+                        _ => Interrupt::Abort,
+                    }
+                }
+                Some(()) = async {
+                    match term.as_mut() {
+                        Some(t) => t.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => Interrupt::Abort,
+            };
             if cancel_tx.send(level).is_err() {
                 break;
             }

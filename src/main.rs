@@ -1,6 +1,7 @@
 //! `kz`: a thin command-line layer. It parses flags, calls engine operations, prints through one
 //! output layer ([`output::Shell`]) and exits with the documented code.
 
+mod backend;
 mod cli;
 mod commands;
 mod lab;

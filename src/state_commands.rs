@@ -3,7 +3,9 @@
 use std::path::Path;
 
 use kz_engine::model::StateBackendKind;
-use kz_engine::ops::{Workspace, open_backend};
+use kz_engine::ops::Workspace;
+
+use crate::backend::open_backend;
 use kz_state::{LockInfo, State};
 
 use crate::cli::{BackendChoice, StateCommand};

@@ -133,7 +133,7 @@ fn drift_made_behind_kz_s_back_shows_in_the_plan_and_apply_repairs_it() {
     api.set_lb_health_check_interval("lb-internal", 5432, 30);
     let plan = s.kz(&["plan", "DIR", "--detailed-exitcode"]);
     plan.code(2)
-        .stdout_has("10_lb.lb.lb-internal[hcloud] will be updated in place")
+        .stdout_has("10_lb.lb.lb-internal will be updated in place")
         .stdout_has("+ haproxy-02")
         .stdout_has("- tcp 5432 -> 5432, health tcp:5432 every 30s timeout 10s retries 3")
         .stdout_has("+ tcp 5432 -> 5432, health tcp:5432 every 15s timeout 10s retries 3");
@@ -222,7 +222,7 @@ fn an_action_that_fails_fails_its_load_balancer_with_the_api_s_words() {
     api.fail_next_action("action_failed", "the load balancer is being migrated");
     s.kz(&["apply", "DIR", "--yes"])
         .code(1)
-        .stdout_has("10_lb.lb.lb-internal[hcloud]")
+        .stdout_has("10_lb.lb.lb-internal")
         .stdout_has("action_failed: the load balancer is being migrated");
     // The failed action changed nothing, so the next plan still wants the change.
     let internal = api.load_balancer("lb-internal").unwrap();
@@ -264,7 +264,7 @@ fn a_load_balancer_with_delete_protection_is_not_deleted() {
     s.write("10_lb.toml", &format!("{}{}", &text[..start], &text[end..]));
     s.kz(&["plan", "DIR"])
         .code(0)
-        .stdout_has("10_lb.lb.lb-mariadb[hcloud] will be deleted");
+        .stdout_has("10_lb.lb.lb-mariadb will be deleted");
     s.kz(&["apply", "DIR", "--yes"])
         .code(1)
         .stdout_has("delete protection");
@@ -356,8 +356,6 @@ fn a_load_balancer_found_in_another_location_is_replaced_even_without_a_record()
     s.write("10_lb.toml", &lb);
     s.kz(&["plan", "DIR"])
         .code(0)
-        .stdout_has(
-            "10_lb.lb.lb-public-2[hcloud] will be replaced (`location` cannot change in place)",
-        )
+        .stdout_has("10_lb.lb.lb-public-2 will be replaced (`location` cannot change in place)")
         .stdout_has("Plan: 0 to create, 0 to update, 1 to replace, 0 to delete, 3 to adopt.");
 }

@@ -454,7 +454,7 @@ fn plan_json_is_a_documented_document() {
     let r = s.kz(&["plan", "DIR", "--json"]);
     r.code(0);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON on stdout");
-    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["format_version"], 2);
     assert_eq!(v["stack"], "life");
     assert_eq!(v["summary"]["create"], 2);
     assert_eq!(v["read"]["round_trips"], 1);

@@ -47,7 +47,7 @@ impl Client {
             name: name.into(),
             address: s.address.clone(),
             labels: BTreeMap::new(),
-            hcloud_server: None,
+            settings: Default::default(),
             transport: TransportKind::Ssh,
             ssh: self.settings(s),
         }

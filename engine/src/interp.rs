@@ -9,7 +9,8 @@ use crate::model::Host;
 
 /// What an interpolation can refer to.
 pub struct Scope<'a> {
-    pub host: &'a Host,
+    /// The host of the instance; `None` for one on no single host (a group, an API).
+    pub host: Option<&'a Host>,
     pub hosts: &'a BTreeMap<String, Host>,
     pub env: &'a dyn Fn(&str) -> Option<String>,
 }
@@ -106,32 +107,40 @@ fn resolve(expr: &str, scope: &Scope<'_>) -> Result<Resolved, String> {
              hosts.NAME.address, env.NAME or secret.NAME"
         )
     };
-    match parts.as_slice() {
-        ["host", "name"] => Ok(Resolved::Text(scope.host.name.clone())),
-        ["host", "address"] => Ok(Resolved::Text(scope.host.address.clone())),
-        ["host", "labels", key] => scope
-            .host
+    let host = match (parts.as_slice(), scope.host) {
+        (["host", ..], None) => {
+            return Err(format!(
+                "`${{{expr}}}` has no meaning here: this resource is on no single host (use hosts.NAME.address)"
+            ));
+        }
+        (_, Some(h)) => Some(h),
+        (_, None) => None,
+    };
+    match (parts.as_slice(), host) {
+        (["host", "name"], Some(host)) => Ok(Resolved::Text(host.name.clone())),
+        (["host", "address"], Some(host)) => Ok(Resolved::Text(host.address.clone())),
+        (["host", "labels", key], Some(host)) => host
             .labels
             .get(*key)
             .map(|v| Resolved::Text(v.clone()))
             .ok_or_else(|| {
                 format!(
                     "host `{}` has no label `{key}` (in `${{{expr}}}`)",
-                    scope.host.name
+                    host.name
                 )
             }),
-        ["hosts", name, "address"] => scope
+        (["hosts", name, "address"], _) => scope
             .hosts
             .get(*name)
             .map(|h| Resolved::Text(h.address.clone()))
             .ok_or_else(|| format!("unknown host `{name}` in `${{{expr}}}`")),
-        ["hosts", name, "name"] if scope.hosts.contains_key(*name) => {
+        (["hosts", name, "name"], _) if scope.hosts.contains_key(*name) => {
             Ok(Resolved::Text((*name).to_string()))
         }
-        ["env", name] if valid_var(name) => (scope.env)(name)
+        (["env", name], _) if valid_var(name) => (scope.env)(name)
             .map(Resolved::Text)
             .ok_or_else(|| format!("environment variable `{name}` is not set (in `${{{expr}}}`)")),
-        ["secret", name] if valid_var(name) => Ok(Resolved::Secret(
+        (["secret", name], _) if valid_var(name) => Ok(Resolved::Secret(
             (*name).to_string(),
             (scope.env)(&secret_var(name)),
         )),
@@ -153,7 +162,7 @@ mod tests {
             name: name.into(),
             address: address.into(),
             labels: BTreeMap::from([("role".to_string(), "redis".to_string())]),
-            hcloud_server: None,
+            settings: BTreeMap::new(),
             transport: TransportKind::Ssh,
             ssh: SshSettings::default(),
         }
@@ -170,7 +179,7 @@ mod tests {
         interpolate(
             input,
             &Scope {
-                host: &h,
+                host: Some(&h),
                 hosts: &hosts,
                 env: &env,
             },

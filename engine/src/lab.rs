@@ -100,10 +100,6 @@ impl LabOverlay {
                 left_out.hosts.push(host.name.clone());
                 continue;
             };
-            if host.transport == TransportKind::Api {
-                left_out.hosts.push(host.name.clone());
-                continue;
-            }
             if !in_subnet(&lab.address, &self.subnet) {
                 return Err(format!(
                     "refusing to use the lab: host `{}` would be reached at {}, outside the lab network {}",
@@ -121,7 +117,16 @@ impl LabOverlay {
         }
         let gone = |host: &str| left_out.hosts.iter().any(|h| h == host);
         let before = stack.instances.len();
-        stack.instances.retain(|i| !gone(i.host()));
+        // An instance is left out with any of its hosts; one behind an API (no host at all) is
+        // left out too: the lab has no API.
+        stack
+            .instances
+            .retain(|i| !i.members.is_empty() && !i.members.iter().any(|m| gone(m)));
+        let kept: std::collections::HashSet<String> = stack
+            .instances
+            .iter()
+            .map(|i| i.address.to_string())
+            .collect();
         for i in &stack.instances {
             if let Some(host) = i
                 .attrs
@@ -136,7 +141,7 @@ impl LabOverlay {
             }
         }
         for i in &mut stack.instances {
-            i.depends_on.retain(|d| !gone(&d.host));
+            i.depends_on.retain(|d| kept.contains(&d.to_string()));
         }
         left_out.instances = before - stack.instances.len();
         for h in &left_out.hosts {
@@ -171,12 +176,7 @@ fn uses_missing_host(v: &Value) -> Option<String> {
             .collect();
         Some(name)
     };
-    match v {
-        Value::Text(s) => find(s),
-        Value::Map(m) => m.values().find_map(|s| find(s)),
-        Value::List(l) => l.iter().find_map(|s| find(s)),
-        _ => None,
-    }
+    v.texts().into_iter().find_map(find)
 }
 
 /// An IPv4 range such as `10.89.3.0/24`.

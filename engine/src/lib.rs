@@ -11,7 +11,6 @@ pub mod diag;
 pub mod graph;
 pub mod interp;
 pub mod lab;
-pub mod lb;
 pub mod load;
 pub mod model;
 pub mod ops;
@@ -19,6 +18,7 @@ pub mod plan;
 pub mod provider;
 pub mod record;
 pub mod render;
+pub mod secrets;
 pub mod units;
 
 /// `2 * bytes` random hex digits, for markers no output can forge.

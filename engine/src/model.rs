@@ -21,10 +21,8 @@ pub struct Stack {
     pub instances: Vec<Instance>,
     /// SHA-256 over every file the stack was loaded from, so a saved plan can tell the stack changed.
     pub digest: String,
-    /// Names of the secrets the stack uses (`${secret.NAME}`), sorted.
-    pub secrets_used: Vec<String>,
-    /// Secrets used by the stack whose environment variable is not set.
-    pub secrets_missing: Vec<String>,
+    /// The secrets the stack uses (`${secret.NAME}`), and their values when set.
+    pub secrets: crate::secrets::Secrets,
 }
 
 impl Stack {
@@ -62,9 +60,6 @@ pub enum TransportKind {
     /// The machine that runs kz.
     Local,
     Ssh,
-    /// Not a machine: the pseudo-host of resources kz manages through an API (`hcloud` for
-    /// Hetzner Cloud). Its resources are read by [`Provider::read`](crate::provider::Provider::read).
-    Api,
 }
 
 /// SSH settings, from the stack's `[ssh]` table merged with the host's own `ssh` table.
@@ -104,8 +99,9 @@ pub struct Host {
     pub name: String,
     pub address: String,
     pub labels: BTreeMap<String, String>,
-    /// The Hetzner Cloud server behind this host, when its name differs from the host's.
-    pub hcloud_server: Option<String>,
+    /// Host settings that belong to a provider (`hcloud_server`), by key: the providers declare
+    /// which keys a host table may hold.
+    pub settings: BTreeMap<String, String>,
     pub transport: TransportKind,
     pub ssh: SshSettings,
 }
@@ -117,13 +113,15 @@ pub struct Module {
     pub depends_on: Vec<String>,
 }
 
-/// `MODULE.TYPE.NAME[HOST]`: the identity of one instance, in plans, state and `--target`.
+/// `MODULE.TYPE.NAME[HOST]`: the identity of one instance, in plans, state and `--target`. An
+/// instance on no single host (one spanning a group of hosts, or one behind an API) has no
+/// `[HOST]`: `04_redis.sentinel.cache`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address {
     pub module: String,
     pub kind: String,
     pub name: String,
-    pub host: String,
+    pub host: Option<String>,
 }
 
 impl Address {
@@ -132,46 +130,59 @@ impl Address {
         format!("{}.{}.{}", self.module, self.kind, self.name)
     }
 
-    /// Parses `MODULE.TYPE.NAME[HOST]`.
+    /// Parses `MODULE.TYPE.NAME[HOST]` or `MODULE.TYPE.NAME`.
     pub fn parse(s: &str) -> Option<Address> {
-        let (res, host) = s.strip_suffix(']')?.split_once('[')?;
+        let (res, host) = match s.strip_suffix(']') {
+            Some(t) => {
+                let (res, host) = t.split_once('[')?;
+                (res, Some(host))
+            }
+            None => (s, None),
+        };
         let mut parts = res.splitn(3, '.');
         let (module, kind, name) = (parts.next()?, parts.next()?, parts.next()?);
-        if [module, kind, name, host].iter().any(|p| p.is_empty()) {
+        if [module, kind, name]
+            .iter()
+            .any(|p| p.is_empty() || p.contains('['))
+            || host.is_some_and(str::is_empty)
+        {
             return None;
         }
         Some(Address {
             module: module.into(),
             kind: kind.into(),
             name: name.into(),
-            host: host.into(),
+            host: host.map(String::from),
         })
     }
 }
 
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}.{}.{}[{}]",
-            self.module, self.kind, self.name, self.host
-        )
+        write!(f, "{}.{}.{}", self.module, self.kind, self.name)?;
+        match &self.host {
+            Some(h) => write!(f, "[{h}]"),
+            None => Ok(()),
+        }
     }
 }
 
-/// A plain attribute value, as declared or as read from a host.
+/// An attribute value, as declared or as read from a host. Lists and tables nest, so typed
+/// configurations (backends with their servers, firewall rules) are data too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Value {
     Bool(bool),
     Int(i64),
     Text(String),
-    Map(BTreeMap<String, String>),
-    List(Vec<String>),
-    /// Content that is not UTF-8 (a binary `source` file).
+    /// A large content recorded by its digest only, to keep the state small. Before `Map`, so
+    /// that a recorded digest reads back as one; only from a table, so that a list never does.
+    Digest(#[serde(deserialize_with = "digest_from_table")] ContentDigest),
+    Map(BTreeMap<String, Value>),
+    List(Vec<Value>),
+    /// Content that is not UTF-8 (a binary `source` file). Never recorded as such: the state
+    /// keeps its digest, and plans show the digest.
     Bytes(Vec<u8>),
-    /// A large content recorded by its digest only, to keep the state small.
-    Digest(ContentDigest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +190,35 @@ pub enum Value {
 pub struct ContentDigest {
     pub sha256: String,
     pub size: u64,
+}
+
+/// Reads a digest from a table only (`{"sha256": ..., "size": ...}`), never from a list, which
+/// serde would otherwise accept for a struct.
+fn digest_from_table<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ContentDigest, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        sha256: String,
+        size: u64,
+    }
+    struct TableOnly;
+    impl<'de> serde::de::Visitor<'de> for TableOnly {
+        type Value = ContentDigest;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table with sha256 and size")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            map: A,
+        ) -> Result<ContentDigest, A::Error> {
+            let r = Raw::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+            Ok(ContentDigest {
+                sha256: r.sha256,
+                size: r.size,
+            })
+        }
+    }
+    d.deserialize_map(TableOnly)
 }
 
 impl ContentDigest {
@@ -207,6 +247,22 @@ impl Value {
         }
     }
 
+    /// Every text inside the value, nested ones included.
+    pub fn texts(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        self.visit_texts(&mut |t| out.push(t));
+        out
+    }
+
+    fn visit_texts<'a>(&'a self, f: &mut dyn FnMut(&'a str)) {
+        match self {
+            Value::Text(t) => f(t),
+            Value::Map(m) => m.values().for_each(|v| v.visit_texts(f)),
+            Value::List(l) => l.iter().for_each(|v| v.visit_texts(f)),
+            _ => {}
+        }
+    }
+
     /// The same value in the form it is compared by: contents compare by digest when one side
     /// only has a digest.
     pub fn same_as(&self, other: &Value) -> bool {
@@ -217,6 +273,15 @@ impl Value {
             }
             (Value::Text(a), Value::Bytes(b)) | (Value::Bytes(b), Value::Text(a)) => {
                 a.as_bytes() == b.as_slice()
+            }
+            (Value::Map(a), Value::Map(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|((ka, va), (kb, vb))| ka == kb && va.same_as(vb))
+            }
+            (Value::List(a), Value::List(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_as(y))
             }
             (a, b) => a == b,
         }
@@ -258,21 +323,54 @@ impl Attr {
 
 pub type Attrs = BTreeMap<String, Attr>;
 
-/// One resource on one host: what the providers act on.
+/// One resource on one host, on a group of hosts, or behind an API: what the providers act on.
 #[derive(Debug, Clone)]
 pub struct Instance {
     pub address: Address,
+    /// The hosts it is read and changed on: its own host, the group it spans, or none for a
+    /// resource behind an API.
+    pub members: Vec<String>,
     pub attrs: Attrs,
     /// Instances this one waits for (direct `depends_on`, resolved); module order comes from barriers.
     pub depends_on: Vec<Address>,
+    /// Values its provider computed when it was last applied (from the state).
+    pub outputs: BTreeMap<String, Value>,
+    /// It is a health check that gates what depends on it (see [`Gate`]).
+    pub gate: Option<Gate>,
+}
+
+/// How a gate runs at apply time: again, fresh, after anything it depends on changed, until it
+/// passes `successes` times in a row or its deadline passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gate {
+    /// Tries at most (the first included).
+    pub tries: u32,
+    /// The pause between two tries.
+    pub interval: Duration,
+    /// Consecutive passes required.
+    pub successes: u32,
+    /// No try starts after this much time.
+    pub deadline: Duration,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            tries: 3,
+            interval: Duration::from_secs(2),
+            successes: 1,
+            deadline: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Instance {
     pub fn kind(&self) -> &str {
         &self.address.kind
     }
-    pub fn host(&self) -> &str {
-        &self.address.host
+    /// The host of an instance that lives on one host.
+    pub fn host(&self) -> Option<&str> {
+        self.address.host.as_deref()
     }
     pub fn attr(&self, name: &str) -> Option<&Attr> {
         self.attrs.get(name)

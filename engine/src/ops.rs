@@ -7,22 +7,15 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use std::sync::Arc;
 
-use kz_state::postgres::{PgBackend, PgSettings};
-use kz_state::{Backend, HeldLock, LocalBackend, LockInfo, State, StateError};
+use kz_state::{Backend, HeldLock, LockInfo, State, StateError};
 
 use crate::apply::StateSink;
-use crate::interp::secret_var;
-use crate::model::{Stack, StateBackendKind};
+use crate::model::Stack;
 use crate::plan::{
     PLAN_FORMAT_VERSION, Plan, ReadStats, StateRef, Summary, delete_change, matches_target,
 };
-
-/// The shortest secret value kz accepts: shorter ones cannot be masked in output reliably.
-pub const MIN_SECRET_LEN: usize = 6;
 
 /// A stack with its state backend.
 pub struct Workspace {
@@ -30,76 +23,9 @@ pub struct Workspace {
     pub backend: Arc<dyn Backend>,
 }
 
-/// The backend a stack's `[state]` table asks for. Opening it connects to nothing yet.
-pub fn open_backend(stack: &Stack, kind: &StateBackendKind) -> Result<Arc<dyn Backend>, String> {
-    match kind {
-        StateBackendKind::Local => Ok(Arc::new(LocalBackend::new(&stack.dir))),
-        StateBackendKind::Lab => Ok(Arc::new(LocalBackend::in_dir(&crate::lab::lab_dir(
-            &stack.dir,
-        )))),
-        StateBackendKind::Postgres {
-            url_env,
-            schema,
-            retry,
-        } => {
-            let url = match url_env {
-                Some(var) => Some(std::env::var(var).map_err(|_| {
-                    format!("the state backend needs ${var} (a PostgreSQL URL such as postgresql://kz@db:5432/kz), which is not set")
-                })?),
-                None => None,
-            };
-            let config =
-                kz_state::postgres::connection_config(url.as_deref(), &|k| std::env::var(k).ok())?;
-            Ok(Arc::new(PgBackend::new(PgSettings {
-                config,
-                schema: schema.clone(),
-                stack: stack.name.clone(),
-                retry_for: *retry,
-            })))
-        }
-    }
-}
-
-/// The values of every secret the stack uses, for the output layer to mask.
-pub fn secret_values(stack: &Stack) -> Vec<String> {
-    stack
-        .secrets_used
-        .iter()
-        .filter_map(|s| std::env::var(secret_var(s)).ok())
-        .collect()
-}
-
-/// The values of the API tokens the stack's resources read (`token_env`), for the output layer
-/// to mask too: a command that prints its environment must not show them.
-pub fn api_token_values(stack: &Stack) -> Vec<String> {
-    let mut vars: Vec<&str> = stack
-        .instances
-        .iter()
-        .filter_map(|i| i.text("token_env"))
-        .collect();
-    vars.sort_unstable();
-    vars.dedup();
-    vars.into_iter()
-        .filter_map(|v| std::env::var(v).ok())
-        .filter(|v| v.len() >= MIN_SECRET_LEN)
-        .collect()
-}
-
-/// Secrets so short that masking them would garble the output (an `x` would hide every `x`) and
-/// that could not be told apart from ordinary text: they are refused.
-pub fn short_secrets(stack: &Stack) -> Vec<String> {
-    stack
-        .secrets_used
-        .iter()
-        .filter(|s| std::env::var(secret_var(s)).is_ok_and(|v| v.chars().count() < MIN_SECRET_LEN))
-        .map(|s| secret_var(s))
-        .collect()
-}
-
 impl Workspace {
-    pub fn new(stack: Stack) -> Result<Workspace, String> {
-        let backend = open_backend(&stack, &stack.state.backend)?;
-        Ok(Workspace { stack, backend })
+    pub fn new(stack: Stack, backend: Arc<dyn Backend>) -> Workspace {
+        Workspace { stack, backend }
     }
 
     pub async fn lock(
@@ -119,36 +45,12 @@ impl Workspace {
 
     /// Refuses to apply when a secret the stack uses is not set, naming every missing variable.
     pub fn require_secrets(&self) -> Result<(), String> {
-        if self.stack.secrets_missing.is_empty() {
-            return Ok(());
-        }
-        let vars: Vec<String> = self
-            .stack
-            .secrets_missing
-            .iter()
-            .map(|s| secret_var(s))
-            .collect();
-        Err(format!(
-            "refusing to apply: {} secret{} not set: {} (nothing was changed)",
-            vars.len(),
-            if vars.len() == 1 { " is" } else { "s are" },
-            vars.join(", ")
-        ))
+        self.stack.secrets.require_all()
     }
 
     /// A salted digest of the secret values, so a saved plan can tell they changed.
     pub fn secrets_digest(&self, salt: &str) -> String {
-        let mut h = Sha256::new();
-        h.update(salt.as_bytes());
-        for s in &self.stack.secrets_used {
-            h.update(s.as_bytes());
-            h.update([0]);
-            if let Ok(v) = std::env::var(secret_var(s)) {
-                h.update((v.len() as u64).to_le_bytes());
-                h.update(v.as_bytes());
-            }
-        }
-        format!("{salt}:{}", hex::encode(h.finalize()))
+        self.stack.secrets.digest(salt)
     }
 }
 
@@ -371,6 +273,7 @@ pub fn destroy_plan(ws: &Workspace, state: &State, targets: &[String]) -> Plan {
         refreshed: false,
         targets: targets.to_vec(),
         warnings: Vec::new(),
+        gates: Vec::new(),
         summary: Summary {
             delete: changes.len(),
             ..Summary::default()

@@ -10,6 +10,9 @@ use async_trait::async_trait;
 
 use crate::model::{Host, Instance, Value};
 
+pub use crate::apply::context::{ApplyCtx, HostSession};
+pub use crate::load::declare::{Declaration, Declared};
+
 /// A command to run on a host: a POSIX shell script, run non-interactively with `LC_ALL=C`.
 #[derive(Debug, Clone)]
 pub struct CommandSpec {
@@ -187,14 +190,15 @@ pub trait TransportFactory: Send + Sync {
     fn transport(&self, host: &Host) -> Result<Arc<dyn Transport>, TransportError>;
 }
 
-/// What a provider read of an instance on its host.
+/// What a provider read of an instance.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observation {
+    /// It exists (for a gate: it passes).
     pub exists: bool,
     /// The observed values of the attributes the provider can read back; attributes not listed here
     /// are compared against the state instead.
     pub attrs: BTreeMap<String, Value>,
-    /// Why it is absent, in a few words (e.g. "check failed (exit 1)").
+    /// Why it is absent (or failing), in a few words (e.g. "check failed (exit 1)").
     pub note: Option<String>,
 }
 
@@ -205,6 +209,31 @@ pub struct ProbeOutput {
     pub status: i32,
 }
 
+/// What the probes of one instance printed: one output per member host, in member order.
+#[derive(Debug, Clone, Default)]
+pub struct MemberOutputs {
+    pub outputs: Vec<(String, ProbeOutput)>,
+}
+
+impl MemberOutputs {
+    /// The output of one probe, for an instance on one host.
+    pub fn single(out: ProbeOutput, host: &str) -> MemberOutputs {
+        MemberOutputs {
+            outputs: vec![(host.to_string(), out)],
+        }
+    }
+
+    /// What the probe printed on `host`.
+    pub fn on(&self, host: &str) -> Option<&ProbeOutput> {
+        self.outputs.iter().find(|(h, _)| h == host).map(|(_, o)| o)
+    }
+
+    /// The first (for an instance on one host, the only) output.
+    pub fn first(&self) -> Option<&ProbeOutput> {
+        self.outputs.first().map(|(_, o)| o)
+    }
+}
+
 /// A failed step of a provider, named so that errors read `host: step: message`.
 #[derive(Debug, Clone)]
 pub struct ProviderError {
@@ -212,6 +241,8 @@ pub struct ProviderError {
     pub message: String,
     /// The host could not be reached at all (connect, auth or host key): the summary lists it.
     pub unreachable: bool,
+    /// The host the step failed on, when it is not the instance's own (a member of a group).
+    pub host: Option<String>,
 }
 
 impl fmt::Display for ProviderError {
@@ -233,6 +264,7 @@ impl ProviderError {
             step: step.into(),
             message: message.into(),
             unreachable: false,
+            host: None,
         }
     }
 
@@ -246,23 +278,72 @@ impl ProviderError {
             step: step.into(),
             message: e.to_string(),
             unreachable,
+            host: None,
         }
+    }
+
+    /// The same error, on `host`.
+    pub fn on(mut self, host: &str) -> Self {
+        self.host = Some(host.to_string());
+        self
     }
 }
 
-/// One resource type (`file`, `command`, ...): how to read it and how to change it.
+/// Where the instances of a resource type live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// One instance on each host `on` selects (`file`, `command`): `MODULE.TYPE.NAME[HOST]`.
+    EachHost,
+    /// One instance spanning the hosts `on` selects, its members (a replication group):
+    /// `MODULE.TYPE.NAME`, read with one probe per member, in each member's batch.
+    Group,
+    /// One instance behind an API, on no host; `service` names the API in plans
+    /// ("Hetzner Cloud"). Read by [`Provider::read`]; its name is unique per type in the stack.
+    Api { service: &'static str },
+}
+
+/// What a change applied: values computed on the way (a container id), which the state records
+/// with the instance and later plans and changes find in [`Instance::outputs`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    pub outputs: BTreeMap<String, Value>,
+}
+
+/// One resource type (`file`, `command`, ...): its schema, how to read it and how to change it.
+///
+/// This trait and [`ApplyCtx`] are the boundary for provider authors: a provider reads through
+/// probes the engine batches per host (or through [`Provider::read`] for an API), and changes
+/// through the context, which hands out transports, carries progress and interruption.
 #[async_trait]
 pub trait Provider: Send + Sync {
     fn kind(&self) -> &'static str;
 
-    /// A shell snippet whose standard output `observe` reads; `None` when nothing can be read.
-    /// The engine joins the probes of every instance of a host into one round trip.
-    fn probe(&self, inst: &Instance) -> Option<String>;
+    /// Where its instances live.
+    fn placement(&self) -> Placement {
+        Placement::EachHost
+    }
 
-    fn observe(&self, inst: &Instance, out: &ProbeOutput) -> Result<Observation, String>;
+    /// Parses and validates one `[[TYPE]]` table of a module file (everything but `name`, `on`
+    /// and `depends_on`, which the engine reads).
+    fn declare(&self, decl: &mut Declaration<'_>) -> Option<Declared>;
+
+    /// Host-table keys this provider reads (`hcloud_server`): the loader accepts them in
+    /// `[hosts.NAME]` and keeps them in [`Host::settings`].
+    fn host_settings(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// A shell snippet, run on member `host`, whose standard output `observe` reads; `None` when
+    /// nothing can be read there. The engine joins the probes of every instance of a host into
+    /// one round trip.
+    fn probe(&self, inst: &Instance, host: &str) -> Option<String>;
+
+    /// What the instance is, from its probes' outputs (one per member that has a probe).
+    fn observe(&self, inst: &Instance, out: &MemberOutputs) -> Result<Observation, String>;
 
     /// One snippet that reads several instances of this provider on one host at once, cheaper
-    /// than their probes one by one; `None` to use `probe` for each.
+    /// than their probes one by one; `None` to use `probe` for each. Only for
+    /// [`Placement::EachHost`].
     fn probe_batch(&self, _insts: &[&Instance]) -> Option<String> {
         None
     }
@@ -284,26 +365,26 @@ pub trait Provider: Send + Sync {
         &[]
     }
 
-    /// Reads instances that live behind an API rather than on a host (their host is a
-    /// [`TransportKind::Api`](crate::model::TransportKind::Api) pseudo-host, and `probe` is `None`).
-    /// The engine calls it once per provider and plan with every selected instance, so a provider
-    /// can list what it needs once; results come in the same order. `None`: no API read.
+    /// Values that may be shown and masked as secrets: API tokens the provider reads from the
+    /// environment for these instances.
+    fn secret_values(&self, _insts: &[&Instance]) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Reads instances that live behind an API ([`Placement::Api`]). The engine calls it once per
+    /// provider and plan with every selected instance, so a provider can list what it needs once;
+    /// results come in the same order. `None`: no API read.
     async fn read(&self, _insts: &[Instance]) -> Option<Vec<Result<Observation, String>>> {
         None
     }
 
-    async fn create(&self, inst: &Instance, t: &dyn Transport) -> Result<(), ProviderError>;
+    async fn create(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError>;
 
-    /// Brings an existing instance in line; `changed` names the attributes that differ.
-    async fn update(
-        &self,
-        inst: &Instance,
-        changed: &[String],
-        t: &dyn Transport,
-    ) -> Result<(), ProviderError>;
+    /// Brings an existing instance in line; [`ApplyCtx::changed`] names the attributes that differ.
+    async fn update(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError>;
 
-    /// Removes it. `inst` comes from the stack when it is still declared, else from the state.
-    async fn delete(&self, inst: &Instance, t: &dyn Transport) -> Result<(), ProviderError>;
+    /// Removes it. The instance comes from the stack when it is still declared, else from the state.
+    async fn delete(&self, cx: &ApplyCtx) -> Result<(), ProviderError>;
 }
 
 /// The providers known to this build of kz, by resource type.
@@ -320,6 +401,12 @@ impl Providers {
     }
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn Provider>> {
         self.by_kind.get(kind)
+    }
+    pub fn all(&self) -> impl Iterator<Item = &Arc<dyn Provider>> {
+        self.by_kind.values()
+    }
+    pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.by_kind.keys().copied()
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use kz_state::{AttrState, ResourceState, State};
 
 use crate::model::{Address, Attr, AttrValue, Attrs, ContentDigest, Instance, Value};
+use crate::provider::Applied;
 
 /// Contents larger than this are recorded by digest, to keep the state small.
 const INLINE_LIMIT: usize = 64 * 1024;
@@ -60,26 +61,43 @@ pub fn read_attrs(r: &ResourceState) -> Attrs {
 
 /// Rebuilds an instance from its state entry (for deleting what the stack no longer declares).
 pub fn instance_from_state(r: &ResourceState) -> Instance {
+    let host = (!r.host.is_empty()).then(|| r.host.clone());
+    let members = match &host {
+        Some(h) => vec![h.clone()],
+        None => r.members.clone(),
+    };
     Instance {
         address: Address {
             module: r.module.clone(),
             kind: r.kind.clone(),
             name: r.name.clone(),
-            host: r.host.clone(),
+            host,
         },
+        members,
         attrs: read_attrs(r),
         depends_on: r
             .depends_on
             .iter()
             .filter_map(|d| Address::parse(d))
             .collect(),
+        outputs: read_outputs(r),
+        gate: None,
     }
+}
+
+/// The values a provider computed when the instance was last applied.
+pub fn read_outputs(r: &ResourceState) -> BTreeMap<String, Value> {
+    r.outputs
+        .iter()
+        .filter_map(|(k, v)| read_attr(v).known().map(|v| (k.clone(), v.clone())))
+        .collect()
 }
 
 /// The state entry for an instance that was just applied.
 pub fn record_instance(
     state: &State,
     inst: &Instance,
+    applied: &Applied,
     previous: Option<&ResourceState>,
 ) -> ResourceState {
     let now = kz_state::now_rfc3339();
@@ -92,8 +110,20 @@ pub fn record_instance(
         module: inst.address.module.clone(),
         kind: inst.address.kind.clone(),
         name: inst.address.name.clone(),
-        host: inst.address.host.clone(),
+        host: inst.address.host.clone().unwrap_or_default(),
+        members: if inst.address.host.is_some() {
+            Vec::new()
+        } else {
+            inst.members.clone()
+        },
         attributes,
+        outputs: applied
+            .outputs
+            .iter()
+            .filter_map(|(k, v)| {
+                record_attr(state, &Attr::plain(v.clone())).map(|r| (k.clone(), r))
+            })
+            .collect(),
         depends_on: inst.depends_on.iter().map(ToString::to_string).collect(),
         created_at: previous.map_or_else(|| now.clone(), |p| p.created_at.clone()),
         updated_at: now,
@@ -111,5 +141,100 @@ pub fn same(state: Option<&State>, desired: &Attr, other: &Attr) -> bool {
         }
         (AttrValue::Hashed(a), AttrValue::Hashed(b)) => a == b,
         (AttrValue::Hashed(_), _) | (_, AttrValue::Unknown) => false,
+    }
+}
+
+/// Re-keys state entries recorded under an older address form: an instance that now lives on no
+/// host (behind an API) was once recorded on a pseudo-host (`10_lb.lb.web[hcloud]`). An entry of
+/// the same resource on a host the inventory does not have is the same instance. Returns how
+/// many entries moved.
+pub fn rekey_hostless(state: &mut State, stack: &crate::model::Stack) -> usize {
+    let mut moved = 0;
+    for inst in stack.instances.iter().filter(|i| i.address.host.is_none()) {
+        let addr = inst.address.to_string();
+        if state.resources.contains_key(&addr) {
+            continue;
+        }
+        let old = state.resources.iter().find_map(|(k, r)| {
+            (r.module == inst.address.module
+                && r.kind == inst.address.kind
+                && r.name == inst.address.name
+                && !r.host.is_empty()
+                && !stack.hosts.contains_key(&r.host))
+            .then(|| k.clone())
+        });
+        if let Some(old) = old
+            && let Some(mut r) = state.resources.remove(&old)
+        {
+            r.host = String::new();
+            r.members = inst.members.clone();
+            state.resources.insert(addr, r);
+            moved += 1;
+        }
+    }
+    moved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Stack, Value};
+
+    #[test]
+    fn nested_values_keep_their_shape_through_the_state() {
+        let state = State::new("test");
+        let v = Value::Map(BTreeMap::from([
+            (
+                "servers".to_string(),
+                Value::List(vec![Value::Text("a".into()), Value::Int(2)]),
+            ),
+            ("check".to_string(), Value::Bool(true)),
+        ]));
+        let recorded = record_attr(&state, &Attr::plain(v.clone())).expect("recorded");
+        assert_eq!(read_attr(&recorded).known(), Some(&v));
+    }
+
+    #[test]
+    fn an_instance_once_recorded_on_a_pseudo_host_is_found_without_it() {
+        let mut state = State::new("test");
+        let old = ResourceState {
+            module: "10_lb".into(),
+            kind: "lb".into(),
+            name: "web".into(),
+            host: "hcloud".into(),
+            members: Vec::new(),
+            attributes: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+            depends_on: Vec::new(),
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        state
+            .resources
+            .insert("10_lb.lb.web[hcloud]".into(), old.clone());
+        let mut stack = Stack {
+            name: "s".into(),
+            description: None,
+            dir: ".".into(),
+            parallelism: None,
+            state: crate::model::StateConfig {
+                backend: crate::model::StateBackendKind::Local,
+            },
+            hosts: BTreeMap::new(),
+            modules: BTreeMap::new(),
+            instances: vec![instance_from_state(&ResourceState {
+                host: String::new(),
+                ..old
+            })],
+            digest: String::new(),
+            secrets: Default::default(),
+        };
+        assert_eq!(rekey_hostless(&mut state, &stack), 1);
+        assert!(state.resources.contains_key("10_lb.lb.web"));
+        assert!(!state.resources.contains_key("10_lb.lb.web[hcloud]"));
+        // A second pass finds nothing more to move.
+        assert_eq!(rekey_hostless(&mut state, &stack), 0);
+        stack.instances.clear();
+        assert_eq!(rekey_hostless(&mut state, &stack), 0);
     }
 }

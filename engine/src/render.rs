@@ -85,6 +85,7 @@ fn symbol(action: Action) -> &'static str {
         Action::Replace => "-/+",
         Action::Delete => "-",
         Action::Adopt => "=",
+        Action::Verify => "?",
     }
 }
 
@@ -93,7 +94,7 @@ fn colored(style: &Style, action: Action, s: &str) -> String {
         Action::Create => style.green(s),
         Action::Update => style.yellow(s),
         Action::Replace | Action::Delete => style.red(s),
-        Action::Adopt => style.cyan(s),
+        Action::Adopt | Action::Verify => style.cyan(s),
     }
 }
 
@@ -104,22 +105,45 @@ fn describe(action: Action) -> &'static str {
         Action::Replace => "will be replaced",
         Action::Delete => "will be deleted",
         Action::Adopt => "will be adopted",
+        Action::Verify => "will be verified",
+    }
+}
+
+/// The gates of a plan: whether each passes now, and whether apply runs it again.
+fn render_gates(out: &mut String, plan: &Plan, style: &Style) {
+    if plan.gates.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{}", style.bold("Gates:"));
+    for g in &plan.gates {
+        let now = match g.passing {
+            Some(true) => style.green("passing"),
+            Some(false) => style.red("failing"),
+            None => style.yellow("not read"),
+        };
+        let note = g
+            .note
+            .as_deref()
+            .map(|n| format!(" ({})", style.safe(n)))
+            .unwrap_or_default();
+        let then = match (g.will_run, g.passing) {
+            (false, _) => "nothing it depends on changes",
+            (true, Some(true)) => "runs again at apply, after the changes it depends on",
+            (true, _) => "runs at apply; what depends on it waits until it passes",
+        };
+        let _ = writeln!(out, "  {} {now}{note}; {then}", style.safe(&g.address));
     }
 }
 
 /// The human form of a plan, host by host, in the style of `terraform plan`.
 pub fn render_plan(plan: &Plan, style: &Style) -> String {
     let mut out = String::new();
-    let mut host: Option<&str> = None;
+    let mut place: Option<String> = None;
     for c in &plan.changes {
-        if host != Some(c.host.as_str()) {
-            host = Some(&c.host);
-            // Resources behind the Hetzner API are not on a host: say where they are.
-            let heading = if c.host == crate::load::lb::HCLOUD_HOST {
-                "Hetzner Cloud (hcloud)".to_string()
-            } else {
-                format!("host {}", style.safe(&c.host))
-            };
+        let here = c.place();
+        if place.as_ref() != Some(&here) {
+            let heading = style.safe(&here);
+            place = Some(here);
             let _ = writeln!(
                 out,
                 "\n{} {} {}",
@@ -136,6 +160,7 @@ pub fn render_plan(plan: &Plan, style: &Style) -> String {
     for w in &plan.warnings {
         let _ = writeln!(out, "\n{} {}", style.yellow("warning:"), style.safe(w));
     }
+    render_gates(&mut out, plan, style);
     out.push('\n');
     if plan.changes.is_empty() {
         if plan.errors.is_empty() {
@@ -382,6 +407,7 @@ fn progressive(action: Action) -> &'static str {
         Action::Replace => "replacing",
         Action::Delete => "deleting",
         Action::Adopt => "adopting",
+        Action::Verify => "verifying",
     }
 }
 
@@ -392,6 +418,7 @@ fn past(action: Action) -> &'static str {
         Action::Replace => "replaced",
         Action::Delete => "deleted",
         Action::Adopt => "adopted",
+        Action::Verify => "verified",
     }
 }
 
@@ -450,6 +477,11 @@ pub fn render_event(e: &Event, style: &Style) -> String {
                 style.yellow(&style.safe(because))
             )
         }
+        Event::Progress { address, message } => format!(
+            "{}: {}",
+            style.safe(address),
+            style.dim(&style.safe(message))
+        ),
     }
 }
 
@@ -489,9 +521,14 @@ pub fn render_report(r: &ApplyReport, style: &Style) -> String {
     if let Some(e) = &r.state_error {
         let _ = writeln!(out, "{} {}", style.red("State not saved:"), style.safe(e));
     }
+    let verified = if r.verified.is_empty() {
+        String::new()
+    } else {
+        format!(", {} verified", r.verified.len())
+    };
     let _ = writeln!(
         out,
-        "\n{} {} applied, {} failed, {} not attempted.",
+        "\n{} {} applied{verified}, {} failed, {} not attempted.",
         style.bold("Apply:"),
         r.applied.len(),
         r.failed.len(),

@@ -4,14 +4,85 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use kz_engine::model::Instance;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use kz_engine::load::declare::Template;
+use kz_engine::model::{Instance, Value};
 use kz_engine::provider::{
-    CommandSpec, Observation, ProbeOutput, Provider, ProviderError, Transport, shell_quote,
+    Applied, ApplyCtx, CommandSpec, Declaration, Declared, MemberOutputs, Observation, Provider,
+    ProviderError, Transport, shell_quote,
 };
-use kz_engine::units::parse_duration;
+use kz_engine::units::{format_duration, parse_duration};
 
 #[derive(Debug)]
 pub struct CommandProvider;
+
+/// A `[[command]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandDecl {
+    run: Spanned<String>,
+    check: Option<Spanned<String>>,
+    destroy: Option<Spanned<String>>,
+    triggers: Option<Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
+    timeout: Option<Spanned<String>>,
+}
+
+fn declare_command(decl: &mut Declaration<'_>) -> Option<Declared> {
+    let d: CommandDecl = decl.parse()?;
+    let mut attrs = vec![("run".to_string(), Template::Text(d.run.clone()))];
+    for (name, v) in [("check", &d.check), ("destroy", &d.destroy)] {
+        if let Some(v) = v {
+            attrs.push((name.into(), Template::Text(v.clone())));
+        }
+    }
+    if let Some(t) = &d.triggers {
+        let mut m = BTreeMap::new();
+        for (k, v) in t.get_ref() {
+            let text = match v.get_ref() {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => {
+                    decl.error(
+                        v,
+                        format!("value of `{k}` must be a string, number or boolean"),
+                    );
+                    return None;
+                }
+            };
+            m.insert(k.clone(), Template::Text(Spanned::new(v.span(), text)));
+        }
+        attrs.push(("triggers".into(), Template::Map(m)));
+    }
+    if let Some(t) = &d.timeout {
+        match parse_duration(t.get_ref()) {
+            Some(v) if !v.is_zero() => attrs.push((
+                "timeout".into(),
+                Template::Value(Value::Text(format_duration(v))),
+            )),
+            _ => {
+                decl.error(
+                    t,
+                    format!(
+                        "invalid duration `{}`: expected a number and a unit, e.g. 500ms, 30s, 10m, 1h",
+                        t.get_ref()
+                    ),
+                );
+                return None;
+            }
+        }
+    }
+    Some(Declared { attrs, gate: None })
+}
+
+/// How long a command runs before its first progress line, then between two of them.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 fn timeout(inst: &Instance, t: &dyn Transport) -> Duration {
     inst.text("timeout")
@@ -19,23 +90,34 @@ fn timeout(inst: &Instance, t: &dyn Transport) -> Duration {
         .unwrap_or_else(|| t.command_timeout())
 }
 
-async fn run(
-    inst: &Instance,
-    t: &dyn Transport,
-    step: &str,
-    attr: &str,
-) -> Result<(), ProviderError> {
+async fn run(cx: &ApplyCtx, step: &str, attr: &str) -> Result<(), ProviderError> {
+    let inst = cx.instance();
     let script = inst.text(attr).ok_or_else(|| {
         ProviderError::new(step, format!("`{attr}` is not known (is a secret unset?)"))
     })?;
-    let out = t
-        .run(CommandSpec {
-            script: script.to_string(),
-            stdin: None,
-            timeout: timeout(inst, t),
-        })
-        .await
-        .map_err(|e| ProviderError::transport(step, e))?;
+    let t = cx.own_transport().await?;
+    let t: &dyn Transport = &*t;
+    let spec = CommandSpec {
+        script: script.to_string(),
+        stdin: None,
+        timeout: timeout(inst, t),
+    };
+    // A long command tells how long it has been running, so a slow step never looks hung.
+    let started = Instant::now();
+    let running = t.run(spec);
+    tokio::pin!(running);
+    let out = loop {
+        tokio::select! {
+            out = &mut running => break out,
+            () = tokio::time::sleep(PROGRESS_EVERY) => {
+                cx.progress(format!(
+                    "`{step}` still running after {}",
+                    format_duration(Duration::from_secs(started.elapsed().as_secs()))
+                ));
+            }
+        }
+    };
+    let out = out.map_err(|e| ProviderError::transport(step, e))?;
     if out.status == 0 {
         Ok(())
     } else {
@@ -60,7 +142,11 @@ impl Provider for CommandProvider {
         "command"
     }
 
-    fn probe(&self, inst: &Instance) -> Option<String> {
+    fn declare(&self, decl: &mut Declaration<'_>) -> Option<Declared> {
+        declare_command(decl)
+    }
+
+    fn probe(&self, inst: &Instance, _host: &str) -> Option<String> {
         // The check runs in its own shell so that a syntax error in it cannot break the batch.
         let check = inst.text("check")?;
         Some(format!(
@@ -69,7 +155,8 @@ impl Provider for CommandProvider {
         ))
     }
 
-    fn observe(&self, _inst: &Instance, out: &ProbeOutput) -> Result<Observation, String> {
+    fn observe(&self, _inst: &Instance, out: &MemberOutputs) -> Result<Observation, String> {
+        let out = out.first().ok_or("no output")?;
         let text = String::from_utf8_lossy(&out.stdout);
         let code: i32 = text
             .trim()
@@ -82,30 +169,26 @@ impl Provider for CommandProvider {
         })
     }
 
-    async fn create(&self, inst: &Instance, t: &dyn Transport) -> Result<(), ProviderError> {
-        run(inst, t, "run", "run").await
+    async fn create(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError> {
+        run(cx, "run", "run").await?;
+        Ok(Applied::default())
     }
 
-    async fn update(
-        &self,
-        inst: &Instance,
-        changed: &[String],
-        t: &dyn Transport,
-    ) -> Result<(), ProviderError> {
+    async fn update(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError> {
         // Only what the command does or when it runs warrants running it again; a new `timeout`
         // or `destroy` is just recorded.
-        if changed
+        if cx
+            .changed()
             .iter()
             .any(|c| matches!(c.as_str(), "run" | "check" | "triggers"))
         {
-            run(inst, t, "run", "run").await
-        } else {
-            Ok(())
+            run(cx, "run", "run").await?;
         }
+        Ok(Applied::default())
     }
 
-    async fn delete(&self, inst: &Instance, t: &dyn Transport) -> Result<(), ProviderError> {
-        match inst.attr("destroy") {
+    async fn delete(&self, cx: &ApplyCtx) -> Result<(), ProviderError> {
+        match cx.instance().attr("destroy") {
             None => return Ok(()),
             Some(a) if a.known().is_none() => {
                 return Err(ProviderError::new(
@@ -115,6 +198,6 @@ impl Provider for CommandProvider {
             }
             Some(_) => {}
         }
-        run(inst, t, "destroy", "destroy").await
+        run(cx, "destroy", "destroy").await
     }
 }

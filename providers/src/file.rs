@@ -4,18 +4,131 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use serde::Deserialize;
+use toml::Spanned;
+
+use kz_engine::load::declare::Template;
 use kz_engine::model::{ContentDigest, Instance, Value};
 use kz_engine::provider::{
-    CommandSpec, Observation, ProbeOutput, Provider, ProviderError, Transport, UploadOptions,
-    shell_quote,
+    Applied, ApplyCtx, CommandSpec, Declaration, Declared, MemberOutputs, Observation, ProbeOutput,
+    Provider, ProviderError, Transport, UploadOptions, shell_quote,
 };
-use kz_engine::units::parse_mode;
+use kz_engine::units::{format_mode, parse_mode};
 
 /// Files larger than this are compared by digest instead of being read back whole.
 const READ_LIMIT: u64 = 1024 * 1024;
 
 #[derive(Debug)]
 pub struct FileProvider;
+
+/// A `[[file]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDecl {
+    path: Spanned<String>,
+    content: Option<Spanned<String>>,
+    source: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    owner: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    ensure: Option<Spanned<String>>,
+}
+
+/// A POSIX user or group name (letters, digits, `.`, `_`, `-`, not starting with `-`) or a
+/// number: anything else could be read as an option by `chown`.
+pub(crate) fn valid_owner(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && !s.starts_with('-')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+fn declare_file(decl: &mut Declaration<'_>) -> Option<Declared> {
+    let d: FileDecl = decl.parse()?;
+    let mut attrs = vec![("path".to_string(), Template::Path(d.path.clone()))];
+    let fixed = |v: Value| Template::Value(v);
+    let absent = match &d.ensure {
+        None => false,
+        Some(e) => match e.get_ref().as_str() {
+            "present" => false,
+            "absent" => true,
+            other => {
+                decl.error(
+                    e,
+                    format!("invalid ensure `{other}`: expected \"present\" or \"absent\""),
+                );
+                return None;
+            }
+        },
+    };
+    // `present` is the default and stays implicit, so plans only mention `ensure` when it matters.
+    if absent {
+        attrs.push(("ensure".into(), fixed(Value::Text("absent".into()))));
+    }
+    match (&d.content, &d.source, absent) {
+        (Some(_), Some(s), _) => {
+            decl.error(s, "`content` and `source` are exclusive: give one of them");
+            return None;
+        }
+        (Some(c), None, true) | (None, Some(c), true) => {
+            decl.error(
+                c,
+                "a file with ensure = \"absent\" takes no `content` or `source`",
+            );
+            return None;
+        }
+        (None, None, false) => {
+            let name = decl.name.to_string();
+            decl.error_here(format!("file `{name}` needs `content` or `source`"));
+            return None;
+        }
+        (Some(c), None, false) => attrs.push(("content".into(), Template::Text(c.clone()))),
+        (None, Some(s), false) => {
+            let bytes = decl.read_source(s)?;
+            let v = match String::from_utf8(bytes) {
+                Ok(t) => Value::Text(t),
+                Err(e) => Value::Bytes(e.into_bytes()),
+            };
+            attrs.push(("content".into(), fixed(v)));
+        }
+        (None, None, true) => {}
+    }
+    if let Some(m) = &d.mode {
+        match parse_mode(m.get_ref()) {
+            Some(mode) if !absent => {
+                attrs.push(("mode".into(), fixed(Value::Text(format_mode(mode)))));
+            }
+            Some(_) => {}
+            None => {
+                decl.error(
+                    m,
+                    format!(
+                        "invalid mode `{}`: expected an octal string such as \"0644\"",
+                        m.get_ref()
+                    ),
+                );
+                return None;
+            }
+        }
+    }
+    for (name, v) in [("owner", &d.owner), ("group", &d.group)] {
+        if let Some(v) = v {
+            let s = v.get_ref();
+            if !valid_owner(s) {
+                decl.error(
+                    v,
+                    format!("invalid {name} `{s}`: expected a user or group name or number"),
+                );
+                return None;
+            }
+            if !absent {
+                attrs.push((name.into(), fixed(Value::Text(s.clone()))));
+            }
+        }
+    }
+    Some(Declared { attrs, gate: None })
+}
 
 /// Cuts the output of `probe_batch` into what `probe` would have printed for each file: the class
 /// lines (`d`, `p`, `a`), one `stat` line per present file, one digest line per large file, then
@@ -152,7 +265,11 @@ impl Provider for FileProvider {
         "file"
     }
 
-    fn probe(&self, inst: &Instance) -> Option<String> {
+    fn declare(&self, decl: &mut Declaration<'_>) -> Option<Declared> {
+        declare_file(decl)
+    }
+
+    fn probe(&self, inst: &Instance, _host: &str) -> Option<String> {
         let p = shell_quote(inst.text("path")?);
         Some(format!(
             "p={p}\nif [ -d \"$p\" ]; then echo directory\nelif [ -e \"$p\" ]; then \
@@ -162,74 +279,9 @@ impl Provider for FileProvider {
         ))
     }
 
-    fn observe(&self, inst: &Instance, out: &ProbeOutput) -> Result<Observation, String> {
-        if out.status != 0 {
-            return Err(format!("cannot read file (exit {})", out.status));
-        }
-        let nl = out
-            .stdout
-            .iter()
-            .position(|b| *b == b'\n')
-            .unwrap_or(out.stdout.len());
-        let head = String::from_utf8_lossy(&out.stdout[..nl]).to_string();
-        let body = out.stdout.get(nl + 1..).unwrap_or_default();
-        let mut fields = head.split(' ');
-        let mut attrs = BTreeMap::new();
-        let present = match fields.next() {
-            Some("absent") => false,
-            Some("present") => true,
-            Some("directory") => return Err("the path is a directory".into()),
-            _ => return Err(format!("unexpected answer `{head}`")),
-        };
-        if wants_absent(inst) {
-            let state = if present { "present" } else { "absent" };
-            attrs.insert("ensure".into(), Value::Text(state.into()));
-            return Ok(Observation {
-                exists: true,
-                attrs,
-                note: None,
-            });
-        }
-        if !present {
-            return Ok(Observation {
-                exists: false,
-                attrs,
-                note: Some("file absent".into()),
-            });
-        }
-        let f: Vec<&str> = fields.collect();
-        let [mode, size, uid, gid, user, group] = f.as_slice() else {
-            return Err(format!("unexpected answer `{head}`"));
-        };
-        // A numeric owner or group in the stack compares with the id, a name with the name.
-        let numeric = |attr: &str| {
-            inst.text(attr)
-                .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit()))
-        };
-        let owner = if numeric("owner") { uid } else { user };
-        let group = if numeric("group") { gid } else { group };
-        let mode = u32::from_str_radix(mode, 8).map_err(|_| format!("bad mode `{mode}`"))?;
-        let size: u64 = size.parse().map_err(|_| format!("bad size `{size}`"))?;
-        let content = if size <= READ_LIMIT {
-            match String::from_utf8(body.to_vec()) {
-                Ok(t) => Value::Text(t),
-                Err(e) => Value::Bytes(e.into_bytes()),
-            }
-        } else {
-            Value::Digest(ContentDigest {
-                sha256: String::from_utf8_lossy(body).trim().to_string(),
-                size,
-            })
-        };
-        attrs.insert("content".into(), content);
-        attrs.insert("mode".into(), Value::Text(format!("{mode:04o}")));
-        attrs.insert("owner".into(), Value::Text((*owner).to_string()));
-        attrs.insert("group".into(), Value::Text((*group).to_string()));
-        Ok(Observation {
-            exists: true,
-            attrs,
-            note: None,
-        })
+    fn observe(&self, inst: &Instance, out: &MemberOutputs) -> Result<Observation, String> {
+        let out = out.first().ok_or("no output")?;
+        observe_file(inst, out)
     }
 
     fn probe_batch(&self, insts: &[&Instance]) -> Option<String> {
@@ -267,7 +319,7 @@ impl Provider for FileProvider {
             Ok(parts) => insts
                 .iter()
                 .zip(parts)
-                .map(|(inst, stdout)| self.observe(inst, &ProbeOutput { stdout, status: 0 }))
+                .map(|(inst, stdout)| observe_file(inst, &ProbeOutput { stdout, status: 0 }))
                 .collect(),
             Err(e) => insts.iter().map(|_| Err(e.clone())).collect(),
         }
@@ -277,18 +329,19 @@ impl Provider for FileProvider {
         &["path"]
     }
 
-    async fn create(&self, inst: &Instance, t: &dyn Transport) -> Result<(), ProviderError> {
-        self.write(inst, t).await
+    async fn create(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError> {
+        let t = cx.own_transport().await?;
+        self.write(cx.instance(), &*t).await?;
+        Ok(Applied::default())
     }
 
-    async fn update(
-        &self,
-        inst: &Instance,
-        changed: &[String],
-        t: &dyn Transport,
-    ) -> Result<(), ProviderError> {
-        if wants_absent(inst) || changed.iter().any(|c| c == "content" || c == "ensure") {
-            return self.write(inst, t).await;
+    async fn update(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError> {
+        let inst = cx.instance();
+        let t = cx.own_transport().await?;
+        let t = &*t;
+        if wants_absent(inst) || cx.changed().iter().any(|c| c == "content" || c == "ensure") {
+            self.write(inst, t).await?;
+            return Ok(Applied::default());
         }
         // Only metadata differs: fix it without rewriting the content.
         let p = shell_quote(path(inst)?);
@@ -305,13 +358,17 @@ impl Provider for FileProvider {
                 shell_quote(spec.trim_end_matches(':'))
             ));
         }
-        run(t, "update", script).await
+        run(t, "update", script).await?;
+        Ok(Applied::default())
     }
 
-    async fn delete(&self, inst: &Instance, t: &dyn Transport) -> Result<(), ProviderError> {
+    async fn delete(&self, cx: &ApplyCtx) -> Result<(), ProviderError> {
+        let inst = cx.instance();
         if wants_absent(inst) {
             return Ok(());
         }
+        let t = cx.own_transport().await?;
+        let t = &*t;
         run(
             t,
             "delete",
@@ -319,4 +376,75 @@ impl Provider for FileProvider {
         )
         .await
     }
+}
+
+/// What `probe` printed for one file, as an observation.
+fn observe_file(inst: &Instance, out: &ProbeOutput) -> Result<Observation, String> {
+    if out.status != 0 {
+        return Err(format!("cannot read file (exit {})", out.status));
+    }
+    let nl = out
+        .stdout
+        .iter()
+        .position(|b| *b == b'\n')
+        .unwrap_or(out.stdout.len());
+    let head = String::from_utf8_lossy(&out.stdout[..nl]).to_string();
+    let body = out.stdout.get(nl + 1..).unwrap_or_default();
+    let mut fields = head.split(' ');
+    let mut attrs = BTreeMap::new();
+    let present = match fields.next() {
+        Some("absent") => false,
+        Some("present") => true,
+        Some("directory") => return Err("the path is a directory".into()),
+        _ => return Err(format!("unexpected answer `{head}`")),
+    };
+    if wants_absent(inst) {
+        let state = if present { "present" } else { "absent" };
+        attrs.insert("ensure".into(), Value::Text(state.into()));
+        return Ok(Observation {
+            exists: true,
+            attrs,
+            note: None,
+        });
+    }
+    if !present {
+        return Ok(Observation {
+            exists: false,
+            attrs,
+            note: Some("file absent".into()),
+        });
+    }
+    let f: Vec<&str> = fields.collect();
+    let [mode, size, uid, gid, user, group] = f.as_slice() else {
+        return Err(format!("unexpected answer `{head}`"));
+    };
+    // A numeric owner or group in the stack compares with the id, a name with the name.
+    let numeric = |attr: &str| {
+        inst.text(attr)
+            .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit()))
+    };
+    let owner = if numeric("owner") { uid } else { user };
+    let group = if numeric("group") { gid } else { group };
+    let mode = u32::from_str_radix(mode, 8).map_err(|_| format!("bad mode `{mode}`"))?;
+    let size: u64 = size.parse().map_err(|_| format!("bad size `{size}`"))?;
+    let content = if size <= READ_LIMIT {
+        match String::from_utf8(body.to_vec()) {
+            Ok(t) => Value::Text(t),
+            Err(e) => Value::Bytes(e.into_bytes()),
+        }
+    } else {
+        Value::Digest(ContentDigest {
+            sha256: String::from_utf8_lossy(body).trim().to_string(),
+            size,
+        })
+    };
+    attrs.insert("content".into(), content);
+    attrs.insert("mode".into(), Value::Text(format!("{mode:04o}")));
+    attrs.insert("owner".into(), Value::Text((*owner).to_string()));
+    attrs.insert("group".into(), Value::Text((*group).to_string()));
+    Ok(Observation {
+        exists: true,
+        attrs,
+        note: None,
+    })
 }

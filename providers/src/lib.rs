@@ -3,7 +3,7 @@
 //! Transports (how kz reaches a host: [`local`], [`ssh`]) and resource providers ([`file`],
 //! [`command`]). They do the I/O the engine decides on, and never print: they return data and errors.
 
-pub mod api;
+pub mod check;
 pub mod command;
 pub mod file;
 pub mod hcloud;
@@ -23,6 +23,7 @@ pub fn providers() -> Providers {
     let list: Vec<Arc<dyn Provider>> = vec![
         Arc::new(file::FileProvider),
         Arc::new(command::CommandProvider),
+        Arc::new(check::CheckProvider),
         Arc::new(hcloud::LbProvider::from_env()),
     ];
     Providers::new(list)
@@ -94,7 +95,6 @@ impl TransportFactory for Transports {
         match host.transport {
             TransportKind::Local => Ok(Arc::new(local::LocalTransport::new(host))),
             TransportKind::Ssh => Ok(self.ssh(host)?),
-            TransportKind::Api => Ok(Arc::new(api::ApiTransport::new(&host.name))),
         }
     }
 }

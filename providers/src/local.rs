@@ -139,7 +139,7 @@ mod tests {
             name: "local".into(),
             address: "127.0.0.1".into(),
             labels: BTreeMap::new(),
-            hcloud_server: None,
+            settings: Default::default(),
             transport: TransportKind::Local,
             ssh: SshSettings::default(),
         })

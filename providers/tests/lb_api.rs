@@ -4,9 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use kz_engine::model::{Address, Attr, Instance, Value};
-use kz_engine::provider::{CommandOutput, CommandSpec, Provider, Transport, TransportError};
+use kz_engine::provider::{ApplyCtx, Provider};
 use kz_providers::hcloud::actions::Waiting;
 use kz_providers::hcloud::client::Retry;
 use kz_providers::hcloud::{LbProvider, Settings};
@@ -18,23 +17,14 @@ const SQL: &str = "tcp 6033 -> 6033, health tcp:6033 every 5s timeout 3s retries
 const API: &str =
     "http 8000 -> 8000, health http:8000 every 10s timeout 5s retries 2 path /healthz domain x.io";
 
-/// The pseudo-host's transport: the provider must not use it.
-struct NoTransport;
+/// The context of a change of `inst`, reaching no host (a load balancer needs none).
+fn cx(inst: &Instance) -> ApplyCtx {
+    ApplyCtx::detached(inst.clone(), Vec::new())
+}
 
-#[async_trait]
-impl Transport for NoTransport {
-    fn host(&self) -> &str {
-        "hcloud"
-    }
-    fn max_sessions(&self) -> usize {
-        1
-    }
-    fn command_timeout(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-    async fn run(&self, _cmd: CommandSpec) -> Result<CommandOutput, TransportError> {
-        Err(TransportError::Unsupported("no commands here".into()))
-    }
+/// The context of an update of `inst` whose `changed` attributes differ.
+fn cx_with(inst: &Instance, changed: &[String]) -> ApplyCtx {
+    ApplyCtx::detached(inst.clone(), changed.to_vec())
 }
 
 fn provider(api: &FakeHcloud) -> LbProvider {
@@ -58,7 +48,7 @@ fn text(s: &str) -> Value {
 }
 
 fn list(items: &[&str]) -> Value {
-    Value::List(items.iter().map(|s| s.to_string()).collect())
+    Value::List(items.iter().map(|s| Value::Text(s.to_string())).collect())
 }
 
 fn lb(name: &str, attrs: &[(&str, Value)]) -> Instance {
@@ -81,10 +71,13 @@ fn lb(name: &str, attrs: &[(&str, Value)]) -> Instance {
             module: "edge".into(),
             kind: "lb".into(),
             name: name.into(),
-            host: "hcloud".into(),
+            host: None,
         },
+        members: Vec::new(),
         attrs: all,
         depends_on: Vec::new(),
+        outputs: Default::default(),
+        gate: None,
     }
 }
 
@@ -100,7 +93,7 @@ fn internal() -> Instance {
             ("services", list(&[WEB, SQL])),
             (
                 "labels",
-                Value::Map([("app".to_string(), "keybuzz".to_string())].into()),
+                Value::Map([("app".to_string(), Value::Text("keybuzz".to_string()))].into()),
             ),
         ],
     )
@@ -145,7 +138,7 @@ async fn a_created_load_balancer_reads_back_as_declared_from_one_call() {
     let absent = p.read(std::slice::from_ref(&inst)).await.expect("read");
     assert_eq!(absent[0].as_ref().map(|o| o.exists), Ok(false));
 
-    p.create(&inst, &NoTransport).await.expect("create");
+    p.create(&cx(&inst)).await.expect("create");
     assert_eq!(posts(&api), vec!["/v1/load_balancers"]);
     assert_eq!(drift(&p, &inst).await, vec![]);
     let json = api.load_balancer("lb-internal").expect("made");
@@ -161,7 +154,7 @@ async fn a_declared_ip_is_attached_after_the_create_call() {
     let mut inst = internal();
     inst.attrs
         .insert("ip".into(), Attr::plain(text("10.0.0.250")));
-    p.create(&inst, &NoTransport).await.expect("create");
+    p.create(&cx(&inst)).await.expect("create");
     assert_eq!(drift(&p, &inst).await, vec![]);
     let steps: Vec<String> = posts(&api)
         .into_iter()
@@ -186,7 +179,7 @@ async fn changes_behind_kz_back_show_and_an_update_undoes_them() {
     api.set_action_delay(Duration::ZERO);
     let p = provider(&api);
     let inst = internal();
-    p.create(&inst, &NoTransport).await.expect("create");
+    p.create(&cx(&inst)).await.expect("create");
     api.remove_lb_target("lb-internal", "haproxy-02");
     api.set_lb_health_check_interval("lb-internal", 6033, 30);
     let d = drift(&p, &inst).await;
@@ -194,7 +187,7 @@ async fn changes_behind_kz_back_show_and_an_update_undoes_them() {
     assert_eq!(names, vec!["services", "targets"]);
     assert_eq!(d[1].1, Some(list(&["haproxy-01"])));
 
-    p.update(&inst, &["services".into(), "targets".into()], &NoTransport)
+    p.update(&cx_with(&inst, &["services".into(), "targets".into()]))
         .await
         .expect("update");
     assert_eq!(drift(&p, &inst).await, vec![]);
@@ -206,7 +199,7 @@ async fn an_update_applies_each_kind_of_change() {
     api.seed_keybuzz();
     api.set_action_delay(Duration::from_millis(30));
     let p = provider(&api);
-    p.create(&internal(), &NoTransport).await.expect("create");
+    p.create(&cx(&internal())).await.expect("create");
     let next = lb(
         "lb-internal",
         &[
@@ -230,9 +223,7 @@ async fn an_update_applies_each_kind_of_change() {
     ]
     .map(String::from)
     .to_vec();
-    p.update(&next, &changed, &NoTransport)
-        .await
-        .expect("update");
+    p.update(&cx_with(&next, &changed)).await.expect("update");
     assert_eq!(drift(&p, &next).await, vec![]);
 }
 
@@ -241,7 +232,7 @@ async fn a_failed_action_is_reported_with_its_code() {
     let api = FakeHcloud::start();
     api.seed_keybuzz();
     let p = provider(&api);
-    p.create(&internal(), &NoTransport).await.expect("create");
+    p.create(&cx(&internal())).await.expect("create");
     api.fail_next_action("target_already_defined", "the target is already defined");
     let mut next = internal();
     next.attrs.insert(
@@ -249,7 +240,7 @@ async fn a_failed_action_is_reported_with_its_code() {
         Attr::plain(list(&["haproxy-01", "haproxy-02", "proxysql-01"])),
     );
     let e = p
-        .update(&next, &["targets".into()], &NoTransport)
+        .update(&cx_with(&next, &["targets".into()]))
         .await
         .expect_err("the action fails");
     assert_eq!(e.step, "add_target");
@@ -265,22 +256,16 @@ async fn api_errors_name_code_message_and_correlation_id() {
     api.seed_keybuzz();
     let p = provider(&api);
     let bad = lb("lb-x", &[("type", text("lb99"))]);
-    let e = p
-        .create(&bad, &NoTransport)
-        .await
-        .expect_err("no such type");
+    let e = p.create(&cx(&bad)).await.expect_err("no such type");
     assert_eq!(e.step, "create");
     assert!(e.message.starts_with("hcloud: "), "{}", e.message);
     assert!(e.message.contains(" (correlation id "), "{}", e.message);
 
     let lost = lb("lb-x", &[("network", text("nowhere"))]);
-    let e = p.create(&lost, &NoTransport).await.expect_err("no network");
+    let e = p.create(&cx(&lost)).await.expect_err("no network");
     assert_eq!(e.message, "no network named nowhere in the project");
     let ghosts = lb("lb-x", &[("targets", list(&["ghost-1"]))]);
-    let e = p
-        .create(&ghosts, &NoTransport)
-        .await
-        .expect_err("no server");
+    let e = p.create(&cx(&ghosts)).await.expect_err("no server");
     assert!(e.message.contains("ghost-1"), "{}", e.message);
 }
 
@@ -294,9 +279,7 @@ async fn retry_worthy_failures_are_retried_then_reported() {
     assert_eq!(got[0].as_ref().map(|o| o.exists), Ok(false));
 
     api.rate_limit_next(2);
-    p.create(&inst, &NoTransport)
-        .await
-        .expect("create after 429s");
+    p.create(&cx(&inst)).await.expect("create after 429s");
 
     api.fail_next_requests(5, "conflict");
     let got = p.read(std::slice::from_ref(&inst)).await.expect("read");
@@ -310,9 +293,9 @@ async fn delete_protection_is_refused_and_a_gone_load_balancer_is_fine() {
     let api = FakeHcloud::start();
     let p = provider(&api);
     let inst = lb("lb-internal", &[]);
-    p.create(&inst, &NoTransport).await.expect("create");
+    p.create(&cx(&inst)).await.expect("create");
     api.set_lb_delete_protection("lb-internal", true);
-    let e = p.delete(&inst, &NoTransport).await.expect_err("protected");
+    let e = p.delete(&cx(&inst)).await.expect_err("protected");
     assert_eq!(e.step, "delete");
     assert_eq!(
         e.message,
@@ -320,9 +303,9 @@ async fn delete_protection_is_refused_and_a_gone_load_balancer_is_fine() {
          turn protection off in the Hetzner console first"
     );
     api.set_lb_delete_protection("lb-internal", false);
-    p.delete(&inst, &NoTransport).await.expect("delete");
+    p.delete(&cx(&inst)).await.expect("delete");
     assert!(api.load_balancer("lb-internal").is_none());
-    p.delete(&inst, &NoTransport).await.expect("already gone");
+    p.delete(&cx(&inst)).await.expect("already gone");
 }
 
 #[tokio::test]
@@ -340,14 +323,11 @@ async fn without_a_token_no_request_is_made() {
     let want = "hcloud: no API token: set KZ_TEST_NO_SUCH_TOKEN (the variable named by token_env)";
     let got = p.read(std::slice::from_ref(&inst)).await.expect("read");
     assert_eq!(got[0], Err(want.to_string()));
-    let e = p.create(&inst, &NoTransport).await.expect_err("no token");
+    let e = p.create(&cx(&inst)).await.expect_err("no token");
     assert_eq!(e.message, want);
-    let e = p
-        .update(&inst, &[], &NoTransport)
-        .await
-        .expect_err("no token");
+    let e = p.update(&cx_with(&inst, &[])).await.expect_err("no token");
     assert_eq!(e.message, want);
-    let e = p.delete(&inst, &NoTransport).await.expect_err("no token");
+    let e = p.delete(&cx(&inst)).await.expect_err("no token");
     assert_eq!(e.message, want);
     assert!(api.requests().is_empty());
 }
@@ -362,7 +342,7 @@ async fn many_servers_and_load_balancers_are_read_page_by_page() {
     let mut insts = Vec::new();
     for n in 0..3 {
         let inst = lb(&format!("lb-{n}"), &[("targets", list(&targets))]);
-        p.create(&inst, &NoTransport).await.expect("create");
+        p.create(&cx(&inst)).await.expect("create");
         insts.push(inst);
     }
     let before = api.requests().len();
@@ -404,7 +384,7 @@ async fn a_new_private_ip_moves_a_private_load_balancer_with_its_targets() {
     let mut inst = internal();
     inst.attrs
         .insert("ip".into(), Attr::plain(text("10.0.0.250")));
-    p.create(&inst, &NoTransport).await.expect("create");
+    p.create(&cx(&inst)).await.expect("create");
     inst.attrs
         .insert("ip".into(), Attr::plain(text("10.0.0.251")));
     let d = drift(&p, &inst).await;
@@ -417,7 +397,7 @@ async fn a_new_private_ip_moves_a_private_load_balancer_with_its_targets() {
         )]
     );
     let before = posts(&api).len();
-    p.update(&inst, &["ip".into()], &NoTransport)
+    p.update(&cx_with(&inst, &["ip".into()]))
         .await
         .expect("update");
     assert_eq!(drift(&p, &inst).await, vec![]);
@@ -461,7 +441,7 @@ async fn a_smaller_type_is_taken_once_what_it_cannot_hold_is_gone() {
         "lb-web",
         &[("type", text("lb21")), ("services", list(&six))],
     );
-    p.create(&big, &NoTransport).await.expect("create");
+    p.create(&cx(&big)).await.expect("create");
 
     // lb11 holds at most five services: the sixth goes before the type changes.
     let small = lb(
@@ -469,7 +449,7 @@ async fn a_smaller_type_is_taken_once_what_it_cannot_hold_is_gone() {
         &[("type", text("lb11")), ("services", list(&six[..5]))],
     );
     let before = posts(&api).len();
-    p.update(&small, &["type".into(), "services".into()], &NoTransport)
+    p.update(&cx_with(&small, &["type".into(), "services".into()]))
         .await
         .expect("downgrade");
     assert_eq!(drift(&p, &small).await, vec![]);
@@ -480,7 +460,7 @@ async fn a_smaller_type_is_taken_once_what_it_cannot_hold_is_gone() {
 
     // And back: the type grows before the sixth service comes.
     let before = posts(&api).len();
-    p.update(&big, &["type".into(), "services".into()], &NoTransport)
+    p.update(&cx_with(&big, &["type".into(), "services".into()]))
         .await
         .expect("upgrade");
     assert_eq!(drift(&p, &big).await, vec![]);
@@ -524,7 +504,7 @@ async fn targets_added_elsewhere_show_in_declared_targets_and_an_update_removes_
     api.set_action_delay(Duration::ZERO);
     let p = provider(&api);
     let inst = internal();
-    p.create(&inst, &NoTransport).await.expect("create");
+    p.create(&cx(&inst)).await.expect("create");
     add_target_elsewhere(
         &api,
         "lb-internal",
@@ -541,7 +521,7 @@ async fn targets_added_elsewhere_show_in_declared_targets_and_an_update_removes_
         )]
     );
     let before = posts(&api).len();
-    p.update(&inst, &["targets".into()], &NoTransport)
+    p.update(&cx_with(&inst, &["targets".into()]))
         .await
         .expect("update");
     assert_eq!(steps_since(&api, before), vec!["remove_target"]);
@@ -550,7 +530,7 @@ async fn targets_added_elsewhere_show_in_declared_targets_and_an_update_removes_
 
     // An IP target, on a public load balancer.
     let web = lb("lb-web", &[("targets", list(&["haproxy-01"]))]);
-    p.create(&web, &NoTransport).await.expect("create");
+    p.create(&cx(&web)).await.expect("create");
     add_target_elsewhere(
         &api,
         "lb-web",
@@ -566,7 +546,7 @@ async fn targets_added_elsewhere_show_in_declared_targets_and_an_update_removes_
             list(&["haproxy-01"])
         )]
     );
-    p.update(&web, &["targets".into()], &NoTransport)
+    p.update(&cx_with(&web, &["targets".into()]))
         .await
         .expect("update");
     assert_eq!(drift(&p, &web).await, vec![]);
@@ -580,7 +560,7 @@ async fn targets_added_elsewhere_show_against_a_target_label_and_an_update_remov
     api.set_action_delay(Duration::ZERO);
     let p = provider(&api);
     let inst = lb("lb-web", &[("target_label", text("role=haproxy"))]);
-    p.create(&inst, &NoTransport).await.expect("create");
+    p.create(&cx(&inst)).await.expect("create");
     assert_eq!(drift(&p, &inst).await, vec![]);
     let proxysql = api.server("proxysql-01").expect("seeded")["id"]
         .as_i64()
@@ -610,7 +590,7 @@ async fn targets_added_elsewhere_show_against_a_target_label_and_an_update_remov
             text("role=haproxy")
         )]
     );
-    p.update(&inst, &["target_label".into()], &NoTransport)
+    p.update(&cx_with(&inst, &["target_label".into()]))
         .await
         .expect("update");
     assert_eq!(drift(&p, &inst).await, vec![]);
@@ -631,9 +611,6 @@ async fn an_endpoint_in_clear_text_to_another_host_is_refused_before_any_request
         let e = r.expect_err("refused");
         assert!(e.contains("KZ_HCLOUD_ENDPOINT"), "{e}");
     }
-    let e = p
-        .create(&insts[0], &NoTransport)
-        .await
-        .expect_err("refused");
+    let e = p.create(&cx(&insts[0])).await.expect_err("refused");
     assert!(e.message.contains("KZ_HCLOUD_ENDPOINT"), "{}", e.message);
 }

@@ -109,7 +109,7 @@ pub async fn up(
         .instances
         .iter()
         .filter(|i| i.kind() == "container")
-        .map(|i| i.host())
+        .flat_map(|i| i.members.iter().map(String::as_str))
         .collect();
     let mut starts = tokio::task::JoinSet::new();
     for name in selected {

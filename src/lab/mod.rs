@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kz_engine::lab::{LabOverlay, lab_dir};
-use kz_engine::model::{Stack, TransportKind};
+use kz_engine::model::Stack;
 
 use crate::cli::LabCommand;
 use crate::output::Shell;
@@ -132,12 +132,7 @@ fn select_hosts(
     wanted: &[String],
     module: Option<&str>,
 ) -> Result<Vec<String>, String> {
-    let machines: Vec<&String> = stack
-        .hosts
-        .values()
-        .filter(|h| h.transport != TransportKind::Api)
-        .map(|h| &h.name)
-        .collect();
+    let machines: Vec<&String> = stack.hosts.values().map(|h| &h.name).collect();
     if !wanted.is_empty() {
         for w in wanted {
             if !machines.contains(&w) {
@@ -163,8 +158,8 @@ fn select_hosts(
         let mut on: Vec<String> = stack
             .instances
             .iter()
-            .filter(|i| i.address.module == m && machines.contains(&&i.address.host))
-            .map(|i| i.address.host.clone())
+            .filter(|i| i.address.module == m)
+            .flat_map(|i| i.members.iter().cloned())
             .collect();
         on.sort();
         on.dedup();

@@ -187,6 +187,8 @@ mod tests {
                 kind: "file".to_owned(),
                 name: "conf".to_owned(),
                 host: "redis-01".to_owned(),
+                members: Vec::new(),
+                outputs: BTreeMap::new(),
                 attributes: BTreeMap::from([
                     (
                         "path".to_owned(),

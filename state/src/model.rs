@@ -47,10 +47,18 @@ pub struct ResourceState {
     pub kind: String,
     /// Resource name within its module.
     pub name: String,
-    /// Host the instance lives on.
+    /// Host the instance lives on; empty for an instance on no single host (a group of hosts, or
+    /// an API).
+    #[serde(default)]
     pub host: String,
+    /// The hosts an instance spanning several hosts was applied on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
     /// Recorded attributes, by name.
     pub attributes: BTreeMap<String, AttrState>,
+    /// Values the provider computed while applying (an id, a digest), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, AttrState>,
     /// Instance addresses this one depended on when applied, so that it can
     /// be destroyed in the right order after its configuration is gone.
     pub depends_on: Vec<String>,

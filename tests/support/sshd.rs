@@ -213,12 +213,26 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(20));
         }
         for key in keys {
-            let added = Command::new("ssh-add")
-                .arg(key)
-                .env("SSH_AUTH_SOCK", &agent.sock)
-                .output()
-                .expect("ssh-add");
-            assert!(added.status.success(), "ssh-add {}", key.display());
+            // The socket can exist a moment before the agent accepts on it: retry, boundedly.
+            let mut tries = 0;
+            loop {
+                let added = Command::new("ssh-add")
+                    .arg(key)
+                    .env("SSH_AUTH_SOCK", &agent.sock)
+                    .output()
+                    .expect("ssh-add");
+                if added.status.success() {
+                    break;
+                }
+                tries += 1;
+                assert!(
+                    tries < 100,
+                    "ssh-add {}: {}",
+                    key.display(),
+                    String::from_utf8_lossy(&added.stderr)
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         agent
     }

@@ -1,7 +1,7 @@
 //! Loading a stack directory: parse every TOML file with spans, validate, interpolate, and expand
 //! resources into instances. Every problem becomes a [`Diagnostic`] naming `file:line:col`.
 
-pub mod lb;
+pub mod declare;
 mod raw;
 mod resources;
 
@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::diag::{Diagnostic, Diagnostics, Location, SourceFile};
 use crate::graph::DepGraph;
@@ -19,35 +20,52 @@ use crate::lab::LabOverlay;
 use crate::model::{
     Host, Module, SshSettings, Stack, StateBackendKind, StateConfig, TransportKind,
 };
+use crate::provider::Providers;
+use crate::secrets::Secrets;
 use crate::units::parse_duration;
+use serde::Deserialize;
 
 /// Reads variables for `${env.*}` and `${secret.*}`; the real environment in production,
 /// a map in tests.
 pub type EnvFn<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Loads the stack in `dir` with the process environment.
-pub fn load_stack(dir: &Path) -> Result<Stack, Diagnostics> {
-    load_stack_with_env(dir, &|k| std::env::var(k).ok())
+pub fn load_stack(dir: &Path, providers: &Providers) -> Result<Stack, Diagnostics> {
+    load_stack_with_env(dir, providers, &|k| std::env::var(k).ok())
 }
 
-pub fn load_stack_with_env(dir: &Path, env: EnvFn<'_>) -> Result<Stack, Diagnostics> {
-    load(dir, env, None)
+pub fn load_stack_with_env(
+    dir: &Path,
+    providers: &Providers,
+    env: EnvFn<'_>,
+) -> Result<Stack, Diagnostics> {
+    load(dir, providers, env, None)
 }
 
 /// Loads the stack in `dir` as its lab sees it: every `${host.address}` and
 /// `${hosts.NAME.address}` is the lab host's. The caller then applies the rest of the overlay
 /// ([`LabOverlay::apply_to`]).
-pub fn load_stack_in_lab(dir: &Path, lab: &LabOverlay) -> Result<Stack, Diagnostics> {
-    load(dir, &|k| std::env::var(k).ok(), Some(lab))
+pub fn load_stack_in_lab(
+    dir: &Path,
+    providers: &Providers,
+    lab: &LabOverlay,
+) -> Result<Stack, Diagnostics> {
+    load(dir, providers, &|k| std::env::var(k).ok(), Some(lab))
 }
 
-fn load(dir: &Path, env: EnvFn<'_>, lab: Option<&LabOverlay>) -> Result<Stack, Diagnostics> {
+fn load(
+    dir: &Path,
+    providers: &Providers,
+    env: EnvFn<'_>,
+    lab: Option<&LabOverlay>,
+) -> Result<Stack, Diagnostics> {
     let mut loader = Loader {
         dir: dir.to_path_buf(),
         diags: Diagnostics::default(),
         digest: Sha256::new(),
         env,
         lab,
+        providers,
     };
     let stack = loader.load();
     match stack {
@@ -57,7 +75,7 @@ fn load(dir: &Path, env: EnvFn<'_>, lab: Option<&LabOverlay>) -> Result<Stack, D
 }
 
 /// The path of a stack file as shown to the user.
-fn display_path(dir: &Path, file: &str) -> PathBuf {
+pub(crate) fn display_path(dir: &Path, file: &str) -> PathBuf {
     if dir == Path::new(".") || dir.as_os_str().is_empty() {
         PathBuf::from(file)
     } else {
@@ -71,7 +89,16 @@ pub(crate) struct Loader<'a> {
     digest: Sha256,
     env: EnvFn<'a>,
     lab: Option<&'a LabOverlay>,
+    providers: &'a Providers,
 }
+
+/// A module file, read: its name, source, `[module]` table and resource tables.
+type ParsedModule = (
+    String,
+    Arc<SourceFile>,
+    Option<raw::ModuleTable>,
+    DeTable<'static>,
+);
 
 pub(crate) fn loc<T>(file: &Arc<SourceFile>, s: &Spanned<T>) -> Location {
     Location::new(file, s.span())
@@ -119,24 +146,49 @@ impl Loader<'_> {
         }
     }
 
-    fn parse<T: serde::de::DeserializeOwned>(&mut self, file: &Arc<SourceFile>) -> Option<T> {
-        match toml::from_str::<T>(&file.text) {
-            Ok(v) => Some(v),
+    /// Parses a file into its TOML tables, spans kept; a syntax error becomes a diagnostic.
+    fn parse_document(&mut self, file: &Arc<SourceFile>) -> Option<DeTable<'static>> {
+        // The tables are handed around (to providers) apart from the text they were parsed from,
+        // so they must not borrow it; a stack is loaded once or twice per run, so keeping a copy
+        // of its text for the life of the process costs little and keeps this free of `unsafe`.
+        let text: &'static str = Box::leak(file.text.clone().into_boxed_str());
+        match DeTable::parse(text) {
+            Ok(t) => Some(t.into_inner()),
             Err(e) => {
-                let span = e.span();
-                let found = span.clone().and_then(|s| file.text.get(s)).unwrap_or("");
-                let message = friendly_message(e.message().trim(), found);
-                let d = match span {
-                    Some(_) if message.starts_with("missing table [stack]") => {
-                        Diagnostic::in_file(&file.display, message)
-                    }
-                    Some(span) => Diagnostic::at(Location::new(file, span), message),
-                    None => Diagnostic::in_file(&file.display, message),
-                };
-                self.error(d);
+                self.toml_error(file, &e);
                 None
             }
         }
+    }
+
+    /// Reads a table (a whole document or part of one) into `T`.
+    fn parse_table<T: serde::de::DeserializeOwned>(
+        &mut self,
+        file: &Arc<SourceFile>,
+        table: DeTable<'static>,
+    ) -> Option<T> {
+        let value = Spanned::new(0..file.text.len(), DeValue::Table(table));
+        match T::deserialize(ValueDeserializer::from(value)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.toml_error(file, &e);
+                None
+            }
+        }
+    }
+
+    fn toml_error(&mut self, file: &Arc<SourceFile>, e: &toml::de::Error) {
+        let span = e.span();
+        let found = span.clone().and_then(|s| file.text.get(s)).unwrap_or("");
+        let message = friendly_message(e.message().trim(), found);
+        let d = match span {
+            Some(_) if message.starts_with("missing table [stack]") => {
+                Diagnostic::in_file(&file.display, message)
+            }
+            Some(span) => Diagnostic::at(Location::new(file, span), message),
+            None => Diagnostic::in_file(&file.display, message),
+        };
+        self.error(d);
     }
 
     fn load(&mut self) -> Option<Stack> {
@@ -159,7 +211,15 @@ impl Loader<'_> {
             return None;
         }
         let stack_src = self.read_source("stack.toml")?;
-        let raw: raw::StackFile = self.parse(&stack_src)?;
+        let mut stack_doc = self.parse_document(&stack_src)?;
+        let settings = self.host_settings(&stack_src, &mut stack_doc);
+        let raw: raw::StackFile = match self.parse_table(&stack_src, stack_doc) {
+            Some(r) => r,
+            None => {
+                self.name_host_settings();
+                return None;
+            }
+        };
 
         let name = raw.stack.name.get_ref().clone();
         if !valid_name(&name) {
@@ -180,10 +240,12 @@ impl Loader<'_> {
             None => None,
         };
         let state = self.state_config(&stack_src, raw.state.as_ref());
-        let hosts = self.hosts(&stack_src, &raw);
+        let hosts = self.hosts(&stack_src, &raw, settings);
 
         let module_files = self.module_files();
         let mut parsed = Vec::new();
+        // Modules whose file could not be parsed: they exist, so naming them is no error.
+        let mut broken = HashSet::new();
         for file_name in module_files {
             let module = file_name.trim_end_matches(".toml").to_string();
             let Some(src) = self.read_source(&file_name) else {
@@ -199,14 +261,17 @@ impl Loader<'_> {
                 ));
                 continue;
             }
-            if let Some(m) = self.parse::<raw::ModuleFile>(&src) {
-                parsed.push((module, src, m));
+            match self.module_file(&src) {
+                Some((m, resources)) => parsed.push((module, src, m, resources)),
+                None => {
+                    broken.insert(module);
+                }
             }
         }
 
         let mut modules = BTreeMap::new();
-        for (name, _, m) in &parsed {
-            let (description, depends_on) = match &m.module {
+        for (name, _, m, _) in &parsed {
+            let (description, depends_on) = match m {
                 Some(t) => (
                     t.description.clone(),
                     t.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
@@ -222,11 +287,14 @@ impl Loader<'_> {
                 },
             );
         }
-        for (name, src, m) in &parsed {
-            let Some(t) = &m.module else { continue };
+        for (name, src, m, _) in &parsed {
+            let Some(t) = m else { continue };
             let mut seen = HashSet::new();
             for dep in &t.depends_on {
                 let d = dep.get_ref();
+                if broken.contains(d) {
+                    continue;
+                }
                 if !modules.contains_key(d) {
                     self.error(Diagnostic::at(
                         loc(src, dep),
@@ -252,8 +320,9 @@ impl Loader<'_> {
         let mut secrets_used = std::collections::BTreeSet::new();
         let mut instances = Vec::new();
         let mut decls = Vec::new();
-        for (module, src, m) in &parsed {
-            decls.extend(self.declarations(module, src, m, &hosts));
+        for (module, src, _, resources) in parsed.iter_mut() {
+            let resources = std::mem::take(resources);
+            decls.extend(self.declarations(module, src, resources, &hosts));
         }
         if let Some(lab) = self.lab {
             for h in hosts.values_mut() {
@@ -265,9 +334,6 @@ impl Loader<'_> {
                     None => crate::lab::missing_host_marker(&h.name),
                 };
             }
-        }
-        if decls.iter().any(|d| d.on.is_none()) {
-            hosts.insert(lb::HCLOUD_HOST.to_string(), lb::api_host());
         }
         if self.diags.is_empty() {
             instances = self.expand(&decls, &hosts, &mut secrets_used);
@@ -293,12 +359,7 @@ impl Loader<'_> {
             return None;
         }
 
-        let secrets_used: Vec<String> = secrets_used.into_iter().collect();
-        let secrets_missing = secrets_used
-            .iter()
-            .filter(|s| (self.env)(&crate::interp::secret_var(s)).is_none())
-            .cloned()
-            .collect();
+        let secrets = Secrets::read(secrets_used.into_iter().collect(), self.env);
         let digest = hex::encode(std::mem::take(&mut self.digest).finalize());
         Some(Stack {
             name,
@@ -310,25 +371,108 @@ impl Loader<'_> {
             modules,
             instances,
             digest,
-            secrets_used,
-            secrets_missing,
+            secrets,
         })
     }
 
+    /// Reads a module file: its `[module]` table, and the rest (resource tables) for the
+    /// providers.
+    fn module_file(
+        &mut self,
+        src: &Arc<SourceFile>,
+    ) -> Option<(Option<raw::ModuleTable>, DeTable<'static>)> {
+        let mut doc = self.parse_document(src)?;
+        let module = match doc.remove("module") {
+            None => None,
+            Some(v) => match raw::ModuleTable::deserialize(ValueDeserializer::from(v)) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    self.toml_error(src, &e);
+                    return None;
+                }
+            },
+        };
+        Some((module, doc))
+    }
+
+    /// A host table's "unknown field" error also names the keys providers add to host tables.
+    fn name_host_settings(&mut self) {
+        let keys: Vec<String> = self
+            .providers
+            .all()
+            .flat_map(|p| p.host_settings().iter().map(|k| format!(", `{k}`")))
+            .collect();
+        for d in &mut self.diags.0 {
+            if d.message.starts_with("unknown field `")
+                && d.message
+                    .ends_with("`address`, `labels`, `transport`, `ssh`")
+            {
+                d.message.push_str(&keys.concat());
+            }
+        }
+    }
+
+    /// Takes the provider settings (`hcloud_server`) out of each `[hosts.NAME]` table of the
+    /// stack file, so that what remains is read with unknown keys refused.
+    fn host_settings(
+        &mut self,
+        src: &Arc<SourceFile>,
+        doc: &mut DeTable<'static>,
+    ) -> BTreeMap<String, BTreeMap<String, String>> {
+        let keys: Vec<&str> = self
+            .providers
+            .all()
+            .flat_map(|p| p.host_settings().iter().copied())
+            .collect();
+        let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        let Some(hosts) = doc.get_mut("hosts") else {
+            return out;
+        };
+        let DeValue::Table(hosts) = hosts.get_mut() else {
+            return out;
+        };
+        for (name, host) in hosts.iter_mut() {
+            let DeValue::Table(table) = host.get_mut() else {
+                continue;
+            };
+            for key in &keys {
+                let Some(v) = table.remove(*key) else {
+                    continue;
+                };
+                match v.get_ref().as_str() {
+                    Some(text) => {
+                        out.entry(name.get_ref().to_string())
+                            .or_default()
+                            .insert((*key).to_string(), text.to_string());
+                    }
+                    None => self.error(Diagnostic::at(
+                        Location::new(src, v.span()),
+                        format!("`{key}` must be a string"),
+                    )),
+                }
+            }
+        }
+        out
+    }
+
     /// Finds a cycle among `[module] depends_on` and reports it at the entry that closes it.
-    fn module_cycles(&mut self, parsed: &[(String, Arc<SourceFile>, raw::ModuleFile)]) {
+    fn module_cycles(&mut self, parsed: &[ParsedModule]) {
         let deps: BTreeMap<&str, Vec<&Spanned<String>>> = parsed
             .iter()
-            .map(|(name, _, m)| {
+            .map(|(name, _, m, _)| {
                 let d = m
-                    .module
                     .as_ref()
                     .map(|t| t.depends_on.iter().collect())
                     .unwrap_or_default();
                 (name.as_str(), d)
             })
             .collect();
-        let src_of = |name: &str| parsed.iter().find(|(n, _, _)| n == name).map(|(_, s, _)| s);
+        let src_of = |name: &str| {
+            parsed
+                .iter()
+                .find(|(n, _, _, _)| n == name)
+                .map(|(_, s, _, _)| s)
+        };
         // Depth-first search with the current path; the first back edge found is the cycle.
         fn visit<'a>(
             m: &'a str,
@@ -505,7 +649,8 @@ impl Loader<'_> {
         };
         let mut names: Vec<String> = entries
             .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            // A module file may be a symbolic link: follow it, like stack.toml.
+            .filter(|e| fs::metadata(e.path()).is_ok_and(|m| m.is_file()))
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|n| n.ends_with(".toml") && n != "stack.toml" && !n.starts_with('.'))
             .collect();
@@ -517,21 +662,13 @@ impl Loader<'_> {
         &mut self,
         src: &Arc<SourceFile>,
         raw: &raw::StackFile,
+        mut settings: BTreeMap<String, BTreeMap<String, String>>,
     ) -> Option<BTreeMap<String, Host>> {
         let defaults = self.ssh_settings(src, SshSettings::default(), raw.ssh.as_ref(), &raw.hosts);
         let mut hosts = BTreeMap::new();
         let before = self.diags.0.len();
         for (name, h) in &raw.hosts {
             let table = h.get_ref();
-            if name == lb::HCLOUD_HOST {
-                self.error(Diagnostic::at(
-                    loc(src, h),
-                    format!(
-                        "host name `{name}` is reserved: Hetzner Cloud resources are listed under it"
-                    ),
-                ));
-                continue;
-            }
             if !valid_host_name(name) {
                 self.error(Diagnostic::at(
                     loc(src, h),
@@ -566,7 +703,7 @@ impl Loader<'_> {
                 }
                 (Some(a), _) => a.get_ref().clone(),
                 (None, TransportKind::Local) => "127.0.0.1".to_string(),
-                (None, TransportKind::Ssh | TransportKind::Api) => {
+                (None, TransportKind::Ssh) => {
                     self.error(Diagnostic::at(
                         loc(src, h),
                         format!(
@@ -594,7 +731,7 @@ impl Loader<'_> {
                     name: name.clone(),
                     address,
                     labels: table.labels.clone(),
-                    hcloud_server: table.hcloud_server.as_ref().map(|s| s.get_ref().clone()),
+                    settings: settings.remove(name).unwrap_or_default(),
                     transport,
                     ssh,
                 },
@@ -690,21 +827,12 @@ impl Loader<'_> {
 }
 
 /// Rewrites serde's wording for people who write TOML, not Rust: no `i64` or `sequence`.
-fn friendly_message(message: &str, found: &str) -> String {
+pub(crate) fn friendly_message(message: &str, found: &str) -> String {
     if message == "missing field `stack`" {
         return "missing table [stack] (every stack.toml needs [stack] with a name)".into();
     }
     if message == "duplicate key" {
         return format!("duplicate key `{}`", found.trim());
-    }
-    if let Some(rest) = message.strip_prefix("unknown field `")
-        && let Some((name, expected)) = rest.split_once("`, expected ")
-        && expected.contains("`file`")
-        && expected.contains("`module`")
-    {
-        return format!(
-            "unknown resource type `{name}`: expected `[[file]]` or `[[command]]` (or `[module]`)"
-        );
     }
     if message.contains(" as i128, expected i64") || message.contains(" as u128, expected i64") {
         return format!("integer {} is out of range", found.trim());
@@ -718,7 +846,7 @@ fn friendly_message(message: &str, found: &str) -> String {
 
 /// Where to point at a cycle of instances (each depending on the next): the `depends_on` entry of
 /// the first member that names the next one, else the first member's declaration.
-fn cycle_location(decls: &[resources::Decl<'_>], members: &[String]) -> Option<Location> {
+fn cycle_location(decls: &[resources::Decl], members: &[String]) -> Option<Location> {
     let decl_of = |addr: &crate::model::Address| {
         decls.iter().find(|d| {
             d.module == addr.module && d.kind == addr.kind && d.name.get_ref() == &addr.name
@@ -733,7 +861,7 @@ fn cycle_location(decls: &[resources::Decl<'_>], members: &[String]) -> Option<L
             continue;
         };
         let Some(d) = decl_of(a) else { continue };
-        for entry in d.depends_on {
+        for entry in &d.depends_on {
             let text = entry.get_ref();
             let res = text.split('[').next().unwrap_or_default();
             let full = if res.matches('.').count() == 1 {
@@ -766,7 +894,7 @@ fn valid_host_name(s: &str) -> bool {
 }
 
 /// ", did you mean `x`?" when a known name is close to the unknown one.
-pub(crate) fn suggest<'a>(unknown: &str, known: impl Iterator<Item = &'a String>) -> String {
+pub fn suggest<'a>(unknown: &str, known: impl Iterator<Item = &'a String>) -> String {
     known
         .map(|k| (edit_distance(unknown, k), k))
         .filter(|(d, k)| *d <= 2.max(k.len() / 4))

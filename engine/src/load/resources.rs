@@ -1,249 +1,205 @@
-//! Resource declarations: per-type validation, host selection (`on`), interpolation, and
-//! resolution of `depends_on`.
+//! Resource declarations: each `[[TYPE]]` table goes to its provider (see [`super::declare`]);
+//! then host selection (`on`), interpolation per host, and resolution of `depends_on`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
+use serde::Deserialize;
 use sha2::Digest;
 use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::raw::{CommandDecl, FileDecl, ModuleFile};
+use super::declare::{Declaration, Declared, Template};
 use super::{Loader, loc, suggest, valid_name};
 use crate::diag::{Diagnostic, Location, SourceFile};
 use crate::interp::{Scope, interpolate};
 use crate::model::{Address, Attr, AttrValue, Attrs, Host, Instance, Value};
-use crate::units::{format_mode, parse_duration, parse_mode};
+use crate::provider::Placement;
 
-/// One `[[TYPE]]` table of a module file, reduced to what every resource type shares.
-pub(crate) struct Decl<'a> {
+/// One `[[TYPE]]` table of a module file: what every resource type shares, and what its
+/// provider made of the rest.
+pub(crate) struct Decl {
     pub module: String,
-    pub kind: &'static str,
+    pub kind: String,
+    pub placement: Placement,
     pub file: Arc<SourceFile>,
     pub span: Range<usize>,
-    pub name: &'a Spanned<String>,
-    /// The hosts it is on; `None` for a resource that lives behind an API (its pseudo-host).
-    pub on: Option<&'a Spanned<toml::Value>>,
-    pub depends_on: &'a [Spanned<String>],
-    pub attrs: Vec<(&'static str, DeclAttr<'a>)>,
+    pub name: Spanned<String>,
+    /// The hosts it is on; `None` for a resource behind an API.
+    pub on: Option<Spanned<toml::Value>>,
+    pub depends_on: Vec<Spanned<String>>,
+    pub declared: Declared,
 }
 
-pub(crate) enum DeclAttr<'a> {
-    /// A string, interpolated per host.
-    Text(&'a Spanned<String>),
-    /// A string, interpolated per host, that must then be an absolute path.
-    Path(&'a Spanned<String>),
-    /// A table of scalars whose string values are interpolated per host.
-    Map(&'a Spanned<BTreeMap<String, toml::Value>>),
-    /// A value already final (normalized mode, content read from `source`).
-    Fixed(Value),
+/// The keys the engine reads in every resource table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Common {
+    name: Spanned<String>,
+    on: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    depends_on: Vec<Spanned<String>>,
 }
 
-fn optional<'a>(
-    attrs: &mut Vec<(&'static str, DeclAttr<'a>)>,
-    name: &'static str,
-    v: Option<&'a Spanned<String>>,
-) {
-    if let Some(v) = v {
-        attrs.push((name, DeclAttr::Text(v)));
-    }
-}
+const COMMON_KEYS: [&str; 3] = ["name", "on", "depends_on"];
 
 impl Loader<'_> {
-    pub(crate) fn declarations<'a>(
+    /// The resource declarations of one module file: every top-level key but `module` is a
+    /// resource type, whose tables go to its provider.
+    pub(crate) fn declarations(
         &mut self,
         module: &str,
         src: &Arc<SourceFile>,
-        m: &'a ModuleFile,
+        table: DeTable<'static>,
         hosts: &BTreeMap<String, Host>,
-    ) -> Vec<Decl<'a>> {
+    ) -> Vec<Decl> {
         let mut out = Vec::new();
-        for f in &m.file {
-            if let Some(d) = self.file_decl(module, src, f) {
-                out.push(d);
+        for (key, value) in table {
+            let kind = key.get_ref().to_string();
+            if kind == "module" {
+                continue;
             }
-        }
-        for c in &m.command {
-            if let Some(d) = self.command_decl(module, src, c) {
-                out.push(d);
-            }
-        }
-        for l in &m.lb {
-            if let Some(d) = self.lb_decl(module, src, l, hosts) {
-                out.push(d);
+            let Some(provider) = self.providers.get(&kind).cloned() else {
+                let mut kinds: Vec<String> = self
+                    .providers
+                    .kinds()
+                    .map(|k| format!("`[[{k}]]`"))
+                    .collect();
+                kinds.sort();
+                let known: Vec<String> = self.providers.kinds().map(String::from).collect();
+                self.error(Diagnostic::at(
+                    Location::new(src, key.span()),
+                    format!(
+                        "unknown resource type `{kind}`: expected {} (or `[module]`){}",
+                        kinds.join(", "),
+                        suggest(&kind, known.iter())
+                    ),
+                ));
+                continue;
+            };
+            let DeValue::Array(items) = value.get_ref() else {
+                self.error(Diagnostic::at(
+                    Location::new(src, value.span()),
+                    format!("`{kind}` must be a list of tables: write each one as [[{kind}]]"),
+                ));
+                continue;
+            };
+            for item in items.clone() {
+                if let Some(d) =
+                    self.declaration(module, src, &kind, provider.as_ref(), item, hosts)
+                {
+                    out.push(d);
+                }
             }
         }
         out
     }
 
-    fn file_decl<'a>(
+    fn declaration(
         &mut self,
         module: &str,
         src: &Arc<SourceFile>,
-        f: &'a Spanned<FileDecl>,
-    ) -> Option<Decl<'a>> {
-        let d = f.get_ref();
-        let mut attrs = vec![("path", DeclAttr::Path(&d.path))];
-        let absent = match &d.ensure {
-            None => false,
-            Some(e) => match e.get_ref().as_str() {
-                "present" => false,
-                "absent" => true,
-                other => {
-                    self.error(Diagnostic::at(
-                        loc(src, e),
-                        format!("invalid ensure `{other}`: expected \"present\" or \"absent\""),
-                    ));
-                    return None;
-                }
-            },
+        kind: &str,
+        provider: &dyn crate::provider::Provider,
+        item: Spanned<DeValue<'static>>,
+        hosts: &BTreeMap<String, Host>,
+    ) -> Option<Decl> {
+        let span = item.span();
+        let DeValue::Table(table) = item.into_inner() else {
+            self.error(Diagnostic::at(
+                Location::new(src, span),
+                format!("each `{kind}` must be a table: write it as [[{kind}]]"),
+            ));
+            return None;
         };
-        // `present` is the default and stays implicit, so plans only mention `ensure` when it matters.
-        if absent {
-            attrs.push(("ensure", DeclAttr::Fixed(Value::Text("absent".into()))));
+        let (mut common, mut rest) = (DeTable::new(), DeTable::new());
+        for (k, v) in table {
+            if COMMON_KEYS.contains(&k.get_ref().as_ref()) {
+                common.insert(k, v);
+            } else {
+                rest.insert(k, v);
+            }
         }
-        match (&d.content, &d.source, absent) {
-            (Some(_), Some(s), _) => {
+        let common = Spanned::new(span.clone(), DeValue::Table(common));
+        let common = match Common::deserialize(ValueDeserializer::from(common)) {
+            Ok(c) => c,
+            Err(e) => {
+                let at = e.span().unwrap_or(span.clone());
+                let found = src.text.get(at.clone()).unwrap_or("");
                 self.error(Diagnostic::at(
-                    loc(src, s),
-                    "`content` and `source` are exclusive: give one of them",
+                    Location::new(src, at),
+                    super::friendly_message(e.message().trim(), found),
                 ));
                 return None;
             }
-            (Some(c), None, true) | (None, Some(c), true) => {
+        };
+        let placement = provider.placement();
+        match (&placement, &common.on) {
+            (Placement::Api { service }, Some(on)) => {
                 self.error(Diagnostic::at(
-                    loc(src, c),
-                    "a file with ensure = \"absent\" takes no `content` or `source`",
+                    loc(src, on),
+                    format!("`on` is not for `{kind}`: it lives behind {service}, on no host"),
                 ));
                 return None;
             }
-            (None, None, false) => {
+            (Placement::EachHost | Placement::Group, None) => {
                 self.error(Diagnostic::at(
-                    Location::new(src, f.span()),
-                    format!("file `{}` needs `content` or `source`", d.name.get_ref()),
+                    Location::new(src, span),
+                    format!(
+                        "{kind} `{}` needs `on`: a list of hosts (on = [\"web-01\"]) or labels (on = {{ role = \"web\" }})",
+                        common.name.get_ref()
+                    ),
                 ));
                 return None;
             }
-            (Some(c), None, false) => attrs.push(("content", DeclAttr::Text(c))),
-            (None, Some(s), false) => {
-                let path = super::display_path(&self.dir, s.get_ref());
-                match std::fs::read(&path) {
-                    Ok(bytes) => {
-                        self.digest.update(s.get_ref().as_bytes());
-                        self.digest.update(&bytes);
-                        let v = match String::from_utf8(bytes) {
-                            Ok(t) => Value::Text(t),
-                            Err(e) => Value::Bytes(e.into_bytes()),
-                        };
-                        attrs.push(("content", DeclAttr::Fixed(v)));
-                    }
-                    Err(e) => {
-                        self.error(Diagnostic::at(
-                            loc(src, s),
-                            format!("cannot read source `{}`: {e}", path.display()),
-                        ));
-                        return None;
-                    }
-                }
-            }
-            (None, None, true) => {}
+            _ => {}
         }
-        if let Some(m) = &d.mode {
-            match parse_mode(m.get_ref()) {
-                Some(mode) if !absent => {
-                    attrs.push(("mode", DeclAttr::Fixed(Value::Text(format_mode(mode)))));
-                }
-                Some(_) => {}
-                None => {
-                    self.error(Diagnostic::at(
-                        loc(src, m),
-                        format!(
-                            "invalid mode `{}`: expected an octal string such as \"0644\"",
-                            m.get_ref()
-                        ),
-                    ));
-                    return None;
-                }
-            }
+        let mut decl = Declaration {
+            module,
+            name: common.name.get_ref(),
+            hosts,
+            stack_dir: &self.dir,
+            file: src,
+            span: span.clone(),
+            table: Some(rest),
+            common: match placement {
+                Placement::Api { .. } => &["name", "depends_on"],
+                _ => &COMMON_KEYS,
+            },
+            diags: Vec::new(),
+            sources: Vec::new(),
+        };
+        let declared = provider.declare(&mut decl);
+        let Declaration { diags, sources, .. } = decl;
+        for (name, bytes) in sources {
+            self.digest.update(name.as_bytes());
+            self.digest.update((bytes.len() as u64).to_le_bytes());
+            self.digest.update(&bytes);
         }
-        for (name, v) in [("owner", &d.owner), ("group", &d.group)] {
-            if let Some(v) = v {
-                let s = v.get_ref();
-                if s.is_empty()
-                    || !s
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                {
-                    self.error(Diagnostic::at(
-                        loc(src, v),
-                        format!("invalid {name} `{s}`: expected a user or group name or number"),
-                    ));
-                    return None;
-                }
-                if !absent {
-                    attrs.push((name, DeclAttr::Fixed(Value::Text(s.clone()))));
-                }
-            }
+        let ok = diags.is_empty();
+        for d in diags {
+            self.error(d);
         }
+        let declared = declared.filter(|_| ok)?;
         Some(Decl {
             module: module.into(),
-            kind: "file",
+            kind: kind.into(),
+            placement,
             file: Arc::clone(src),
-            span: f.span(),
-            name: &d.name,
-            on: Some(&d.on),
-            depends_on: &d.depends_on,
-            attrs,
+            span,
+            name: common.name,
+            on: common.on,
+            depends_on: common.depends_on,
+            declared,
         })
     }
 
-    fn command_decl<'a>(
-        &mut self,
-        module: &str,
-        src: &Arc<SourceFile>,
-        c: &'a Spanned<CommandDecl>,
-    ) -> Option<Decl<'a>> {
-        let d = c.get_ref();
-        let mut attrs = vec![("run", DeclAttr::Text(&d.run))];
-        optional(&mut attrs, "check", d.check.as_ref());
-        optional(&mut attrs, "destroy", d.destroy.as_ref());
-        if let Some(t) = &d.triggers {
-            attrs.push(("triggers", DeclAttr::Map(t)));
-        }
-        if let Some(t) = &d.timeout {
-            match parse_duration(t.get_ref()) {
-                Some(v) if !v.is_zero() => attrs.push((
-                    "timeout",
-                    DeclAttr::Fixed(Value::Text(crate::units::format_duration(v))),
-                )),
-                _ => {
-                    self.error(Diagnostic::at(
-                        loc(src, t),
-                        format!(
-                            "invalid duration `{}`: expected a number and a unit, e.g. 500ms, 30s, 10m, 1h",
-                            t.get_ref()
-                        ),
-                    ));
-                    return None;
-                }
-            }
-        }
-        Some(Decl {
-            module: module.into(),
-            kind: "command",
-            file: Arc::clone(src),
-            span: c.span(),
-            name: &d.name,
-            on: Some(&d.on),
-            depends_on: &d.depends_on,
-            attrs,
-        })
-    }
-
-    /// Expands declarations into instances, one per selected host, and resolves `depends_on`.
+    /// Expands declarations into instances (one per selected host, one per group, or one behind
+    /// an API) and resolves `depends_on`.
     pub(crate) fn expand(
         &mut self,
-        decls: &[Decl<'_>],
+        decls: &[Decl],
         hosts: &BTreeMap<String, Host>,
         secrets_used: &mut BTreeSet<String>,
     ) -> Vec<Instance> {
@@ -256,7 +212,7 @@ impl Loader<'_> {
             let name = d.name.get_ref();
             if !valid_name(name) {
                 self.error(Diagnostic::at(
-                    loc(&d.file, d.name),
+                    loc(&d.file, &d.name),
                     format!("invalid resource name `{name}`: use letters, digits, `-` and `_`"),
                 ));
                 ranges.push(start..start);
@@ -266,7 +222,7 @@ impl Loader<'_> {
             if let Some(first) = first_seen.get(&key) {
                 self.error(
                     Diagnostic::at(
-                        loc(&d.file, d.name),
+                        loc(&d.file, &d.name),
                         format!(
                             "duplicate address: {} `{name}` is declared twice in module `{}`",
                             d.kind, d.module
@@ -277,45 +233,51 @@ impl Loader<'_> {
                 ranges.push(start..start);
                 continue;
             }
-            first_seen.insert(key, loc(&d.file, d.name));
-            // A load balancer's name is its identity in Hetzner Cloud: two declarations of one
-            // name, in any modules, would manage the same object and undo each other.
-            if d.on.is_none() {
+            first_seen.insert(key, loc(&d.file, &d.name));
+            // A resource behind an API is known there by its name: two declarations of one name,
+            // in any modules, would manage the same object and undo each other.
+            if let Placement::Api { service } = d.placement {
                 let api_key = format!("{}:{name}", d.kind);
                 if let Some(first) = first_seen.get(&api_key) {
                     self.error(
                         Diagnostic::at(
-                            loc(&d.file, d.name),
-                            format!("duplicate address: {} `{name}` is declared twice (names are unique in Hetzner Cloud)", d.kind),
+                            loc(&d.file, &d.name),
+                            format!("duplicate address: {} `{name}` is declared twice (names are unique in {service})", d.kind),
                         )
                         .note(format!("first declared at {first}")),
                     );
                     ranges.push(start..start);
                     continue;
                 }
-                first_seen.insert(api_key, loc(&d.file, d.name));
+                first_seen.insert(api_key, loc(&d.file, &d.name));
             }
-            for host in self.select_hosts(d, hosts) {
-                let mut attrs = Attrs::new();
-                let mut ok = true;
-                for (attr_name, a) in &d.attrs {
-                    match self.attr(d, a, host, hosts, secrets_used) {
-                        Some(v) => {
-                            attrs.insert((*attr_name).to_string(), v);
-                        }
-                        None => ok = false,
-                    }
-                }
-                if ok {
+            let selected = match &d.on {
+                Some(on) => self.select_hosts(&d.file, on, hosts),
+                None => Vec::new(),
+            };
+            let placed: Vec<(Option<&Host>, Vec<String>)> = match d.placement {
+                Placement::EachHost => selected
+                    .iter()
+                    .map(|h| (Some(*h), vec![h.name.clone()]))
+                    .collect(),
+                Placement::Group if selected.is_empty() => Vec::new(),
+                Placement::Group => vec![(None, selected.iter().map(|h| h.name.clone()).collect())],
+                Placement::Api { .. } => vec![(None, Vec::new())],
+            };
+            for (host, members) in placed {
+                if let Some(attrs) = self.instance_attrs(d, host, hosts, secrets_used) {
                     instances.push(Instance {
                         address: Address {
                             module: d.module.clone(),
-                            kind: d.kind.into(),
+                            kind: d.kind.clone(),
                             name: name.clone(),
-                            host: host.name.clone(),
+                            host: host.map(|h| h.name.clone()),
                         },
+                        members,
                         attrs,
                         depends_on: Vec::new(),
+                        outputs: BTreeMap::new(),
+                        gate: d.declared.gate.clone(),
                     });
                 }
             }
@@ -327,15 +289,114 @@ impl Loader<'_> {
         instances
     }
 
+    fn instance_attrs(
+        &mut self,
+        d: &Decl,
+        host: Option<&Host>,
+        hosts: &BTreeMap<String, Host>,
+        secrets_used: &mut BTreeSet<String>,
+    ) -> Option<Attrs> {
+        let mut attrs = Attrs::new();
+        let mut ok = true;
+        for (attr_name, t) in &d.declared.attrs {
+            let mut sensitive = false;
+            match self.template(d, t, host, hosts, secrets_used, &mut sensitive) {
+                Some(value) => {
+                    attrs.insert(
+                        attr_name.clone(),
+                        Attr {
+                            value: value.map_or(AttrValue::Unknown, AttrValue::Known),
+                            sensitive,
+                        },
+                    );
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(attrs)
+    }
+
+    /// Interpolates a template on one host: `Some(None)` when a secret it uses is not set,
+    /// `None` after an error.
+    #[allow(clippy::option_option)]
+    fn template(
+        &mut self,
+        d: &Decl,
+        t: &Template,
+        host: Option<&Host>,
+        hosts: &BTreeMap<String, Host>,
+        secrets_used: &mut BTreeSet<String>,
+        sensitive: &mut bool,
+    ) -> Option<Option<Value>> {
+        match t {
+            Template::Value(v) => Some(Some(v.clone())),
+            Template::List(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                let mut unknown = false;
+                for item in items {
+                    match self.template(d, item, host, hosts, secrets_used, sensitive)? {
+                        Some(v) => out.push(v),
+                        None => unknown = true,
+                    }
+                }
+                Some((!unknown).then_some(Value::List(out)))
+            }
+            Template::Map(m) => {
+                let mut out = BTreeMap::new();
+                let mut unknown = false;
+                for (k, item) in m {
+                    match self.template(d, item, host, hosts, secrets_used, sensitive)? {
+                        Some(v) => {
+                            out.insert(k.clone(), v);
+                        }
+                        None => unknown = true,
+                    }
+                }
+                Some((!unknown).then_some(Value::Map(out)))
+            }
+            Template::Text(s) | Template::Path(s) => {
+                let scope = Scope {
+                    host,
+                    hosts,
+                    env: self.env,
+                };
+                let r = match interpolate(s.get_ref(), &scope) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.interp_error(&d.file, s, e);
+                        return None;
+                    }
+                };
+                secrets_used.extend(r.secrets.iter().cloned());
+                *sensitive |= !r.secrets.is_empty();
+                // Interpolated values (environment variables included) are part of what a saved
+                // plan was made from; secrets are checked apart, by their own digest.
+                if r.secrets.is_empty()
+                    && let Some(t) = &r.text
+                {
+                    self.digest.update(t.as_bytes());
+                }
+                if let (Template::Path(_), Some(p)) = (t, &r.text)
+                    && (!p.starts_with('/') || p.contains('\0') || p.ends_with('/'))
+                {
+                    self.error(Diagnostic::at(
+                        loc(&d.file, s),
+                        format!("path must be an absolute file path, got `{p}`"),
+                    ));
+                    return None;
+                }
+                Some(r.text.map(Value::Text))
+            }
+        }
+    }
+
     fn select_hosts<'h>(
         &mut self,
-        d: &Decl<'_>,
+        file: &Arc<SourceFile>,
+        on: &Spanned<toml::Value>,
         hosts: &'h BTreeMap<String, Host>,
     ) -> Vec<&'h Host> {
-        let Some(on) = d.on else {
-            return hosts.get(super::lb::HCLOUD_HOST).into_iter().collect();
-        };
-        let at = loc(&d.file, on);
+        let at = loc(file, on);
         match on.get_ref() {
             toml::Value::Array(names) => {
                 let mut out: Vec<&Host> = Vec::new();
@@ -415,100 +476,6 @@ impl Loader<'_> {
         }
     }
 
-    fn attr(
-        &mut self,
-        d: &Decl<'_>,
-        a: &DeclAttr<'_>,
-        host: &Host,
-        hosts: &BTreeMap<String, Host>,
-        secrets_used: &mut BTreeSet<String>,
-    ) -> Option<Attr> {
-        let scope = Scope {
-            host,
-            hosts,
-            env: self.env,
-        };
-        match a {
-            DeclAttr::Fixed(v) => Some(Attr::plain(v.clone())),
-            DeclAttr::Text(s) | DeclAttr::Path(s) => {
-                let r = match interpolate(s.get_ref(), &scope) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        self.interp_error(&d.file, s, e);
-                        return None;
-                    }
-                };
-                secrets_used.extend(r.secrets.iter().cloned());
-                // Interpolated values (environment variables included) are part of what a saved
-                // plan was made from; secrets are checked apart, by their own digest.
-                if r.secrets.is_empty()
-                    && let Some(t) = &r.text
-                {
-                    self.digest.update(t.as_bytes());
-                }
-                if let (DeclAttr::Path(_), Some(p)) = (a, &r.text)
-                    && (!p.starts_with('/') || p.contains('\0') || p.ends_with('/'))
-                {
-                    self.error(Diagnostic::at(
-                        loc(&d.file, *s),
-                        format!("path must be an absolute file path, got `{p}`"),
-                    ));
-                    return None;
-                }
-                Some(Attr {
-                    sensitive: !r.secrets.is_empty(),
-                    value: r
-                        .text
-                        .map_or(AttrValue::Unknown, |t| AttrValue::Known(Value::Text(t))),
-                })
-            }
-            DeclAttr::Map(m) => {
-                let mut out = BTreeMap::new();
-                let mut sensitive = false;
-                let mut unknown = false;
-                for (k, v) in m.get_ref() {
-                    let text = match v {
-                        toml::Value::String(s) => s.clone(),
-                        toml::Value::Integer(i) => i.to_string(),
-                        toml::Value::Float(f) => f.to_string(),
-                        toml::Value::Boolean(b) => b.to_string(),
-                        _ => {
-                            self.error(Diagnostic::at(
-                                loc(&d.file, *m),
-                                format!("value of `{k}` must be a string, number or boolean"),
-                            ));
-                            return None;
-                        }
-                    };
-                    match interpolate(&text, &scope) {
-                        Ok(r) => {
-                            sensitive |= !r.secrets.is_empty();
-                            secrets_used.extend(r.secrets);
-                            match r.text {
-                                Some(t) => {
-                                    out.insert(k.clone(), t);
-                                }
-                                None => unknown = true,
-                            }
-                        }
-                        Err(e) => {
-                            self.error(Diagnostic::at(loc(&d.file, *m), e.message));
-                            return None;
-                        }
-                    }
-                }
-                Some(Attr {
-                    sensitive,
-                    value: if unknown {
-                        AttrValue::Unknown
-                    } else {
-                        AttrValue::Known(Value::Map(out))
-                    },
-                })
-            }
-        }
-    }
-
     /// Points an interpolation error at the `${...}` in the source when it can be found there.
     fn interp_error(
         &mut self,
@@ -531,45 +498,54 @@ impl Loader<'_> {
 
     fn resolve_depends_on(
         &mut self,
-        decls: &[Decl<'_>],
+        decls: &[Decl],
         ranges: &[Range<usize>],
         instances: &mut [Instance],
     ) {
-        // Which hosts each resource has an instance on.
-        let mut by_resource: HashMap<String, Vec<String>> = HashMap::new();
-        let mut modules: BTreeSet<&str> = BTreeSet::new();
+        // Which hosts each resource has an instance on (`None`: its one instance is on no host).
+        let mut by_resource: HashMap<String, Vec<Option<String>>> = HashMap::new();
+        let mut on_host: HashSet<(String, String)> = HashSet::new();
         for i in instances.iter() {
+            let resource = i.address.resource();
+            if let Some(h) = &i.address.host {
+                on_host.insert((resource.clone(), h.clone()));
+            }
             by_resource
-                .entry(i.address.resource())
+                .entry(resource)
                 .or_default()
                 .push(i.address.host.clone());
         }
-        for d in decls {
-            modules.insert(&d.module);
-        }
+        let modules: BTreeSet<&str> = decls.iter().map(|d| d.module.as_str()).collect();
         for (d, range) in decls.iter().zip(ranges) {
-            for dep in d.depends_on {
+            for dep in &d.depends_on {
                 let Some((resource, host)) = self.parse_dep(d, dep, &modules, &by_resource) else {
                     continue;
                 };
                 let (module, rest) = resource.split_once('.').unwrap_or_default();
                 let (kind, name) = rest.split_once('.').unwrap_or_default();
                 let target_hosts = &by_resource[&resource];
+                let address = |host: Option<String>| Address {
+                    module: module.into(),
+                    kind: kind.into(),
+                    name: name.into(),
+                    host,
+                };
                 for inst in &mut instances[range.clone()] {
-                    let chosen: Vec<&String> = match &host {
-                        Some(h) => vec![h],
-                        None if target_hosts.contains(&inst.address.host) => {
-                            vec![&inst.address.host]
+                    // The instance on the same host when there is one, else every instance.
+                    let same_host = inst
+                        .address
+                        .host
+                        .as_ref()
+                        .filter(|h| on_host.contains(&(resource.clone(), (*h).clone())));
+                    match (&host, same_host) {
+                        (Some(h), _) => inst.depends_on.push(address(Some(h.clone()))),
+                        (None, Some(h)) => {
+                            let h = h.clone();
+                            inst.depends_on.push(address(Some(h)));
                         }
-                        None => target_hosts.iter().collect(),
-                    };
-                    for h in chosen {
-                        inst.depends_on.push(Address {
-                            module: module.into(),
-                            kind: kind.into(),
-                            name: name.into(),
-                            host: h.clone(),
-                        });
+                        (None, None) => inst
+                            .depends_on
+                            .extend(target_hosts.iter().cloned().map(address)),
                     }
                 }
             }
@@ -580,10 +556,10 @@ impl Loader<'_> {
     /// (same module). Returns the resource key and the host, if one was named.
     fn parse_dep(
         &mut self,
-        d: &Decl<'_>,
+        d: &Decl,
         dep: &Spanned<String>,
         modules: &BTreeSet<&str>,
-        by_resource: &HashMap<String, Vec<String>>,
+        by_resource: &HashMap<String, Vec<Option<String>>>,
     ) -> Option<(String, Option<String>)> {
         let text = dep.get_ref();
         let at = loc(&d.file, dep);
@@ -627,7 +603,7 @@ impl Loader<'_> {
             return None;
         };
         if let Some(h) = &host
-            && !hosts.contains(h)
+            && !hosts.iter().any(|o| o.as_deref() == Some(h.as_str()))
         {
             self.error(Diagnostic::at(
                 at,

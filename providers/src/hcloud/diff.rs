@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use kz_engine::lb::Service;
+use super::service::Service;
 
 use super::spec::{Current, Desired, Targets};
 

@@ -36,9 +36,11 @@
 
 pub mod actions;
 pub mod client;
+pub mod declare;
 pub mod diff;
 pub mod limit;
 pub mod lookup;
+pub mod service;
 pub mod spec;
 #[cfg(test)]
 mod tests;
@@ -53,7 +55,10 @@ use async_trait::async_trait;
 use hcloud::models;
 
 use kz_engine::model::Instance;
-use kz_engine::provider::{Observation, ProbeOutput, Provider, ProviderError, Transport};
+use kz_engine::provider::{
+    Applied, ApplyCtx, Declaration, Declared, MemberOutputs, Observation, Placement, Provider,
+    ProviderError,
+};
 
 use actions::Waiting;
 use client::{Client, Retry};
@@ -411,11 +416,34 @@ impl Provider for LbProvider {
         "lb"
     }
 
-    fn probe(&self, _inst: &Instance) -> Option<String> {
+    fn placement(&self) -> Placement {
+        Placement::Api {
+            service: "Hetzner Cloud",
+        }
+    }
+
+    fn declare(&self, decl: &mut Declaration<'_>) -> Option<Declared> {
+        declare::declare_lb(decl)
+    }
+
+    fn host_settings(&self) -> &'static [&'static str] {
+        &[declare::SERVER_SETTING]
+    }
+
+    fn secret_values(&self, insts: &[&Instance]) -> Vec<String> {
+        let mut vars: Vec<&str> = insts.iter().map(|i| token_env(i)).collect();
+        vars.sort_unstable();
+        vars.dedup();
+        vars.into_iter()
+            .filter_map(|v| self.token(v).ok())
+            .collect()
+    }
+
+    fn probe(&self, _inst: &Instance, _host: &str) -> Option<String> {
         None
     }
 
-    fn observe(&self, _inst: &Instance, _out: &ProbeOutput) -> Result<Observation, String> {
+    fn observe(&self, _inst: &Instance, _out: &MemberOutputs) -> Result<Observation, String> {
         Err("a load balancer is read through the Hetzner Cloud API, not on a host".into())
     }
 
@@ -465,26 +493,26 @@ impl Provider for LbProvider {
         )
     }
 
-    async fn create(&self, inst: &Instance, _t: &dyn Transport) -> Result<(), ProviderError> {
+    async fn create(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError> {
+        let inst = cx.instance();
         let fail = |e: String| ProviderError::new("create", e);
         let c = self.client(token_env(inst)).map_err(fail)?;
         let d = Desired::from_instance(inst).map_err(fail)?;
-        self.create_lb(&c, &d).await
+        cx.progress(format!("creating load balancer {}", d.name));
+        self.create_lb(&c, &d).await?;
+        Ok(Applied::default())
     }
 
-    async fn update(
-        &self,
-        inst: &Instance,
-        _changed: &[String],
-        _t: &dyn Transport,
-    ) -> Result<(), ProviderError> {
+    async fn update(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError> {
+        let inst = cx.instance();
         let fail = |e: String| ProviderError::new("update", e);
         let c = self.client(token_env(inst)).map_err(fail)?;
         let d = Desired::from_instance(inst).map_err(fail)?;
-        self.update_lb(&c, &d).await
+        self.update_lb(&c, &d).await?;
+        Ok(Applied::default())
     }
 
-    async fn delete(&self, inst: &Instance, _t: &dyn Transport) -> Result<(), ProviderError> {
-        self.delete_lb(inst).await
+    async fn delete(&self, cx: &ApplyCtx) -> Result<(), ProviderError> {
+        self.delete_lb(cx.instance()).await
     }
 }

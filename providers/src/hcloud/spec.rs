@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use super::service::{HealthCheck, Service};
 use hcloud::models;
 use hcloud::models::load_balancer_service::Protocol;
 use hcloud::models::load_balancer_service_health_check::Protocol as HealthProtocol;
-use kz_engine::lb::{HealthCheck, Service};
 use kz_engine::model::{Instance, Value};
 use kz_engine::provider::Observation;
 
@@ -89,7 +89,12 @@ fn boolean(inst: &Instance, key: &str) -> Result<Option<bool>, String> {
 fn list(inst: &Instance, key: &str) -> Result<Option<Vec<String>>, String> {
     match value(inst, key)? {
         None => Ok(None),
-        Some(Value::List(l)) => Ok(Some(l.clone())),
+        Some(Value::List(l)) => l
+            .iter()
+            .map(|v| v.as_str().map(String::from))
+            .collect::<Option<Vec<String>>>()
+            .map(Some)
+            .ok_or_else(|| format!("`{key}` should be a list of strings")),
         Some(_) => Err(format!("`{key}` should be a list")),
     }
 }
@@ -103,7 +108,12 @@ impl Desired {
         };
         let labels = match value(inst, "labels")? {
             None => None,
-            Some(Value::Map(m)) => Some(m.clone()),
+            Some(Value::Map(m)) => Some(
+                m.iter()
+                    .map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect::<Option<BTreeMap<String, String>>>()
+                    .ok_or("`labels` should be a table of strings")?,
+            ),
             Some(_) => return Err("`labels` should be a table".into()),
         };
         let targets = match (list(inst, "targets")?, text(inst, "target_label")?) {
@@ -505,10 +515,21 @@ pub fn observe(inst: &Instance, c: &Current) -> Observation {
         None => {}
     }
     if has("labels") {
-        put("labels", Value::Map(c.labels.clone()));
+        put(
+            "labels",
+            Value::Map(
+                c.labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::Text(v.clone())))
+                    .collect(),
+            ),
+        );
     }
     if has("targets") {
-        put("targets", Value::List(c.targets_seen()));
+        put(
+            "targets",
+            Value::List(c.targets_seen().into_iter().map(Value::Text).collect()),
+        );
     }
     if has("target_label") {
         put("target_label", Value::Text(c.target_label_seen()));
@@ -534,7 +555,12 @@ pub fn observe(inst: &Instance, c: &Current) -> Observation {
     if has("services") {
         put(
             "services",
-            Value::List(c.services.iter().map(|s| s.to_string()).collect()),
+            Value::List(
+                c.services
+                    .iter()
+                    .map(|s| Value::Text(s.to_string()))
+                    .collect(),
+            ),
         );
     }
     if let Some(t) = inst.attr("token_env").and_then(|a| a.known()) {

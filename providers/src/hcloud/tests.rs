@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::service::Service;
 use hcloud::models;
-use kz_engine::lb::Service;
 use kz_engine::model::{Address, Attr, Instance, Value};
 
 use super::actions::action_failed;
@@ -24,7 +24,7 @@ fn text(s: &str) -> Value {
 }
 
 fn list(items: &[&str]) -> Value {
-    Value::List(items.iter().map(|s| s.to_string()).collect())
+    Value::List(items.iter().map(|s| Value::Text(s.to_string())).collect())
 }
 
 fn instance(attrs: &[(&str, Value)]) -> Instance {
@@ -47,10 +47,13 @@ fn instance(attrs: &[(&str, Value)]) -> Instance {
             module: "edge".into(),
             kind: "lb".into(),
             name: "lb-web".into(),
-            host: "hcloud".into(),
+            host: None,
         },
+        members: Vec::new(),
         attrs: all,
         depends_on: Vec::new(),
+        outputs: Default::default(),
+        gate: None,
     }
 }
 
@@ -166,7 +169,7 @@ fn an_unchanged_load_balancer_observes_as_declared() {
         ("ip", text("10.0.0.5")),
         (
             "labels",
-            Value::Map([("app".to_string(), "web".to_string())].into()),
+            Value::Map([("app".to_string(), Value::Text("web".to_string()))].into()),
         ),
     ]);
     let mut c = current();
@@ -415,7 +418,7 @@ fn type_algorithm_and_labels_come_after_the_public_interface_is_on() {
         ("algorithm", text("least_connections")),
         (
             "labels",
-            Value::Map([("a".to_string(), "b".to_string())].into()),
+            Value::Map([("a".to_string(), Value::Text("b".to_string()))].into()),
         ),
         ("public_interface", Value::Bool(true)),
     ]);

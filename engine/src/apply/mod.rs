@@ -1,22 +1,27 @@
 //! Applying a plan: changes run concurrently in dependency order, each host capped by its transport,
 //! and the state is saved after every finished change.
 
+pub mod context;
+mod gate;
+mod schedule;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use petgraph::Direction;
-use petgraph::graph::{DiGraph, NodeIndex};
-use tokio::sync::{Semaphore, mpsc, watch};
+use petgraph::graph::NodeIndex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use kz_state::{ModuleState, State};
 
 use crate::graph::{DepGraph, Node};
 use crate::model::{AttrValue, Instance, Stack};
-use crate::plan::{Action, Env, Plan};
-use crate::provider::{Provider, ProviderError, Transport};
+use crate::plan::{Action, Plan, Runtime};
+use crate::provider::{Applied, ApplyCtx, Provider, ProviderError};
 use crate::record::{instance_from_state, record_instance};
+use context::HostPool;
+use schedule::Schedule;
 
 /// Progress of an apply, sent to the output layer, which alone draws it.
 #[derive(Debug, Clone)]
@@ -40,6 +45,11 @@ pub enum Event {
         address: String,
         error: String,
     },
+    /// A provider's word on a change that takes time.
+    Progress {
+        address: String,
+        message: String,
+    },
     /// An interrupt arrived: `abort` is false for the first (finish what runs), true for the second.
     Interrupted {
         abort: bool,
@@ -60,8 +70,19 @@ pub trait StateSink: Send {
     }
 }
 
-/// How far an interrupt has gone: 1 = start nothing new, 2 = abort what runs.
-pub type Cancel = watch::Receiver<u8>;
+/// How far the user's interrupts have gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Interrupt {
+    #[default]
+    None,
+    /// The first: start nothing new, let what runs finish.
+    Stop,
+    /// The second (or SIGTERM): abort what runs.
+    Abort,
+}
+
+/// Where a run learns of interrupts.
+pub type Cancel = watch::Receiver<Interrupt>;
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -71,6 +92,8 @@ pub struct ApplyOptions {
 #[derive(Debug, Default)]
 pub struct ApplyReport {
     pub applied: Vec<String>,
+    /// Gates that passed (run again, or passing since the plan with nothing changed above them).
+    pub verified: Vec<String>,
     pub failed: Vec<(String, String)>,
     pub not_attempted: Vec<(String, String)>,
     pub unreachable_hosts: BTreeSet<String>,
@@ -91,56 +114,6 @@ impl ApplyReport {
     }
 }
 
-/// The dependency bookkeeping of one graph run: how many predecessors each node still waits for,
-/// what failure blocks it, and which nodes are ready.
-struct Schedule<'g> {
-    graph: &'g DiGraph<Node, ()>,
-    /// The direction in which "done" propagates: to dependents, or (in reverse) to dependencies.
-    after: Direction,
-    remaining: Vec<usize>,
-    blocked_by: Vec<Option<String>>,
-    ready: Vec<NodeIndex>,
-}
-
-impl<'g> Schedule<'g> {
-    fn new(graph: &'g DiGraph<Node, ()>, reverse: bool) -> Schedule<'g> {
-        let (before, after) = if reverse {
-            (Direction::Outgoing, Direction::Incoming)
-        } else {
-            (Direction::Incoming, Direction::Outgoing)
-        };
-        let remaining: Vec<usize> = graph
-            .node_indices()
-            .map(|n| graph.neighbors_directed(n, before).count())
-            .collect();
-        let ready = graph
-            .node_indices()
-            .filter(|n| remaining[n.index()] == 0)
-            .collect();
-        Schedule {
-            graph,
-            after,
-            remaining,
-            blocked_by: vec![None; graph.node_count()],
-            ready,
-        }
-    }
-
-    /// Marks `n` done; its followers inherit `blocked` (the failure that stops them), if any.
-    fn settle(&mut self, n: NodeIndex, blocked: Option<String>) {
-        for s in self.graph.neighbors_directed(n, self.after) {
-            let i = s.index();
-            if blocked.is_some() && self.blocked_by[i].is_none() {
-                self.blocked_by[i].clone_from(&blocked);
-            }
-            self.remaining[i] -= 1;
-            if self.remaining[i] == 0 {
-                self.ready.push(s);
-            }
-        }
-    }
-}
-
 /// A unit of work: one change of one instance.
 struct Job {
     address: String,
@@ -149,36 +122,41 @@ struct Job {
     /// For replace: the instance as recorded, whose remains are removed first.
     previous: Option<Instance>,
     changed: Vec<String>,
-    /// Fails at once with this message (it could not be read during the plan), and whether its
-    /// whole host was unreachable.
-    fail: Option<(String, bool)>,
+    /// It could not be read during the plan: it fails at once, without being tried.
+    unreadable: Option<Unreadable>,
+    /// A gate that passed when planned runs again only if something above it changed.
+    gate_passed_in_plan: bool,
 }
 
-/// A job back from its task, with its outcome: `None` when it never started because of an interrupt.
-/// The job's concurrency permits travel back with it and are released only once its outcome is
-/// saved: so at most `parallelism` changes are ever done or running without being recorded.
-type Finished = (
-    NodeIndex,
-    Job,
-    Duration,
-    Option<Result<(), ProviderError>>,
-    Permits,
-);
-type Permits = (
-    Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>,
-    Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>,
-);
+/// Why an instance could not be read during the plan.
+#[derive(Debug, Clone)]
+struct Unreadable {
+    message: String,
+    /// Its whole host was unreachable (the summary lists the host).
+    host_unreachable: bool,
+}
+
+/// A job back from its task. Its concurrency permits travel back with it and are released only
+/// once its outcome is saved: so at most `parallelism` changes are ever done or running without
+/// being recorded.
+struct Finished {
+    node: NodeIndex,
+    job: Job,
+    elapsed: Duration,
+    /// `None` when it never started (an interrupt, or the state lock lost, while it waited).
+    outcome: Option<Result<Applied, ProviderError>>,
+    _permits: Vec<OwnedSemaphorePermit>,
+}
 
 struct Ctx<'a> {
-    stack: &'a Stack,
-    env: &'a Env,
+    runtime: &'a Runtime,
     state: &'a mut State,
     sink: &'a mut dyn StateSink,
     events: mpsc::UnboundedSender<Event>,
     cancel: Cancel,
     report: ApplyReport,
     parallelism: usize,
-    transports: HashMap<String, (Arc<dyn Transport>, Arc<Semaphore>)>,
+    hosts: Arc<HostPool>,
     /// The state as last saved, to skip a final save that would change nothing.
     saved: Option<State>,
     /// Set when the state lock is lost: queued jobs must not start.
@@ -192,21 +170,23 @@ pub async fn apply(
     state: &mut State,
     sink: &mut dyn StateSink,
     opts: &ApplyOptions,
-    env: &Env,
+    runtime: &Runtime,
     events: mpsc::UnboundedSender<Event>,
     cancel: Cancel,
 ) -> ApplyReport {
     let saved = Some(state.clone());
     let mut ctx = Ctx {
-        stack,
-        env,
+        runtime,
         state,
         sink,
         events,
         cancel,
         report: ApplyReport::default(),
         parallelism: opts.parallelism.max(1),
-        transports: HashMap::new(),
+        hosts: Arc::new(HostPool::new(
+            stack.hosts.clone(),
+            Arc::clone(&runtime.transports),
+        )),
         saved,
         halt: watch::channel(false).0,
     };
@@ -236,7 +216,8 @@ pub async fn apply(
             instance: inst,
             previous: None,
             changed: Vec::new(),
-            fail: None,
+            unreadable: None,
+            gate_passed_in_plan: false,
         }));
     }
     if !delete_jobs.is_empty() {
@@ -296,7 +277,23 @@ pub async fn apply(
             changed: c.attributes.iter().map(|a| a.name.clone()).collect(),
             instance: inst,
             previous,
-            fail: None,
+            unreadable: None,
+            gate_passed_in_plan: false,
+        });
+    }
+    // Gates run again after what they depend on changed (or when they did not pass).
+    for g in &plan.gates {
+        let Some(&i) = by_address.get(&g.address) else {
+            continue;
+        };
+        jobs[i] = Some(Job {
+            address: g.address.clone(),
+            action: Action::Verify,
+            instance: stack.instances[i].clone(),
+            previous: None,
+            changed: Vec::new(),
+            unreadable: None,
+            gate_passed_in_plan: g.passing == Some(true),
         });
     }
     // Instances that could not be read fail, so that what depends on them is not attempted.
@@ -304,7 +301,7 @@ pub async fn apply(
         let addr = inst.address.to_string();
         let err = plan.errors.iter().find(|e| {
             e.address.as_deref() == Some(addr.as_str())
-                || (e.address.is_none() && e.host == inst.address.host)
+                || (e.address.is_none() && inst.address.host.as_ref() == Some(&e.host))
         });
         if let (Some(e), None) = (err, &jobs[i]) {
             jobs[i] = Some(Job {
@@ -313,7 +310,11 @@ pub async fn apply(
                 instance: inst.clone(),
                 previous: None,
                 changed: Vec::new(),
-                fail: Some((e.message.clone(), e.address.is_none())),
+                unreadable: Some(Unreadable {
+                    message: e.message.clone(),
+                    host_unreachable: e.address.is_none(),
+                }),
+                gate_passed_in_plan: false,
             });
         }
     }
@@ -340,7 +341,7 @@ pub async fn apply(
     if ctx.saved.as_ref() != Some(&*ctx.state) {
         ctx.save().await;
     }
-    for (t, _) in ctx.transports.values() {
+    for t in ctx.hosts.opened() {
         t.finish().await;
     }
     ctx.report
@@ -358,37 +359,6 @@ impl Ctx<'_> {
         }
     }
 
-    fn transport(
-        &mut self,
-        host: &str,
-    ) -> Result<(Arc<dyn Transport>, Arc<Semaphore>), ProviderError> {
-        if let Some(t) = self.transports.get(host) {
-            return Ok(t.clone());
-        }
-        // The API pseudo-host is in the inventory only while the stack declares API resources;
-        // deleting the last of them still needs it.
-        let api = crate::load::lb::api_host();
-        let h = match self.stack.hosts.get(host) {
-            Some(h) => h,
-            None if host == api.name => &api,
-            None => {
-                return Err(ProviderError::new(
-                    "transport",
-                    format!("host `{host}` is not in the inventory"),
-                ));
-            }
-        };
-        let t = self
-            .env
-            .transports
-            .transport(h)
-            .map_err(|e| ProviderError::transport("connect", e))?;
-        let sem = Arc::new(Semaphore::new(t.max_sessions().max(1)));
-        self.transports
-            .insert(host.to_string(), (t.clone(), sem.clone()));
-        Ok((t, sem))
-    }
-
     /// Runs the jobs of a graph: a node starts when all its predecessors (or, in reverse, its
     /// successors) are done; a failure marks everything that waits on it as not attempted.
     async fn run_graph(&mut self, g: &DepGraph, reverse: bool, mut jobs: Vec<Option<Job>>) {
@@ -398,69 +368,9 @@ impl Ctx<'_> {
         let mut aborted = false;
 
         loop {
-            // Start or settle everything that is ready.
             while let Some(n) = schedule.ready.pop() {
-                let job = match g.graph[n] {
-                    Node::Instance(i) => jobs[i].take(),
-                    _ => None,
-                };
-                let Some(job) = job else {
-                    // A barrier or an instance without change: done at once, passing on any block.
-                    let b = schedule.blocked_by[n.index()].clone();
-                    schedule.settle(n, b);
-                    continue;
-                };
-                if self.report.lock_lost.is_none()
-                    && let Err(e) = self.sink.ensure_lock(self.state).await
-                {
-                    self.report.lock_lost = Some(e);
-                    let _ = self.halt.send(true);
-                }
-                if let Some(failed) = self.settle_early(&job, &schedule.blocked_by[n.index()]) {
-                    schedule.settle(n, Some(failed));
-                    continue;
-                }
-                let (transport, host_limit) = match self.transport(job.instance.host()) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        let address = job.address.clone();
-                        self.finish(&job, Duration::ZERO, Err(e));
-                        schedule.settle(n, Some(address));
-                        continue;
-                    }
-                };
-                let Some(provider) = self.env.providers.get(job.instance.kind()).cloned() else {
-                    let e = ProviderError::new(
-                        "apply",
-                        format!("no provider for `{}`", job.instance.kind()),
-                    );
-                    let address = job.address.clone();
-                    self.finish(&job, Duration::ZERO, Err(e));
-                    schedule.settle(n, Some(address));
-                    continue;
-                };
-                let global = Arc::clone(&global);
-                let events = self.events.clone();
-                let cancel = self.cancel.clone();
-                let halt = self.halt.subscribe();
-                running.spawn(async move {
-                    let permits = (
-                        global.acquire_owned().await,
-                        host_limit.acquire_owned().await,
-                    );
-                    // An interrupt, or the loss of the state lock, may have come while this job
-                    // waited for its turn.
-                    if *cancel.borrow() > 0 || *halt.borrow() {
-                        return (n, job, Duration::ZERO, None, permits);
-                    }
-                    let _ = events.send(Event::Started {
-                        address: job.address.clone(),
-                        action: job.action,
-                    });
-                    let started = Instant::now();
-                    let result = execute(provider.as_ref(), &job, transport.as_ref()).await;
-                    (n, job, started.elapsed(), Some(result), permits)
-                });
+                self.start(g, n, &mut jobs, &mut schedule, &global, &mut running)
+                    .await;
             }
             if running.is_empty() {
                 break;
@@ -470,7 +380,7 @@ impl Ctx<'_> {
                 _ = self.cancel.changed(), if !aborted => {
                     let level = *self.cancel.borrow();
                     self.report.interrupted = true;
-                    aborted = level >= 2;
+                    aborted = level == Interrupt::Abort;
                     let _ = self.events.send(Event::Interrupted { abort: aborted, running: running.len() });
                     if aborted {
                         running.abort_all();
@@ -483,55 +393,197 @@ impl Ctx<'_> {
             while let Some(r) = running.try_join_next() {
                 finished.push(Some(r));
             }
-            let mut changed_state = false;
-            let mut held = Vec::new();
-            for r in finished.into_iter().flatten() {
-                match r {
-                    Ok((n, job, _, None, _)) => {
-                        let b = if self.report.lock_lost.is_some() {
-                            self.not_attempted(
-                                &job.address,
-                                "not attempted: the state lock was lost".into(),
-                            );
-                            format!("{} (state lock lost)", job.address)
-                        } else {
-                            self.interrupted(&job)
-                        };
-                        schedule.settle(n, Some(b));
-                    }
-                    Ok((n, job, elapsed, Some(result), permits)) => {
-                        held.push(permits);
-                        let ok = result.is_ok();
-                        changed_state |= ok;
-                        let address = job.address.clone();
-                        self.finish(&job, elapsed, result);
-                        schedule.settle(n, (!ok).then_some(address));
-                    }
-                    Err(e) if e.is_cancelled() => {
-                        self.report
-                            .failed
-                            .push(("(in flight)".into(), "aborted by a second interrupt".into()));
-                    }
-                    Err(e) => self.report.failed.push(("(task)".into(), e.to_string())),
-                }
-            }
-            if changed_state {
-                self.save().await;
-            }
-            // Before the next changes may start, make sure this kz still holds the state lock.
-            if self.report.lock_lost.is_none()
-                && let Err(e) = self.sink.ensure_lock(self.state).await
-            {
-                self.report.lock_lost = Some(e);
-                let _ = self.halt.send(true);
-            }
-            // Only now may the next changes take these slots: what finished is recorded.
-            held.clear();
+            self.settle_finished(finished.into_iter().flatten(), &mut schedule)
+                .await;
         }
         // Whatever never became ready (after an abort) was not attempted.
         for job in jobs.into_iter().flatten() {
             self.not_attempted(&job.address, "not attempted: interrupted".into());
         }
+    }
+
+    /// Starts the job of a ready node, or settles the node at once (a barrier, an instance
+    /// without change, a job that must not run).
+    async fn start(
+        &mut self,
+        g: &DepGraph,
+        n: NodeIndex,
+        jobs: &mut [Option<Job>],
+        schedule: &mut Schedule<'_>,
+        global: &Arc<Semaphore>,
+        running: &mut JoinSet<Finished>,
+    ) {
+        let job = match g.graph[n] {
+            Node::Instance(i) => jobs[i].take(),
+            _ => None,
+        };
+        let Some(job) = job else {
+            // Done at once, passing on any block.
+            let b = schedule.blocked_by[n.index()].clone();
+            schedule.settle(n, b);
+            return;
+        };
+        if job.action == Action::Verify
+            && job.gate_passed_in_plan
+            && !schedule.changed_above[n.index()]
+            && schedule.blocked_by[n.index()].is_none()
+        {
+            // It passed when planned and nothing it depends on changed since.
+            self.report.verified.push(job.address.clone());
+            schedule.settle(n, None);
+            return;
+        }
+        if self.report.lock_lost.is_none()
+            && let Err(e) = self.sink.ensure_lock(self.state).await
+        {
+            self.report.lock_lost = Some(e);
+            let _ = self.halt.send(true);
+        }
+        if let Some(failed) = self.settle_early(&job, &schedule.blocked_by[n.index()]) {
+            schedule.settle(n, Some(failed));
+            return;
+        }
+        let Some(provider) = self.runtime.providers.get(job.instance.kind()).cloned() else {
+            let e = ProviderError::new(
+                "apply",
+                format!("no provider for `{}`", job.instance.kind()),
+            );
+            let address = job.address.clone();
+            self.finish(&job, Duration::ZERO, Err(e));
+            schedule.settle(n, Some(address));
+            return;
+        };
+        // An instance on one host takes one of that host's sessions before it starts, so it
+        // shows as running only once it really runs; others take sessions through the context.
+        let own = match job.instance.host() {
+            Some(h) => match self.hosts.get(h) {
+                Ok((_, sessions)) => Some((h.to_string(), sessions)),
+                Err(e) => {
+                    let address = job.address.clone();
+                    self.finish(&job, Duration::ZERO, Err(e));
+                    schedule.settle(n, Some(address));
+                    return;
+                }
+            },
+            None => None,
+        };
+        let global = Arc::clone(global);
+        let events = self.events.clone();
+        let cancel = self.cancel.clone();
+        let halt = self.halt.subscribe();
+        let hosts = Arc::clone(&self.hosts);
+        running.spawn(async move {
+            let mut permits = Vec::new();
+            if let Ok(p) = global.acquire_owned().await {
+                permits.push(p);
+            }
+            if let Some((_, sessions)) = &own
+                && let Ok(p) = Arc::clone(sessions).acquire_owned().await
+            {
+                permits.push(p);
+            }
+            let mut finished = Finished {
+                node: n,
+                elapsed: Duration::ZERO,
+                outcome: None,
+                _permits: permits,
+                job,
+            };
+            // An interrupt, or the loss of the state lock, may have come while this job waited
+            // for its turn.
+            if *cancel.borrow() != Interrupt::None || *halt.borrow() {
+                return finished;
+            }
+            let job = &finished.job;
+            let _ = events.send(Event::Started {
+                address: job.address.clone(),
+                action: job.action,
+            });
+            let cx = ApplyCtx::new(
+                job.instance.clone(),
+                job.changed.clone(),
+                hosts,
+                own.map(|(h, _)| h),
+                events,
+                cancel,
+            );
+            let started = Instant::now();
+            let outcome = execute(provider.as_ref(), job, &cx).await;
+            finished.elapsed = started.elapsed();
+            finished.outcome = Some(outcome);
+            finished
+        });
+    }
+
+    /// Records what finished, saves the state once for all of it, and settles the nodes.
+    async fn settle_finished(
+        &mut self,
+        finished: impl Iterator<Item = Result<Finished, tokio::task::JoinError>>,
+        schedule: &mut Schedule<'_>,
+    ) {
+        let mut changed_state = false;
+        let mut held = Vec::new();
+        for r in finished {
+            match r {
+                Ok(Finished {
+                    node,
+                    job,
+                    outcome: None,
+                    ..
+                }) => {
+                    let b = if self.report.lock_lost.is_some() {
+                        self.not_attempted(
+                            &job.address,
+                            "not attempted: the state lock was lost".into(),
+                        );
+                        format!("{} (state lock lost)", job.address)
+                    } else {
+                        self.interrupted(&job)
+                    };
+                    schedule.settle(node, Some(b));
+                }
+                Ok(Finished {
+                    node,
+                    job,
+                    elapsed,
+                    outcome: Some(result),
+                    _permits,
+                }) => {
+                    held.push(_permits);
+                    let ok = result.is_ok();
+                    let changed = ok && !matches!(job.action, Action::Verify | Action::Adopt);
+                    changed_state |= ok && job.action != Action::Verify;
+                    if changed {
+                        schedule.changed(node);
+                    }
+                    let address = job.address.clone();
+                    self.finish(&job, elapsed, result);
+                    schedule.settle(node, (!ok).then_some(address));
+                }
+                Err(e) if e.is_cancelled() => {
+                    self.report
+                        .failed
+                        .push(("(in flight)".into(), "aborted by a second interrupt".into()));
+                }
+                // A provider that panicked fails its change with a message; it never vanishes.
+                Err(e) => self
+                    .report
+                    .failed
+                    .push(("(task)".into(), format!("a change panicked: {e}"))),
+            }
+        }
+        if changed_state {
+            self.save().await;
+        }
+        // Before the next changes may start, make sure this kz still holds the state lock.
+        if self.report.lock_lost.is_none()
+            && let Err(e) = self.sink.ensure_lock(self.state).await
+        {
+            self.report.lock_lost = Some(e);
+            let _ = self.halt.send(true);
+        }
+        // Only now may the next changes take these slots: what finished is recorded.
+        drop(held);
     }
 
     /// Settles a job that must not run: its dependency failed, it could not be read, or an
@@ -544,14 +596,16 @@ impl Ctx<'_> {
             );
             return Some(because.clone());
         }
-        if let Some((message, unreachable)) = job.fail.clone() {
+        if let Some(Unreadable {
+            message,
+            host_unreachable,
+        }) = job.unreadable.clone()
+        {
             self.report
                 .failed
                 .push((job.address.clone(), message.clone()));
-            if unreachable {
-                self.report
-                    .unreachable_hosts
-                    .insert(job.instance.host().to_string());
+            if host_unreachable && let Some(h) = job.instance.host() {
+                self.report.unreachable_hosts.insert(h.to_string());
             }
             let _ = self.events.send(Event::Unreadable {
                 address: job.address.clone(),
@@ -559,7 +613,7 @@ impl Ctx<'_> {
             });
             return Some(job.address.clone());
         }
-        if *self.cancel.borrow() > 0 {
+        if *self.cancel.borrow() != Interrupt::None {
             return Some(self.interrupted(job));
         }
         if self.report.lock_lost.is_some() {
@@ -590,30 +644,37 @@ impl Ctx<'_> {
     }
 
     /// Records the outcome of a job in the report and, when it succeeded, in the state.
-    fn finish(&mut self, job: &Job, elapsed: Duration, result: Result<(), ProviderError>) {
-        let host = job.instance.host().to_string();
+    fn finish(&mut self, job: &Job, elapsed: Duration, result: Result<Applied, ProviderError>) {
         let error = match result {
-            Ok(()) => {
-                if job.action == Action::Delete {
+            Ok(applied) => {
+                if job.action == Action::Verify {
+                    self.report.verified.push(job.address.clone());
+                } else if job.action == Action::Delete {
                     self.state.resources.remove(&job.address);
                 } else {
                     let prev = self.state.resources.get(&job.address).cloned();
-                    let rec = record_instance(self.state, &job.instance, prev.as_ref());
+                    let rec = record_instance(self.state, &job.instance, &applied, prev.as_ref());
                     self.state.resources.insert(job.address.clone(), rec);
                 }
-                self.report.applied.push(job.address.clone());
+                if job.action != Action::Verify {
+                    self.report.applied.push(job.address.clone());
+                }
                 None
             }
             Err(e) => {
-                if e.unreachable {
-                    self.report.unreachable_hosts.insert(host.clone());
+                let host = e
+                    .host
+                    .clone()
+                    .or_else(|| job.instance.host().map(String::from));
+                if e.unreachable
+                    && let Some(h) = &host
+                {
+                    self.report.unreachable_hosts.insert(h.clone());
                 }
-                let addr_host = self
-                    .stack
-                    .hosts
-                    .get(&host)
-                    .map_or(host.clone(), |h| format!("{} ({})", h.name, h.address));
-                let msg = format!("{addr_host}: {e}");
+                let msg = match &host {
+                    Some(h) => format!("{}: {e}", self.hosts.label(h)),
+                    None => e.to_string(),
+                };
                 self.report.failed.push((job.address.clone(), msg.clone()));
                 Some(msg)
             }
@@ -630,18 +691,24 @@ impl Ctx<'_> {
 async fn execute(
     provider: &dyn Provider,
     job: &Job,
-    t: &dyn Transport,
-) -> Result<(), ProviderError> {
+    cx: &ApplyCtx,
+) -> Result<Applied, ProviderError> {
     match job.action {
-        Action::Create => provider.create(&job.instance, t).await,
-        Action::Update => provider.update(&job.instance, &job.changed, t).await,
+        Action::Create => provider.create(cx).await,
+        Action::Update => provider.update(cx).await,
         Action::Replace => {
-            provider
-                .delete(job.previous.as_ref().unwrap_or(&job.instance), t)
-                .await?;
-            provider.create(&job.instance, t).await
+            if let Some(old) = &job.previous {
+                provider.delete(&cx.with_instance(old.clone())).await?;
+            } else {
+                provider.delete(cx).await?;
+            }
+            provider.create(cx).await
         }
-        Action::Delete => provider.delete(&job.instance, t).await,
-        Action::Adopt => Ok(()),
+        Action::Delete => provider.delete(cx).await.map(|()| Applied::default()),
+        Action::Adopt => Ok(Applied::default()),
+        Action::Verify => match &job.instance.gate {
+            Some(g) => gate::verify(provider, cx, g).await,
+            None => Ok(Applied::default()),
+        },
     }
 }

@@ -10,7 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::units::{format_duration, parse_duration};
+use kz_engine::units::{format_duration, parse_duration};
 
 /// One service of a load balancer.
 #[derive(Debug, Clone, PartialEq, Eq)]

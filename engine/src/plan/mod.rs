@@ -1,0 +1,498 @@
+//! Planning: desired (the stack) against actual (read from the hosts, one round trip per host)
+//! against state (what kz manages), into a list of changes.
+//!
+//! `select` chooses the instances (`--target`), `read` reads them, `decide` makes each one's
+//! change; this file holds the plan document and strings them together.
+
+mod decide;
+mod read;
+mod select;
+
+pub use read::{batch_script, split_batch};
+pub use select::{matches_target, select};
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use kz_state::State;
+
+use crate::graph::DepGraph;
+use crate::model::{Attr, AttrValue, Instance, Stack, Value};
+use crate::provider::{Placement, Providers, TransportFactory};
+use crate::record::{instance_from_state, read_attrs};
+
+/// Version of the JSON plan document (`kz plan --json`, `kz plan --out`).
+pub const PLAN_FORMAT_VERSION: u32 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    Update,
+    Replace,
+    Delete,
+    /// It exists and matches but is not in state yet: apply records it without touching it.
+    Adopt,
+    /// A gate runs again at apply time (never a change of the plan: see [`Plan::gates`]).
+    Verify,
+}
+
+impl Action {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+            Action::Adopt => "adopt",
+            Action::Verify => "verify",
+        }
+    }
+}
+
+/// One attribute that differs, as shown to the user: values of sensitive attributes are masked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttrChange {
+    pub name: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
+    /// The new value depends on a secret that is not set: it will be known at apply time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unknown: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub address: String,
+    pub module: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    /// The host of an instance on one host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The hosts of an instance spanning a group of hosts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+    /// The API of an instance behind one ("Hetzner Cloud").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    pub action: Action,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub attributes: Vec<AttrChange>,
+}
+
+/// A gate, as the plan read it, and whether apply will run it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateStatus {
+    pub address: String,
+    /// It passes now; `None` when it was not read (`--refresh=false`, or its host unreadable).
+    pub passing: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Apply runs it again: it does not pass now, or something it depends on changes.
+    pub will_run: bool,
+}
+
+/// A host or an instance that could not be read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanError {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub replace: usize,
+    pub delete: usize,
+    pub adopt: usize,
+    pub no_op: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadStats {
+    /// Hosts read from (refresh only).
+    pub hosts: usize,
+    /// Transport round trips spent reading: one per host.
+    pub round_trips: usize,
+    /// Connections opened to read (SSH): one per host, plus one per jump host.
+    #[serde(default)]
+    pub connections: usize,
+    /// Reads of resources behind an API (one per provider, e.g. Hetzner Cloud).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub api_reads: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateRef {
+    pub lineage: Option<String>,
+    pub serial: u64,
+}
+
+/// A plan, as rendered and as saved by `kz plan --out`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: u32,
+    pub kz_version: String,
+    pub stack: String,
+    pub stack_digest: String,
+    pub state: StateRef,
+    pub refreshed: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    pub changes: Vec<Change>,
+    /// The health checks that gate what depends on them, as read now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateStatus>,
+    pub errors: Vec<PlanError>,
+    pub summary: Summary,
+    pub read: ReadStats,
+    /// Set in saved plans: the stack directory the plan was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_dir: Option<String>,
+    /// Set in saved plans: a salted digest of the secret values the plan was made with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_digest: Option<String>,
+    /// The plan was made against the stack's lab (`--lab`): it applies to the lab only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lab: bool,
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+}
+
+impl Change {
+    /// Where the change happens, as plans group changes: `host NAME`, `hosts A, B, C`, or the
+    /// API's name.
+    pub fn place(&self) -> String {
+        match (&self.host, &self.service) {
+            (Some(h), _) => format!("host {h}"),
+            (None, Some(s)) => s.clone(),
+            (None, None) => format!("hosts {}", self.members.join(", ")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub refresh: bool,
+    pub targets: Vec<String>,
+    pub replace: Vec<String>,
+    pub parallelism: usize,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            refresh: true,
+            targets: Vec::new(),
+            replace: Vec::new(),
+            parallelism: 10,
+        }
+    }
+}
+
+/// What planning and applying need from outside the engine: the providers, and how to reach
+/// each host.
+#[derive(Clone)]
+pub struct Runtime {
+    pub providers: Providers,
+    pub transports: Arc<dyn TransportFactory>,
+}
+
+/// Bad `--target` or `--replace` values: user input, reported before anything is read.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanInputError {
+    #[error(
+        "--target `{0}` matches no instance of the stack or the state (expected MODULE, MODULE.TYPE.NAME or MODULE.TYPE.NAME[HOST])"
+    )]
+    UnknownTarget(String),
+    #[error("--replace `{0}` is not an instance of the stack (expected MODULE.TYPE.NAME[HOST])")]
+    UnknownReplace(String),
+    /// Loading rejects cycles; a stack built some other way may still hold one.
+    #[error("dependency cycle: {0}")]
+    Cycle(String),
+    #[error("resource type `{0}` has no provider in this build of kz")]
+    NoProvider(String),
+}
+
+pub async fn plan(
+    stack: &Stack,
+    state: Option<&State>,
+    opts: &PlanOptions,
+    runtime: &Runtime,
+) -> Result<Plan, PlanInputError> {
+    let graph = DepGraph::build(&stack.instances, &stack.modules)
+        .map_err(|c| PlanInputError::Cycle(c.members.join(" -> ")))?;
+    let mut selected = select(stack, &graph, &opts.targets)?;
+    let deletes = select::deleted_in_scope(stack, state, &opts.targets);
+    if !opts.targets.is_empty() && selected.iter().all(|s| !s) && deletes.is_empty() {
+        return Err(PlanInputError::UnknownTarget(opts.targets.join(", ")));
+    }
+    let replace: HashSet<&str> = opts.replace.iter().map(String::as_str).collect();
+    for r in &replace {
+        match stack
+            .instances
+            .iter()
+            .position(|i| i.address.to_string() == *r)
+        {
+            Some(i) => selected[i] = true,
+            None => return Err(PlanInputError::UnknownReplace((*r).to_string())),
+        }
+    }
+    for inst in &stack.instances {
+        if runtime.providers.get(inst.kind()).is_none() {
+            return Err(PlanInputError::NoProvider(inst.kind().to_string()));
+        }
+    }
+    // Probes may use what the last apply computed (a container id).
+    let instances = with_outputs(&stack.instances, state);
+
+    let reads = if opts.refresh {
+        read::read_all(stack, &instances, &selected, opts.parallelism, runtime).await
+    } else {
+        read::Reads::default()
+    };
+    let failed_hosts: HashSet<&str> = reads
+        .errors
+        .iter()
+        .filter(|e| e.address.is_none())
+        .map(|e| e.host.as_str())
+        .collect();
+    let failed_instances: HashSet<&str> = reads
+        .errors
+        .iter()
+        .filter_map(|e| e.address.as_deref())
+        .collect();
+
+    let mut changes = Vec::new();
+    let mut gates = Vec::new();
+    let mut summary = Summary::default();
+    let mut unknown_used = false;
+    for (i, inst) in instances.iter().enumerate() {
+        if !selected[i] {
+            continue;
+        }
+        let addr = inst.address.to_string();
+        if inst.host().is_some_and(|h| failed_hosts.contains(h))
+            || failed_instances.contains(addr.as_str())
+        {
+            continue;
+        }
+        let provider = runtime
+            .providers
+            .get(inst.kind())
+            .ok_or_else(|| PlanInputError::NoProvider(inst.kind().to_string()))?;
+        if inst.gate.is_some() {
+            let o = reads.observations.get(&i);
+            gates.push(GateStatus {
+                address: addr,
+                passing: o.map(|o| o.exists),
+                note: o.and_then(|o| o.note.clone()),
+                will_run: o.is_none_or(|o| !o.exists),
+            });
+            continue;
+        }
+        let recorded = state.and_then(|s| s.resources.get(&addr));
+        let decision = decide::decide(
+            inst,
+            provider.force_new(),
+            state,
+            recorded.map(read_attrs).as_ref(),
+            reads.observations.get(&i),
+            replace.contains(addr.as_str()),
+        );
+        unknown_used |= inst.attrs.values().any(|a| a.value == AttrValue::Unknown);
+        match decision {
+            None => summary.no_op += 1,
+            Some(mut c) => {
+                c.service = service_of(runtime, &c.kind, c.host.is_none() && c.members.is_empty());
+                changes.push(c);
+            }
+        }
+    }
+    for (addr, r) in deletes {
+        let mut c = delete_change(addr, r, Some("no longer in the stack".into()));
+        c.service = service_of(runtime, &c.kind, c.host.is_none() && c.members.is_empty());
+        changes.push(c);
+    }
+    changes.sort_by_key(|c| (c.place(), c.address.clone()));
+    for c in &changes {
+        match c.action {
+            Action::Create => summary.create += 1,
+            Action::Update => summary.update += 1,
+            Action::Replace => summary.replace += 1,
+            Action::Delete => summary.delete += 1,
+            Action::Adopt => summary.adopt += 1,
+            Action::Verify => {}
+        }
+    }
+    mark_gates_below_changes(stack, &graph, &changes, &mut gates);
+    let mut warnings = Vec::new();
+    if unknown_used {
+        warnings.push(format!(
+            "secrets not set: {}; changes to attributes that use them cannot be detected until they are",
+            stack.secrets.missing_vars().join(", ")
+        ));
+    }
+    Ok(Plan {
+        format_version: PLAN_FORMAT_VERSION,
+        kz_version: env!("CARGO_PKG_VERSION").into(),
+        stack: stack.name.clone(),
+        stack_digest: stack.digest.clone(),
+        state: StateRef {
+            lineage: state.map(|s| s.lineage.clone()),
+            serial: state.map_or(0, |s| s.serial),
+        },
+        refreshed: opts.refresh,
+        targets: opts.targets.clone(),
+        warnings,
+        changes,
+        gates,
+        errors: reads.errors,
+        summary,
+        read: reads.stats,
+        stack_dir: None,
+        secrets_digest: None,
+        lab: false,
+    })
+}
+
+/// A gate runs again at apply time when anything it depends on, directly or through modules,
+/// has a change in the plan.
+fn mark_gates_below_changes(
+    stack: &Stack,
+    graph: &DepGraph,
+    changes: &[Change],
+    gates: &mut [GateStatus],
+) {
+    // Adopting changes nothing on a host.
+    let changed: HashSet<&str> = changes
+        .iter()
+        .filter(|c| c.action != Action::Adopt)
+        .map(|c| c.address.as_str())
+        .collect();
+    for g in gates.iter_mut().filter(|g| !g.will_run) {
+        let Some(i) = stack
+            .instances
+            .iter()
+            .position(|inst| inst.address.to_string() == g.address)
+        else {
+            continue;
+        };
+        let mut todo = vec![graph.instance_nodes[i]];
+        let mut seen: HashSet<_> = todo.iter().copied().collect();
+        while let Some(n) = todo.pop() {
+            for p in graph
+                .graph
+                .neighbors_directed(n, petgraph::Direction::Incoming)
+            {
+                if !seen.insert(p) {
+                    continue;
+                }
+                if let crate::graph::Node::Instance(j) = graph.graph[p]
+                    && changed.contains(stack.instances[j].address.to_string().as_str())
+                {
+                    g.will_run = true;
+                    break;
+                }
+                todo.push(p);
+            }
+            if g.will_run {
+                break;
+            }
+        }
+    }
+}
+
+/// The API an instance on no host lives behind, for plans to name it.
+fn service_of(runtime: &Runtime, kind: &str, on_no_host: bool) -> Option<String> {
+    match runtime.providers.get(kind)?.placement() {
+        Placement::Api { service } if on_no_host => Some(service.to_string()),
+        _ => None,
+    }
+}
+
+/// The instances, each with the values its provider computed when it was last applied.
+fn with_outputs(instances: &[Instance], state: Option<&State>) -> Vec<Instance> {
+    instances
+        .iter()
+        .map(|i| {
+            let mut i = i.clone();
+            if let Some(r) = state.and_then(|s| s.resources.get(&i.address.to_string())) {
+                i.outputs = crate::record::read_outputs(r);
+            }
+            i
+        })
+        .collect()
+}
+
+/// The deletion of a recorded instance, showing what it recorded.
+pub fn delete_change(address: &str, r: &kz_state::ResourceState, reason: Option<String>) -> Change {
+    let inst = instance_from_state(r);
+    Change {
+        address: address.to_string(),
+        module: r.module.clone(),
+        kind: r.kind.clone(),
+        name: r.name.clone(),
+        host: inst.address.host.clone(),
+        members: r.members.clone(),
+        service: None,
+        action: Action::Delete,
+        reason,
+        attributes: inst
+            .attrs
+            .iter()
+            .map(|(k, a)| AttrChange {
+                name: k.clone(),
+                before: Some(shown(a)),
+                after: None,
+                sensitive: a.sensitive,
+                unknown: false,
+            })
+            .collect(),
+    }
+}
+
+/// The JSON form of an attribute as shown: masked when sensitive.
+pub fn shown(a: &Attr) -> serde_json::Value {
+    if a.sensitive {
+        return serde_json::Value::String("(sensitive)".into());
+    }
+    match &a.value {
+        AttrValue::Known(v) => shown_value(v),
+        AttrValue::Unknown => serde_json::Value::String("(known after apply)".into()),
+        AttrValue::Hashed(_) => serde_json::Value::String("(sensitive)".into()),
+    }
+}
+
+fn shown_value(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Bytes(b) => {
+            serde_json::to_value(crate::model::ContentDigest::of(b)).unwrap_or_default()
+        }
+        Value::List(l) => serde_json::Value::Array(l.iter().map(shown_value).collect()),
+        Value::Map(m) => {
+            serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), shown_value(v))).collect())
+        }
+        other => serde_json::to_value(other).unwrap_or_default(),
+    }
+}
