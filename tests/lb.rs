@@ -361,3 +361,84 @@ fn a_load_balancer_found_in_another_location_is_replaced_even_without_a_record()
         )
         .stdout_has("Plan: 0 to create, 0 to update, 1 to replace, 0 to delete, 3 to adopt.");
 }
+
+// Issue 11, item 16: the four KeyBuzz load balancers join keybuzz-private at once; each attach
+// locks the network, and the others are refused with `locked` until it is done.
+#[test]
+fn four_load_balancers_attaching_to_one_network_at_once_wait_for_its_lock() {
+    let api = keybuzz_api();
+    // Long enough that the four attaches surely overlap.
+    api.set_action_delay(std::time::Duration::from_millis(1000));
+    let s = keybuzz_stack(&api);
+    s.kz(&["apply", "DIR", "--yes"])
+        .code(0)
+        .stdout_has("Apply: 4 applied, 0 failed, 0 not attempted.");
+    let locked = api
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/attach_to_network") && r.status == 423)
+        .count();
+    assert!(locked > 0, "the attaches overlapped and met the lock");
+    for name in ["lb-internal", "lb-mariadb", "lb-public-1", "lb-public-2"] {
+        let lb = api.load_balancer(name).unwrap();
+        assert_eq!(lb["private_net"].as_array().unwrap().len(), 1, "{name}");
+    }
+    no_changes(&s);
+}
+
+// Issue 11, item 17: with one request in ten answered 500 or 503 (action polls included), every
+// apply and plan still goes through.
+#[test]
+fn one_request_in_ten_answered_500_or_503_does_not_fail_the_apply() {
+    let api = keybuzz_api();
+    let s = keybuzz_stack(&api);
+    api.fail_one_request_in(10, &["server_error", "unavailable"]);
+    s.kz(&["apply", "DIR", "--yes"])
+        .code(0)
+        .stdout_has("Apply: 4 applied, 0 failed, 0 not attempted.");
+    let log = api.requests();
+    assert!(
+        log.iter()
+            .any(|r| r.path.starts_with("/v1/actions/") && r.status >= 500),
+        "an action poll met a 5xx"
+    );
+    assert!(log.iter().any(|r| r.status == 503));
+    let mut names = api.load_balancer_names();
+    names.sort();
+    assert_eq!(
+        names,
+        ["lb-internal", "lb-mariadb", "lb-public-1", "lb-public-2"]
+    );
+    let internal = api.load_balancer("lb-internal").unwrap();
+    assert_eq!(services(&internal).len(), 4);
+    assert_eq!(target_ids(&internal).len(), 2);
+    no_changes(&s);
+    no_changes(&s);
+}
+
+// Issue 11, item 18: a create processed whose answer was lost (504), an action whose answer was
+// lost twice, and one whose connection closed: kz reads what the API holds and counts what is
+// already done as done, instead of failing on `uniqueness_error`, `locked` or
+// `target_already_defined`.
+#[test]
+fn requests_processed_whose_answers_were_lost_are_not_made_twice() {
+    use kz_test_hcloud::Loss;
+    let api = keybuzz_api();
+    let s = keybuzz_stack(&api);
+    api.lose_answers("POST", "/v1/load_balancers", 1, Loss::GatewayTimeout);
+    api.lose_answers("POST", "/actions/add_target", 2, Loss::GatewayTimeout);
+    api.lose_answers("POST", "/actions/attach_to_network", 1, Loss::Disconnect);
+    api.lose_answers("POST", "/actions/add_service", 1, Loss::Disconnect);
+    s.kz(&["apply", "DIR", "--yes"])
+        .code(0)
+        .stdout_has("Apply: 4 applied, 0 failed, 0 not attempted.");
+    let lost = api.requests().iter().filter(|r| r.answer_lost).count();
+    assert_eq!(lost, 5);
+    let mut names = api.load_balancer_names();
+    names.sort();
+    assert_eq!(
+        names,
+        ["lb-internal", "lb-mariadb", "lb-public-1", "lb-public-2"]
+    );
+    no_changes(&s);
+}

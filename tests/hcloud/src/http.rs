@@ -278,7 +278,9 @@ async fn respond(shared: &Shared, req: Request<Incoming>) -> Option<Response<Ful
     } else {
         take_lost_answer(&mut inner, &method, &path)
     };
-    let link = json.as_ref().and_then(|v| link_header(&host, &path, &query, v));
+    let link = json
+        .as_ref()
+        .and_then(|v| link_header(&host, &path, &query, v));
     inner.log.push(RequestLog {
         method,
         path,

@@ -383,7 +383,8 @@ fn add_service(lb: &mut LoadBalancer, body: &Value) -> Result<(), ApiError> {
         ));
     }
     lb.services.push(normalize_service(body));
-    lb.added.insert(format!("service:{port}"), SystemTime::now());
+    lb.added
+        .insert(format!("service:{port}"), SystemTime::now());
     Ok(())
 }
 

@@ -476,7 +476,12 @@ fn a_running_action_locks_its_load_balancer_and_an_attach_locks_the_network() {
 #[test]
 fn a_request_whose_answer_is_lost_was_still_processed() {
     let api = FakeHcloud::start();
-    api.lose_answers("POST", "/load_balancers", 1, kz_test_hcloud::Loss::GatewayTimeout);
+    api.lose_answers(
+        "POST",
+        "/load_balancers",
+        1,
+        kz_test_hcloud::Loss::GatewayTimeout,
+    );
     let body = json!({"name": "lb-a", "load_balancer_type": "lb11", "location": "fsn1"});
     let lost = post(&api, "/load_balancers", body.clone());
     assert_eq!(lost.status, 504);
@@ -490,9 +495,18 @@ fn a_request_whose_answer_is_lost_was_still_processed() {
     assert!(!log[1].answer_lost);
 
     // A closed connection instead of an answer.
-    api.lose_answers("PUT", "/load_balancers/", 1, kz_test_hcloud::Loss::Disconnect);
+    api.lose_answers(
+        "PUT",
+        "/load_balancers/",
+        1,
+        kz_test_hcloud::Loss::Disconnect,
+    );
     let id = api.load_balancer("lb-a").unwrap()["id"].as_i64().unwrap();
-    let addr = api.url()["http://".len()..].split('/').next().unwrap().to_owned();
+    let addr = api.url()["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
     let body = json!({"labels": {"a": "b"}}).to_string();
     let mut stream = std::net::TcpStream::connect(&addr).unwrap();
     use std::io::{Read, Write};
@@ -506,7 +520,11 @@ fn a_request_whose_answer_is_lost_was_still_processed() {
     .unwrap();
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
-    assert!(raw.is_empty(), "no answer at all: {}", String::from_utf8_lossy(&raw));
+    assert!(
+        raw.is_empty(),
+        "no answer at all: {}",
+        String::from_utf8_lossy(&raw)
+    );
     assert_eq!(api.load_balancer("lb-a").unwrap()["labels"]["a"], "b");
 }
 
@@ -533,8 +551,8 @@ fn a_new_target_is_unknown_until_its_first_health_check() {
     api.set_health_delay(Duration::from_secs(2));
     let (lb, _) = create_lb(&api, "lb-a");
     let health = |api: &FakeHcloud| {
-        get(api, &format!("/load_balancers/{lb}")).json()["load_balancer"]["targets"][0]
-            ["targets"][0]["health_status"][0]["status"]
+        get(api, &format!("/load_balancers/{lb}")).json()["load_balancer"]["targets"][0]["targets"]
+            [0]["health_status"][0]["status"]
             .clone()
     };
     assert_eq!(health(&api), "unknown");
@@ -559,7 +577,11 @@ fn list_answers_carry_the_link_header() {
     api.add_servers("web", 120);
     let resp = get(&api, "/servers?per_page=50&page=2&sort=name");
     let link = resp.header("link").unwrap().to_owned();
-    let host = api.url()["http://".len()..].split('/').next().unwrap().to_owned();
+    let host = api.url()["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
     let url = |page: u32| format!("<http://{host}/v1/servers?sort=name&page={page}&per_page=50>");
     assert_eq!(
         link,

@@ -289,7 +289,12 @@ fn every_operation_and_error_matches_the_document() {
     let create_action = id_of(&created, "action");
     assert_eq!(created["action"]["status"], "running");
     // A load balancer is locked while an action runs on it.
-    c.act_err(lb, "add_service", Some(service(6379, 6379, "tcp")), "locked");
+    c.act_err(
+        lb,
+        "add_service",
+        Some(service(6379, 6379, "tcp")),
+        "locked",
+    );
     assert_eq!(c.wait(create_action)["status"], "success");
     c.ok(
         "GET",
