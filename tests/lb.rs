@@ -362,6 +362,27 @@ fn a_load_balancer_found_in_another_location_is_replaced_even_without_a_record()
         .stdout_has("Plan: 0 to create, 0 to update, 1 to replace, 0 to delete, 3 to adopt.");
 }
 
+/// The `POST` requests kz sent for the load balancer `name` (its create and its actions), in
+/// order, as `(action, body, status)`; `create` for the create.
+fn posts_for(api: &FakeHcloud, name: &str) -> Vec<(String, serde_json::Value, u16)> {
+    let id = api.load_balancer(name).unwrap()["id"].as_i64().unwrap();
+    let prefix = format!("/v1/load_balancers/{id}/actions/");
+    api.requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .filter_map(|r| {
+            let body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+            if r.path == "/v1/load_balancers" && body["name"] == name {
+                Some(("create".to_string(), body, r.status))
+            } else {
+                r.path
+                    .strip_prefix(&prefix)
+                    .map(|a| (a.to_string(), body, r.status))
+            }
+        })
+        .collect()
+}
+
 // Issue 11, item 16: the four KeyBuzz load balancers join keybuzz-private at once; each attach
 // locks the network, and the others are refused with `locked` until it is done.
 #[test]
@@ -440,5 +461,42 @@ fn requests_processed_whose_answers_were_lost_are_not_made_twice() {
         names,
         ["lb-internal", "lb-mariadb", "lb-public-1", "lb-public-2"]
     );
+    no_changes(&s);
+}
+
+// Issue 11, item 19: a private load balancer made through the create-then-attach path (its IP is
+// declared) has its public interface on for a while; its services come only once it is off.
+#[test]
+fn a_private_load_balancer_never_has_a_service_while_its_public_interface_is_on() {
+    let api = keybuzz_api();
+    let s = keybuzz_stack(&api);
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    for name in ["lb-internal", "lb-mariadb"] {
+        let mut public = true;
+        let mut services = 0;
+        for (action, body, status) in posts_for(&api, name) {
+            if status >= 300 {
+                // Refused (`locked`, waited out): it changed nothing.
+                continue;
+            }
+            match action.as_str() {
+                "create" => {
+                    public = body["public_interface"] != false;
+                    services = body["services"].as_array().map_or(0, Vec::len);
+                }
+                "disable_public_interface" => public = false,
+                "enable_public_interface" => public = true,
+                "add_service" => services += 1,
+                _ => {}
+            }
+            assert!(
+                !(public && services > 0),
+                "{name}: {services} service(s) while the public interface is on, at {action}"
+            );
+        }
+        let lb = api.load_balancer(name).unwrap();
+        assert_eq!(lb["public_net"]["enabled"], false);
+        assert!(!lb["services"].as_array().unwrap().is_empty());
+    }
     no_changes(&s);
 }

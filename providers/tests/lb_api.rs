@@ -174,9 +174,20 @@ async fn a_declared_ip_is_attached_after_the_create_call() {
             "attach_to_network",
             "disable_public_interface",
             "add_target",
-            "add_target"
+            "add_target",
+            "add_service",
+            "add_service"
         ]
     );
+    // Made public for a while (it needs a network to go private), it had no service then.
+    let create = api
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path == "/v1/load_balancers")
+        .expect("the create call");
+    let body: serde_json::Value = serde_json::from_str(&create.body).expect("json");
+    assert_eq!(body["public_interface"], true);
+    assert_eq!(body["services"], serde_json::json!([]));
 }
 
 #[tokio::test]
@@ -428,6 +439,10 @@ async fn a_new_private_ip_moves_a_private_load_balancer_with_its_targets() {
     assert_eq!(
         steps,
         vec![
+            // Public for a while (a load balancer needs a network or its public interface), so
+            // without services for as long: nothing listens publicly.
+            "delete_service",
+            "delete_service",
             "enable_public_interface",
             "remove_target",
             "remove_target",
@@ -435,7 +450,9 @@ async fn a_new_private_ip_moves_a_private_load_balancer_with_its_targets() {
             "attach_to_network",
             "disable_public_interface",
             "add_target",
-            "add_target"
+            "add_target",
+            "add_service",
+            "add_service"
         ]
     );
 }

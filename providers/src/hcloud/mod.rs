@@ -304,12 +304,17 @@ impl LbProvider {
         // then attaches it at its IP, turns the public interface off if so declared, and adds
         // the targets, which may use the private network.
         let later = d.ip.is_some() && network.is_some();
-        let services = d
-            .services
-            .iter()
-            .map(service_to_api)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(fail)?;
+        // A private load balancer made public for a while gets its services only once its public
+        // interface is off (by the plan below), so that nothing ever listens publicly.
+        let services = if later && !d.public_interface {
+            Vec::new()
+        } else {
+            d.services
+                .iter()
+                .map(service_to_api)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(fail)?
+        };
         let mut req = models::CreateLoadBalancerRequest::new(d.lb_type.clone(), d.name.clone());
         match &d.place {
             Place::Location(l) => req.location = Some(l.clone()),
