@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use std::collections::HashMap;
 
-use super::client::{ApiError, Client};
+use super::client::{Actions, ApiError, Client};
 use super::diff::Op;
 use super::lookup;
 use super::spec::{Current, algorithm_of, service_to_api, service_to_update};
@@ -102,7 +102,7 @@ async fn finished(
 /// balancer, and what the load balancer shows is final only once it is done.
 async fn settle(c: &Client, lb: i64, w: Waiting) -> Result<(), String> {
     let running = c
-        .list_all::<models::ListActionsResponse>(
+        .list_all::<Actions>(
             &format!("/load_balancers/{lb}/actions"),
             &[("status", "running".to_string())],
         )

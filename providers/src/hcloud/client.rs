@@ -228,18 +228,63 @@ pub trait Page: DeserializeOwned {
     fn into_parts(self) -> (Vec<Self::Item>, Option<i64>);
 }
 
-impl Page for models::ListLoadBalancersResponse {
+/// `meta` of a list answer. The document makes it required, but a list that leaves it out (and
+/// pages through the `Link` header alone) is still read.
+#[derive(Debug, serde::Deserialize)]
+pub struct ListMeta {
+    pub pagination: Option<models::Pagination>,
+}
+
+/// The next page `meta` names, if it names one.
+pub fn next_of(meta: Option<ListMeta>) -> Option<i64> {
+    meta?.pagination?.next_page
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct LoadBalancers {
+    load_balancers: Vec<models::LoadBalancer>,
+    meta: Option<ListMeta>,
+}
+
+impl Page for LoadBalancers {
     type Item = models::LoadBalancer;
     fn into_parts(self) -> (Vec<models::LoadBalancer>, Option<i64>) {
-        (self.load_balancers, self.meta.pagination.next_page)
+        (self.load_balancers, next_of(self.meta))
     }
 }
 
-impl Page for models::ListActionsResponse {
+#[derive(Debug, serde::Deserialize)]
+pub struct Actions {
+    actions: Vec<models::Action>,
+    meta: Option<ListMeta>,
+}
+
+impl Page for Actions {
     type Item = models::Action;
     fn into_parts(self) -> (Vec<models::Action>, Option<i64>) {
-        (self.actions, self.meta.pagination.next_page)
+        (self.actions, next_of(self.meta))
     }
+}
+
+/// The page the `Link` header (RFC 8288) names `rel="next"`:
+/// `<https://api.hetzner.cloud/v1/servers?page=2&per_page=50>; rel="next", <...>; rel="last"`.
+pub fn link_next(link: &str) -> Option<i64> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let next = params.split(';').any(|p| {
+            p.trim()
+                .strip_prefix("rel=")
+                .is_some_and(|r| r.trim_matches('"').split(' ').any(|r| r == "next"))
+        });
+        if !next {
+            return None;
+        }
+        let url = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let url = reqwest::Url::parse(url).ok()?;
+        url.query_pairs()
+            .find(|(k, _)| k == "page")
+            .and_then(|(_, v)| v.parse().ok())
+    })
 }
 
 /// One API client: a token, a base URL, a retry policy and the project's rate limit.
@@ -316,7 +361,7 @@ impl Client {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T, ApiError> {
-        let body = self.call(Method::GET, path, query, None).await?;
+        let (body, _) = self.call(Method::GET, path, query, None).await?;
         decode(&format!("GET {path}"), &body)
     }
 
@@ -326,7 +371,7 @@ impl Client {
         body: Option<&B>,
     ) -> Result<T, ApiError> {
         let json = body.map(|b| encode(path, b)).transpose()?;
-        let answer = self.call(Method::POST, path, &[], json).await?;
+        let (answer, _) = self.call(Method::POST, path, &[], json).await?;
         decode(&format!("POST {path}"), &answer)
     }
 
@@ -354,7 +399,10 @@ impl Client {
             let mut q = query.to_vec();
             q.push(("per_page", "50".into()));
             q.push(("page", page.to_string()));
-            let (mut got, next) = self.get::<P>(path, &q).await?.into_parts();
+            let (body, link) = self.call(Method::GET, path, &q, None).await?;
+            let (mut got, next) = decode::<P>(&format!("GET {path}"), &body)?.into_parts();
+            // `meta.pagination` first; the `Link` header when an answer has no `meta`.
+            let next = next.or_else(|| link.as_deref().and_then(link_next));
             items.append(&mut got);
             match next {
                 Some(n) if n > page => page = n,
@@ -367,14 +415,15 @@ impl Client {
         })
     }
 
-    /// Sends one request, again while it fails in a way worth retrying; the body of the answer.
+    /// Sends one request, again while it fails in a way worth retrying; the body of the answer
+    /// and its `Link` header.
     async fn call(
         &self,
         method: Method,
         path: &str,
         query: &[(&str, String)],
         body: Option<Vec<u8>>,
-    ) -> Result<String, ApiError> {
+    ) -> Result<(String, Option<String>), ApiError> {
         let request = format!("{method} {path}");
         let idempotent = matches!(method, Method::GET | Method::PUT | Method::DELETE);
         let mut attempt = 0;
@@ -382,7 +431,7 @@ impl Client {
         loop {
             self.limiter.acquire().await;
             let error = match self.send_once(&method, path, query, body.clone()).await {
-                Ok(Ok(text)) => return Ok(text),
+                Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(api)) => api,
                 Err(e) => ApiError::Transport {
                     request: request.clone(),
@@ -417,7 +466,7 @@ impl Client {
         path: &str,
         query: &[(&str, String)],
         body: Option<Vec<u8>>,
-    ) -> Result<Result<String, ApiError>, reqwest::Error> {
+    ) -> Result<Result<(String, Option<String>), ApiError>, reqwest::Error> {
         let url = format!("{}{path}", self.config.get_default_base_path());
         let mut req = self.config.client.request(method.clone(), url);
         if !query.is_empty() {
@@ -442,11 +491,16 @@ impl Client {
             .get("x-correlation-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let link = resp
+            .headers()
+            .get(reqwest::header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let text = resp.text().await?;
         if status.is_client_error() || status.is_server_error() {
             Ok(Err(api_error(status.as_u16(), &text, correlation_id)))
         } else {
-            Ok(Ok(text))
+            Ok(Ok((text, link)))
         }
     }
 }
@@ -534,6 +588,21 @@ mod tests {
             sent: false,
         };
         assert!(refused.retryable() && !refused.is_ambiguous());
+    }
+
+    #[test]
+    fn the_next_page_is_read_from_the_link_header() {
+        let link = "<https://api.hetzner.cloud/v1/servers?page=1&per_page=50>; rel=\"prev\", \
+                    <https://api.hetzner.cloud/v1/servers?name=x&page=3&per_page=50>; rel=\"next\", \
+                    <https://api.hetzner.cloud/v1/servers?page=4&per_page=50>; rel=\"last\"";
+        assert_eq!(link_next(link), Some(3));
+        let last = "<https://api.hetzner.cloud/v1/servers?page=3&per_page=50>; rel=\"prev\"";
+        assert_eq!(link_next(last), None);
+        assert_eq!(link_next(""), None);
+        assert_eq!(link_next("garbage; rel=next"), None);
+        // Without `meta`, a list still reads, its next page from the header.
+        let page: LoadBalancers = serde_json::from_str(r#"{"load_balancers": []}"#).expect("json");
+        assert_eq!(page.into_parts().1, None);
     }
 
     #[test]
