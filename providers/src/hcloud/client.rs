@@ -35,7 +35,7 @@ const SERVER_CODES: [&str; 4] = ["server_error", "unavailable", "timeout", "bad_
 
 /// The longest pause between two tries of a request refused with `locked`: an action holds its
 /// lock for seconds, so waiting far longer than that only wastes the deadline.
-const LOCK_CAP: Duration = Duration::from_secs(10);
+const LOCK_CAP: Duration = Duration::from_secs(5);
 
 /// How failed requests are tried again: exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,13 +440,15 @@ impl Client {
                 },
             };
             if error.is_locked() {
+                // Tried until the deadline, the last time at the deadline itself.
                 let now = tokio::time::Instant::now();
                 let (since, n) = locked.get_or_insert((now, 0));
-                let pause = self.retry.delay(*n, random()).min(LOCK_CAP);
-                *n += 1;
-                if now + pause > *since + self.lock_wait {
+                let left = (*since + self.lock_wait).saturating_duration_since(now);
+                if left.is_zero() {
                     return Err(error);
                 }
+                let pause = self.retry.delay(*n, random()).min(LOCK_CAP).min(left);
+                *n += 1;
                 tokio::time::sleep(pause).await;
                 continue;
             }

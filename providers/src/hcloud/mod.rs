@@ -14,7 +14,7 @@
 //! - retries ([`client::Client`]): requests refused before anything was done (`conflict`,
 //!   `rate_limit_exceeded`, no connection) and, for GET, PUT and DELETE, server errors (5xx) and
 //!   lost answers, with exponential backoff from 1 s, doubling, capped at 60 s, full jitter,
-//!   5 tries. `locked` is tried again (at most 10 s apart) until the action deadline. A POST
+//!   5 tries. `locked` is tried again (at most 5 s apart) until the action deadline. A POST
 //!   whose outcome is unknown (5xx, lost answer) is not sent again blindly: [`actions`] reads the
 //!   load balancer once no action runs on it and counts a change it shows as made.
 //!   `KZ_HCLOUD_RETRY_BASE_MS` sets the first ceiling (tests make it small);
