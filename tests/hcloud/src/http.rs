@@ -99,6 +99,8 @@ pub struct Inner {
     /// `(n, codes, count)`: every `n`th request fails with the next of `codes` in turn.
     pub fail_every: Option<(usize, Vec<String>, usize)>,
     pub lose_answers: Vec<LostAnswers>,
+    /// `(method, path part, count, code)`: the next `count` matching requests fail with `code`.
+    pub fail_matching: Vec<(String, String, usize, String)>,
     pub log: Vec<RequestLog>,
 }
 
@@ -118,6 +120,7 @@ impl Shared {
                 fail_next_requests: None,
                 fail_every: None,
                 lose_answers: Vec::new(),
+                fail_matching: Vec::new(),
                 log: Vec::new(),
             }),
         }
@@ -256,6 +259,8 @@ async fn respond(shared: &Shared, req: Request<Incoming>) -> Option<Response<Ful
         Err(ApiError::new("unauthorized", "unable to authenticate"))
     } else if let Some(code) = take_injected_failure(&mut inner) {
         Err(ApiError::new(&code, format!("injected failure: {code}")))
+    } else if let Some(code) = take_matching_failure(&mut inner, &method, &path) {
+        Err(ApiError::new(&code, format!("injected failure: {code}")))
     } else if let Some(code) = take_periodic_failure(&mut inner) {
         Err(ApiError::new(&code, format!("injected failure: {code}")))
     } else {
@@ -365,6 +370,20 @@ fn take_periodic_failure(inner: &mut Inner) -> Option<String> {
     }
     let which = (*count / *n - 1) % codes.len();
     Some(codes[which].clone())
+}
+
+fn take_matching_failure(inner: &mut Inner, method: &str, path: &str) -> Option<String> {
+    let at = inner
+        .fail_matching
+        .iter()
+        .position(|(m, p, _, _)| m == method && path.contains(p.as_str()))?;
+    let entry = &mut inner.fail_matching[at];
+    let code = entry.3.clone();
+    entry.2 -= 1;
+    if entry.2 == 0 {
+        inner.fail_matching.remove(at);
+    }
+    Some(code)
 }
 
 fn take_lost_answer(inner: &mut Inner, method: &str, path: &str) -> Option<Loss> {

@@ -275,6 +275,23 @@ impl FakeHcloud {
         self.shared.lock().fail_next_requests = (n > 0).then(|| (n, code.to_owned()));
     }
 
+    /// The next `n` requests with this method whose path contains `path` fail with `code` (one of
+    /// [`ERROR_CODES`]) before they are processed, e.g. `("GET", "/v1/actions/", 2, "unavailable")`
+    /// for action polls. Panics on an unknown code.
+    pub fn fail_next_matching(&self, method: &str, path: &str, n: usize, code: &str) {
+        if status_of(code).is_none() {
+            panic!("kz-test-hcloud: unknown error code {code:?}");
+        }
+        if n > 0 {
+            self.shared.lock().fail_matching.push((
+                method.to_owned(),
+                path.to_owned(),
+                n,
+                code.to_owned(),
+            ));
+        }
+    }
+
     /// Every `n`th request from now on (after the rate limit and authentication) fails with the
     /// next of `codes` in turn, before it is processed: a steady share of failures, the same on
     /// every run (`n = 10`, `["server_error", "unavailable"]`: 10 % of requests answered 500 or

@@ -542,6 +542,13 @@ fn one_request_in_ten_fails_with_500_or_503() {
     assert_eq!(failed, [(9, 500), (19, 503), (29, 500), (39, 503)]);
     api.fail_one_request_in(0, &[]);
     assert!((0..20).all(|_| get(&api, "/servers").status == 200));
+
+    // Only requests that match, as many as asked.
+    api.fail_next_matching("GET", "/v1/networks", 2, "unavailable");
+    assert_eq!(get(&api, "/servers").status, 200);
+    assert_eq!(get(&api, "/networks").status, 503);
+    assert_eq!(get(&api, "/networks?name=x").status, 503);
+    assert_eq!(get(&api, "/networks").status, 200);
 }
 
 #[test]
