@@ -359,3 +359,159 @@ fn a_load_balancer_found_in_another_location_is_replaced_even_without_a_record()
         .stdout_has("10_lb.lb.lb-public-2 will be replaced (`location` cannot change in place)")
         .stdout_has("Plan: 0 to create, 0 to update, 1 to replace, 0 to delete, 3 to adopt.");
 }
+
+/// The `POST` requests kz sent for the load balancer `name` (its create and its actions), in
+/// order, as `(action, body, status)`; `create` for the create.
+fn posts_for(api: &FakeHcloud, name: &str) -> Vec<(String, serde_json::Value, u16)> {
+    let id = api.load_balancer(name).unwrap()["id"].as_i64().unwrap();
+    let prefix = format!("/v1/load_balancers/{id}/actions/");
+    api.requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .filter_map(|r| {
+            let body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+            if r.path == "/v1/load_balancers" && body["name"] == name {
+                Some(("create".to_string(), body, r.status))
+            } else {
+                r.path
+                    .strip_prefix(&prefix)
+                    .map(|a| (a.to_string(), body, r.status))
+            }
+        })
+        .collect()
+}
+
+// Issue 11, item 16: the four KeyBuzz load balancers join keybuzz-private at once; each attach
+// locks the network, and the others are refused with `locked` until it is done.
+#[test]
+fn four_load_balancers_attaching_to_one_network_at_once_wait_for_its_lock() {
+    let api = keybuzz_api();
+    // Long enough that the four attaches surely overlap.
+    api.set_action_delay(std::time::Duration::from_millis(1000));
+    let s = keybuzz_stack(&api);
+    s.kz(&["apply", "DIR", "--yes"])
+        .code(0)
+        .stdout_has("Apply: 4 applied, 0 failed, 0 not attempted.");
+    let locked = api
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/attach_to_network") && r.status == 423)
+        .count();
+    assert!(locked > 0, "the attaches overlapped and met the lock");
+    for name in ["lb-internal", "lb-mariadb", "lb-public-1", "lb-public-2"] {
+        let lb = api.load_balancer(name).unwrap();
+        assert_eq!(lb["private_net"].as_array().unwrap().len(), 1, "{name}");
+    }
+    no_changes(&s);
+}
+
+// Issue 11, item 17: with one request in ten answered 500 or 503 (action polls included), every
+// apply and plan still goes through.
+#[test]
+fn one_request_in_ten_answered_500_or_503_does_not_fail_the_apply() {
+    let api = keybuzz_api();
+    let s = keybuzz_stack(&api);
+    api.fail_one_request_in(10, &["server_error", "unavailable"]);
+    s.kz(&["apply", "DIR", "--yes"])
+        .code(0)
+        .stdout_has("Apply: 4 applied, 0 failed, 0 not attempted.");
+    let log = api.requests();
+    assert!(log.iter().any(|r| r.status == 500));
+    assert!(log.iter().any(|r| r.status == 503));
+    let mut names = api.load_balancer_names();
+    names.sort();
+    assert_eq!(
+        names,
+        ["lb-internal", "lb-mariadb", "lb-public-1", "lb-public-2"]
+    );
+    let internal = api.load_balancer("lb-internal").unwrap();
+    assert_eq!(services(&internal).len(), 4);
+    assert_eq!(target_ids(&internal).len(), 2);
+    no_changes(&s);
+    no_changes(&s);
+
+    // One 503 after another on the poll of an action that succeeds: the change is made and
+    // counted as made.
+    api.fail_one_request_in(0, &[]);
+    let before = api.requests().len();
+    api.fail_next_matching("GET", "/v1/actions/", 3, "unavailable");
+    let lb = read(&s.path().join("10_lb.toml")).replacen(
+        "public_interface = false",
+        "public_interface = false\nalgorithm = \"least_connections\"",
+        1,
+    );
+    s.write("10_lb.toml", &lb);
+    s.kz(&["apply", "DIR", "--yes"])
+        .code(0)
+        .stdout_has("Apply: 1 applied, 0 failed, 0 not attempted.");
+    let polls_refused = api.requests()[before..]
+        .iter()
+        .filter(|r| r.path.starts_with("/v1/actions/") && r.status == 503)
+        .count();
+    assert_eq!(polls_refused, 3);
+    no_changes(&s);
+}
+
+// Issue 11, item 18: a create processed whose answer was lost (504), an action whose answer was
+// lost twice, and one whose connection closed: kz reads what the API holds and counts what is
+// already done as done, instead of failing on `uniqueness_error`, `locked` or
+// `target_already_defined`.
+#[test]
+fn requests_processed_whose_answers_were_lost_are_not_made_twice() {
+    use kz_test_hcloud::Loss;
+    let api = keybuzz_api();
+    let s = keybuzz_stack(&api);
+    api.lose_answers("POST", "/v1/load_balancers", 1, Loss::GatewayTimeout);
+    api.lose_answers("POST", "/actions/add_target", 2, Loss::GatewayTimeout);
+    api.lose_answers("POST", "/actions/attach_to_network", 1, Loss::Disconnect);
+    api.lose_answers("POST", "/actions/add_service", 1, Loss::Disconnect);
+    s.kz(&["apply", "DIR", "--yes"])
+        .code(0)
+        .stdout_has("Apply: 4 applied, 0 failed, 0 not attempted.");
+    let lost = api.requests().iter().filter(|r| r.answer_lost).count();
+    assert_eq!(lost, 5);
+    let mut names = api.load_balancer_names();
+    names.sort();
+    assert_eq!(
+        names,
+        ["lb-internal", "lb-mariadb", "lb-public-1", "lb-public-2"]
+    );
+    no_changes(&s);
+}
+
+// Issue 11, item 19: a private load balancer made through the create-then-attach path (its IP is
+// declared) has its public interface on for a while; its services come only once it is off.
+#[test]
+fn a_private_load_balancer_never_has_a_service_while_its_public_interface_is_on() {
+    let api = keybuzz_api();
+    let s = keybuzz_stack(&api);
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    for name in ["lb-internal", "lb-mariadb"] {
+        let mut public = true;
+        let mut services = 0;
+        for (action, body, status) in posts_for(&api, name) {
+            if status >= 300 {
+                // Refused (`locked`, waited out): it changed nothing.
+                continue;
+            }
+            match action.as_str() {
+                "create" => {
+                    public = body["public_interface"] != false;
+                    services = body["services"].as_array().map_or(0, Vec::len);
+                }
+                "disable_public_interface" => public = false,
+                "enable_public_interface" => public = true,
+                "add_service" => services += 1,
+                _ => {}
+            }
+            assert!(
+                !(public && services > 0),
+                "{name}: {services} service(s) while the public interface is on, at {action}"
+            );
+        }
+        let lb = api.load_balancer(name).unwrap();
+        assert_eq!(lb["public_net"]["enabled"], false);
+        assert!(!lb["services"].as_array().unwrap().is_empty());
+    }
+    no_changes(&s);
+}

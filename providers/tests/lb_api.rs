@@ -167,9 +167,20 @@ async fn a_declared_ip_is_attached_after_the_create_call() {
             "attach_to_network",
             "disable_public_interface",
             "add_target",
-            "add_target"
+            "add_target",
+            "add_service",
+            "add_service"
         ]
     );
+    // Made public for a while (it needs a network to go private), it had no service then.
+    let create = api
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path == "/v1/load_balancers")
+        .expect("the create call");
+    let body: serde_json::Value = serde_json::from_str(&create.body).expect("json");
+    assert_eq!(body["public_interface"], true);
+    assert_eq!(body["services"], serde_json::json!([]));
 }
 
 #[tokio::test]
@@ -408,6 +419,10 @@ async fn a_new_private_ip_moves_a_private_load_balancer_with_its_targets() {
     assert_eq!(
         steps,
         vec![
+            // Public for a while (a load balancer needs a network or its public interface), so
+            // without services for as long: nothing listens publicly.
+            "delete_service",
+            "delete_service",
             "enable_public_interface",
             "remove_target",
             "remove_target",
@@ -415,7 +430,9 @@ async fn a_new_private_ip_moves_a_private_load_balancer_with_its_targets() {
             "attach_to_network",
             "disable_public_interface",
             "add_target",
-            "add_target"
+            "add_target",
+            "add_service",
+            "add_service"
         ]
     );
 }
@@ -613,4 +630,71 @@ async fn an_endpoint_in_clear_text_to_another_host_is_refused_before_any_request
     }
     let e = p.create(&cx(&insts[0])).await.expect_err("refused");
     assert!(e.message.contains("KZ_HCLOUD_ENDPOINT"), "{}", e.message);
+}
+
+/// A provider whose actions may run for `deadline` at most.
+fn provider_with_deadline(api: &FakeHcloud, deadline: Duration) -> LbProvider {
+    LbProvider::new(Settings {
+        endpoint: Some(api.url()),
+        retry: Retry {
+            base: Duration::from_millis(5),
+            ..Retry::default()
+        },
+        waiting: Waiting {
+            poll: Duration::from_millis(20),
+            deadline,
+        },
+        vars: [("HCLOUD_TOKEN".to_string(), api.token().to_string())].into(),
+        ..Settings::default()
+    })
+}
+
+#[tokio::test]
+async fn a_lock_is_waited_out_within_the_action_deadline_and_no_longer() {
+    let api = FakeHcloud::start();
+    api.seed_keybuzz();
+    api.set_action_delay(Duration::ZERO);
+    let short = provider_with_deadline(&api, Duration::from_millis(600));
+    let mut inst = lb("lb-web", &[]);
+    short.create(&inst, &NoTransport).await.expect("create");
+
+    // An action that outlives the deadline holds the load balancer: the next change waits for
+    // the lock as long as the deadline allows, then fails with the API's words and its step.
+    api.set_action_delay(Duration::from_secs(4));
+    inst.attrs
+        .insert("algorithm".into(), Attr::plain(text("least_connections")));
+    let e = short
+        .update(&inst, &["algorithm".into()], &NoTransport)
+        .await
+        .expect_err("still running");
+    assert!(e.to_string().contains("still running"), "{e}");
+    inst.attrs.insert("type".into(), Attr::plain(text("lb21")));
+    let start = Instant::now();
+    let e = short
+        .update(&inst, &["type".into()], &NoTransport)
+        .await
+        .expect_err("locked");
+    let text = e.to_string();
+    assert!(text.starts_with("change_type: hcloud: locked: "), "{text}");
+    assert!(text.contains("(correlation id "), "{text}");
+    assert!(!text.contains(api.token()));
+    assert!(start.elapsed() >= Duration::from_millis(500), "waited");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "not past the deadline"
+    );
+    let locked = api.requests().iter().filter(|r| r.status == 423).count();
+    assert!(locked >= 2, "tried again while locked: {locked}");
+
+    // With a deadline longer than the action, the same change goes through.
+    let patient = provider_with_deadline(&api, Duration::from_secs(10));
+    api.set_action_delay(Duration::ZERO);
+    patient
+        .update(&inst, &["type".into()], &NoTransport)
+        .await
+        .expect("the lock was waited out");
+    assert_eq!(
+        api.load_balancer("lb-web").expect("lb")["load_balancer_type"]["name"],
+        "lb21"
+    );
 }

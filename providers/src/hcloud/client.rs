@@ -25,8 +25,17 @@ use super::limit::RateLimiter;
 /// base path mapping.
 pub const DEFAULT_ENDPOINT: &str = "https://api.hetzner.cloud/v1";
 
-/// Error codes that mean "try again later" (as hcloud-go retries them).
-const RETRY_CODES: [&str; 4] = ["conflict", "rate_limit_exceeded", "timeout", "bad_gateway"];
+/// Error codes of requests refused before anything was done, worth sending again as they are
+/// (as hcloud-go retries them). `locked` is one too, but waited out longer: see [`Client`].
+const RETRY_CODES: [&str; 2] = ["conflict", "rate_limit_exceeded"];
+
+/// Error codes of a server that failed or gave up: the request may or may not have been carried
+/// out. The API answers them with a 5xx status; some gateways answer 5xx without a JSON body.
+const SERVER_CODES: [&str; 4] = ["server_error", "unavailable", "timeout", "bad_gateway"];
+
+/// The longest pause between two tries of a request refused with `locked`: an action holds its
+/// lock for seconds, so waiting far longer than that only wastes the deadline.
+const LOCK_CAP: Duration = Duration::from_secs(5);
 
 /// How failed requests are tried again: exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,8 +93,13 @@ pub enum ApiError {
         message: String,
         correlation_id: Option<String>,
     },
-    /// No answer: connection refused, reset, timed out.
-    Transport { request: String, detail: String },
+    /// No answer: connection refused, reset, timed out. `sent` when the request may have reached
+    /// the API (anything but a failed connect).
+    Transport {
+        request: String,
+        detail: String,
+        sent: bool,
+    },
     /// An answer kz could not read.
     Decode { request: String, detail: String },
 }
@@ -95,14 +109,47 @@ impl ApiError {
         matches!(self, ApiError::Api { status, code, .. } if *status == 404 || code == "not_found")
     }
 
-    /// Worth sending again: a retry-worthy code, or a gateway that gave up.
+    /// The answer's error code (`http STATUS` for an answer without one), `None` without answer.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ApiError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// `locked` (423): an action runs on the resource (or on a network it joins or leaves); the
+    /// request was refused, and will pass once the action is done.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, ApiError::Api { code, .. } if code == "locked")
+    }
+
+    /// Refused before anything was done, and worth sending again as it is: `conflict`,
+    /// `rate_limit_exceeded`, or a request that never left (connection refused).
     fn retryable(&self) -> bool {
         match self {
-            ApiError::Api { status, code, .. } => {
-                RETRY_CODES.contains(&code.as_str()) || matches!(status, 502 | 504)
-            }
-            _ => false,
+            ApiError::Api { code, .. } => RETRY_CODES.contains(&code.as_str()),
+            ApiError::Transport { sent, .. } => !sent,
+            ApiError::Decode { .. } => false,
         }
+    }
+
+    /// The request may or may not have been carried out: a server error (5xx, `server_error`,
+    /// `unavailable`, `timeout`, `bad_gateway`), or no answer to a request that went out. Sending
+    /// it again is safe only when doing it twice is no harm (GET, PUT, DELETE); for a POST the
+    /// caller must first read what the API holds ([`super::actions`] does).
+    pub fn is_ambiguous(&self) -> bool {
+        match self {
+            ApiError::Api { status, code, .. } => {
+                *status >= 500 || SERVER_CODES.contains(&code.as_str())
+            }
+            ApiError::Transport { sent, .. } => *sent,
+            ApiError::Decode { .. } => false,
+        }
+    }
+
+    /// A failure that a later try may not meet: retryable, locked, or ambiguous.
+    pub fn is_transient(&self) -> bool {
+        self.retryable() || self.is_locked() || self.is_ambiguous()
     }
 }
 
@@ -121,7 +168,9 @@ impl fmt::Display for ApiError {
                 }
                 Ok(())
             }
-            ApiError::Transport { request, detail } => write!(f, "hcloud: {request}: {detail}"),
+            ApiError::Transport {
+                request, detail, ..
+            } => write!(f, "hcloud: {request}: {detail}"),
             ApiError::Decode { request, detail } => {
                 write!(f, "hcloud: unexpected answer to {request}: {detail}")
             }
@@ -179,18 +228,81 @@ pub trait Page: DeserializeOwned {
     fn into_parts(self) -> (Vec<Self::Item>, Option<i64>);
 }
 
-impl Page for models::ListLoadBalancersResponse {
+/// `meta` of a list answer. The document makes it required, but a list that leaves it out (and
+/// pages through the `Link` header alone) is still read.
+#[derive(Debug, serde::Deserialize)]
+pub struct ListMeta {
+    pub pagination: Option<models::Pagination>,
+}
+
+/// The next page `meta` names, if it names one.
+pub fn next_of(meta: Option<ListMeta>) -> Option<i64> {
+    meta?.pagination?.next_page
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct LoadBalancers {
+    load_balancers: Vec<models::LoadBalancer>,
+    meta: Option<ListMeta>,
+}
+
+impl Page for LoadBalancers {
     type Item = models::LoadBalancer;
     fn into_parts(self) -> (Vec<models::LoadBalancer>, Option<i64>) {
-        (self.load_balancers, self.meta.pagination.next_page)
+        (self.load_balancers, next_of(self.meta))
     }
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub struct Actions {
+    actions: Vec<models::Action>,
+    meta: Option<ListMeta>,
+}
+
+impl Page for Actions {
+    type Item = models::Action;
+    fn into_parts(self) -> (Vec<models::Action>, Option<i64>) {
+        (self.actions, next_of(self.meta))
+    }
+}
+
+/// The page the `Link` header (RFC 8288) names `rel="next"`:
+/// `<https://api.hetzner.cloud/v1/servers?page=2&per_page=50>; rel="next", <...>; rel="last"`.
+pub fn link_next(link: &str) -> Option<i64> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let next = params.split(';').any(|p| {
+            p.trim()
+                .strip_prefix("rel=")
+                .is_some_and(|r| r.trim_matches('"').split(' ').any(|r| r == "next"))
+        });
+        if !next {
+            return None;
+        }
+        let url = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let url = reqwest::Url::parse(url).ok()?;
+        url.query_pairs()
+            .find(|(k, _)| k == "page")
+            .and_then(|(_, v)| v.parse().ok())
+    })
+}
+
 /// One API client: a token, a base URL, a retry policy and the project's rate limit.
+///
+/// How a failed request is tried again ([`Client::call`]):
+/// - refused before anything was done (`conflict`, `rate_limit_exceeded`, no connection): sent
+///   again, with backoff, up to [`Retry::tries`] times;
+/// - `locked`: sent again with backoff (at most [`LOCK_CAP`] apart) until `lock_wait` has passed
+///   since the first `locked`: the action deadline, as Hetzner's Terraform provider waits out
+///   `locked` on attach, detach and remove-target;
+/// - a server error or a lost answer: sent again up to [`Retry::tries`] times if the method is
+///   idempotent (GET, PUT, DELETE); a POST is returned to its caller, which reads the API's state
+///   before it sends anything again.
 pub struct Client {
     config: Configuration,
     retry: Retry,
     limiter: Arc<RateLimiter>,
+    lock_wait: Duration,
 }
 
 impl fmt::Debug for Client {
@@ -224,7 +336,24 @@ impl Client {
             config,
             retry,
             limiter,
+            lock_wait: Duration::from_secs(300),
         }
+    }
+
+    /// How long a request refused with `locked` is tried again (the action deadline).
+    pub fn with_lock_wait(mut self, wait: Duration) -> Client {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// How many times a request is sent at most (a `locked` one aside).
+    pub fn tries(&self) -> u32 {
+        self.retry.tries
+    }
+
+    /// The pause before try number `attempt + 2` (after `attempt + 1` failures).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        self.retry.delay(attempt, random())
     }
 
     pub async fn get<T: DeserializeOwned>(
@@ -232,7 +361,7 @@ impl Client {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T, ApiError> {
-        let body = self.call(Method::GET, path, query, None).await?;
+        let (body, _) = self.call(Method::GET, path, query, None).await?;
         decode(&format!("GET {path}"), &body)
     }
 
@@ -242,7 +371,7 @@ impl Client {
         body: Option<&B>,
     ) -> Result<T, ApiError> {
         let json = body.map(|b| encode(path, b)).transpose()?;
-        let answer = self.call(Method::POST, path, &[], json).await?;
+        let (answer, _) = self.call(Method::POST, path, &[], json).await?;
         decode(&format!("POST {path}"), &answer)
     }
 
@@ -270,7 +399,10 @@ impl Client {
             let mut q = query.to_vec();
             q.push(("per_page", "50".into()));
             q.push(("page", page.to_string()));
-            let (mut got, next) = self.get::<P>(path, &q).await?.into_parts();
+            let (body, link) = self.call(Method::GET, path, &q, None).await?;
+            let (mut got, next) = decode::<P>(&format!("GET {path}"), &body)?.into_parts();
+            // `meta.pagination` first; the `Link` header when an answer has no `meta`.
+            let next = next.or_else(|| link.as_deref().and_then(link_next));
             items.append(&mut got);
             match next {
                 Some(n) if n > page => page = n,
@@ -283,40 +415,44 @@ impl Client {
         })
     }
 
-    /// Sends one request, again while it fails in a way worth retrying; the body of the answer.
+    /// Sends one request, again while it fails in a way worth retrying; the body of the answer
+    /// and its `Link` header.
     async fn call(
         &self,
         method: Method,
         path: &str,
         query: &[(&str, String)],
         body: Option<Vec<u8>>,
-    ) -> Result<String, ApiError> {
+    ) -> Result<(String, Option<String>), ApiError> {
         let request = format!("{method} {path}");
+        let idempotent = matches!(method, Method::GET | Method::PUT | Method::DELETE);
         let mut attempt = 0;
+        let mut locked: Option<(tokio::time::Instant, u32)> = None;
         loop {
             self.limiter.acquire().await;
-            let result = self.send_once(&method, path, query, body.clone()).await;
-            let err = match result {
-                Ok(Ok(text)) => return Ok(text),
-                Ok(Err(api)) => {
-                    let again = api.retryable();
-                    (api, again)
-                }
-                Err(e) => {
-                    // Not sent at all: always safe to send again. Sent, but no answer: only when
-                    // sending it twice does no harm.
-                    let again = e.is_connect()
-                        || (matches!(method, Method::GET | Method::DELETE)
-                            && (e.is_timeout() || e.is_request() || e.is_body()));
-                    let detail = chain(&e);
-                    let error = ApiError::Transport {
-                        request: request.clone(),
-                        detail,
-                    };
-                    (error, again)
-                }
+            let error = match self.send_once(&method, path, query, body.clone()).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(api)) => api,
+                Err(e) => ApiError::Transport {
+                    request: request.clone(),
+                    detail: chain(&e),
+                    sent: !e.is_connect(),
+                },
             };
-            let (error, again) = err;
+            if error.is_locked() {
+                // Tried until the deadline, the last time at the deadline itself.
+                let now = tokio::time::Instant::now();
+                let (since, n) = locked.get_or_insert((now, 0));
+                let left = (*since + self.lock_wait).saturating_duration_since(now);
+                if left.is_zero() {
+                    return Err(error);
+                }
+                let pause = self.retry.delay(*n, random()).min(LOCK_CAP).min(left);
+                *n += 1;
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+            let again = error.retryable() || (idempotent && error.is_ambiguous());
             attempt += 1;
             if !again || attempt >= self.retry.tries {
                 return Err(error);
@@ -332,7 +468,7 @@ impl Client {
         path: &str,
         query: &[(&str, String)],
         body: Option<Vec<u8>>,
-    ) -> Result<Result<String, ApiError>, reqwest::Error> {
+    ) -> Result<Result<(String, Option<String>), ApiError>, reqwest::Error> {
         let url = format!("{}{path}", self.config.get_default_base_path());
         let mut req = self.config.client.request(method.clone(), url);
         if !query.is_empty() {
@@ -357,11 +493,16 @@ impl Client {
             .get("x-correlation-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let link = resp
+            .headers()
+            .get(reqwest::header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let text = resp.text().await?;
         if status.is_client_error() || status.is_server_error() {
             Ok(Err(api_error(status.as_u16(), &text, correlation_id)))
         } else {
-            Ok(Ok(text))
+            Ok(Ok((text, link)))
         }
     }
 }
@@ -400,20 +541,70 @@ mod tests {
     fn an_answer_that_is_not_json_still_reads_as_an_error() {
         let e = api_error(502, "<html>bad gateway</html>", None);
         assert_eq!(e.to_string(), "hcloud: http 502: Bad Gateway");
-        assert!(e.retryable());
+        assert!(e.is_ambiguous());
         let e = api_error(404, "", Some("x".into()));
         assert!(e.is_not_found());
     }
 
+    fn coded(status: u16, code: &str) -> ApiError {
+        api_error(
+            status,
+            &format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#),
+            None,
+        )
+    }
+
     #[test]
-    fn retry_worthy_codes_are_retried() {
-        for code in ["conflict", "rate_limit_exceeded", "timeout", "bad_gateway"] {
-            let body = format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#);
-            assert!(api_error(409, &body, None).retryable(), "{code}");
+    fn refusals_are_retried_and_server_errors_are_ambiguous() {
+        for (status, code) in [(409, "conflict"), (429, "rate_limit_exceeded")] {
+            let e = coded(status, code);
+            assert!(e.retryable() && !e.is_ambiguous(), "{code}");
         }
-        let body = r#"{"error":{"code":"invalid_input","message":"m"}}"#;
-        assert!(!api_error(400, body, None).retryable());
-        assert!(api_error(504, "", None).retryable());
+        for (status, code) in [
+            (500, "server_error"),
+            (503, "unavailable"),
+            (504, "timeout"),
+            (502, "bad_gateway"),
+        ] {
+            let e = coded(status, code);
+            assert!(e.is_ambiguous() && !e.retryable(), "{code}");
+            assert!(e.is_transient());
+        }
+        assert!(api_error(503, "", None).is_ambiguous());
+        let locked = coded(423, "locked");
+        assert!(locked.is_locked() && !locked.is_ambiguous() && locked.is_transient());
+        let protected = coded(423, "protected");
+        assert!(!protected.is_locked() && !protected.is_transient());
+        for (status, code) in [(422, "invalid_input"), (409, "uniqueness_error")] {
+            assert!(!coded(status, code).is_transient(), "{code}");
+        }
+        let lost = ApiError::Transport {
+            request: "POST /x".into(),
+            detail: "connection closed".into(),
+            sent: true,
+        };
+        assert!(lost.is_ambiguous() && !lost.retryable());
+        let refused = ApiError::Transport {
+            request: "POST /x".into(),
+            detail: "connection refused".into(),
+            sent: false,
+        };
+        assert!(refused.retryable() && !refused.is_ambiguous());
+    }
+
+    #[test]
+    fn the_next_page_is_read_from_the_link_header() {
+        let link = "<https://api.hetzner.cloud/v1/servers?page=1&per_page=50>; rel=\"prev\", \
+                    <https://api.hetzner.cloud/v1/servers?name=x&page=3&per_page=50>; rel=\"next\", \
+                    <https://api.hetzner.cloud/v1/servers?page=4&per_page=50>; rel=\"last\"";
+        assert_eq!(link_next(link), Some(3));
+        let last = "<https://api.hetzner.cloud/v1/servers?page=3&per_page=50>; rel=\"prev\"";
+        assert_eq!(link_next(last), None);
+        assert_eq!(link_next(""), None);
+        assert_eq!(link_next("garbage; rel=next"), None);
+        // Without `meta`, a list still reads, its next page from the header.
+        let page: LoadBalancers = serde_json::from_str(r#"{"load_balancers": []}"#).expect("json");
+        assert_eq!(page.into_parts().1, None);
     }
 
     #[test]

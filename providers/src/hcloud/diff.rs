@@ -2,7 +2,8 @@
 //! declares ([`Desired`]), in an order the API accepts:
 //!
 //! 1. the public interface on, when wanted, or for a while when the load balancer must leave its
-//!    network (a load balancer with neither is refused);
+//!    network (a load balancer with neither is refused); a private load balancer public for a
+//!    while loses its services first, and gets them back last, so it never serves publicly;
 //! 2. what goes away: targets, services, then networks left. All of it before the type changes,
 //!    so that a smaller type (fewer services and targets allowed) has room: `change_type` is
 //!    refused with `invalid_load_balancer_type` while the load balancer holds more than the new
@@ -208,13 +209,27 @@ pub fn plan(d: &Desired, c: &Current, r: &Resolved) -> Result<Vec<Op>, String> {
         remove.extend(c.ip_targets.iter().cloned().map(Op::RemoveIpTarget));
     }
 
+    // The public interface.
+    let for_a_while = !c.public_interface && !detach.is_empty();
+    let enable = (d.public_interface && !c.public_interface) || for_a_while;
+    let disable = !d.public_interface && (c.public_interface || for_a_while);
+    // A private load balancer public only while it changes networks must not serve publicly
+    // then: its services go before the interface comes on, and come back after it is off.
+    let hide = for_a_while && !d.public_interface;
+
     // Services, by listen port.
-    let now: BTreeMap<u16, &Service> = c.services.iter().map(|s| (s.listen_port, s)).collect();
+    let now: BTreeMap<u16, &Service> = if hide {
+        BTreeMap::new()
+    } else {
+        c.services.iter().map(|s| (s.listen_port, s)).collect()
+    };
     let want: BTreeMap<u16, &Service> = d.services.iter().map(|s| (s.listen_port, s)).collect();
-    let gone: Vec<Op> = now
-        .keys()
-        .filter(|p| !want.contains_key(p))
-        .map(|p| Op::DeleteService(*p))
+    let gone: Vec<Op> = c
+        .services
+        .iter()
+        .map(|s| s.listen_port)
+        .filter(|p| hide || !want.contains_key(p))
+        .map(Op::DeleteService)
         .collect();
     let mut services = Vec::new();
     for (p, s) in &want {
@@ -225,12 +240,11 @@ pub fn plan(d: &Desired, c: &Current, r: &Resolved) -> Result<Vec<Op>, String> {
         }
     }
 
-    // The public interface.
-    let for_a_while = !c.public_interface && !detach.is_empty();
-    let enable = (d.public_interface && !c.public_interface) || for_a_while;
-    let disable = !d.public_interface && (c.public_interface || for_a_while);
-
     let mut ops = Vec::new();
+    let mut gone = gone;
+    if hide {
+        ops.append(&mut gone);
+    }
     if enable {
         ops.push(Op::EnablePublicInterface);
     }

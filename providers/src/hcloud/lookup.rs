@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use hcloud::models;
 use serde::Deserialize;
 
-use super::client::{ApiError, Client, Page};
+use super::client::{ApiError, Client, ListMeta, LoadBalancers, Page, next_of};
 
 #[derive(Debug, Deserialize)]
 pub struct Named {
@@ -21,26 +21,26 @@ pub struct Named {
 #[derive(Debug, Deserialize)]
 struct Servers {
     servers: Vec<Named>,
-    meta: models::Meta,
+    meta: Option<ListMeta>,
 }
 
 impl Page for Servers {
     type Item = Named;
     fn into_parts(self) -> (Vec<Named>, Option<i64>) {
-        (self.servers, self.meta.pagination.next_page)
+        (self.servers, next_of(self.meta))
     }
 }
 
 #[derive(Debug, Deserialize)]
 struct Networks {
     networks: Vec<Named>,
-    meta: models::Meta,
+    meta: Option<ListMeta>,
 }
 
 impl Page for Networks {
     type Item = Named;
     fn into_parts(self) -> (Vec<Named>, Option<i64>) {
-        (self.networks, self.meta.pagination.next_page)
+        (self.networks, next_of(self.meta))
     }
 }
 
@@ -50,8 +50,7 @@ fn by_name(name: &str) -> [(&'static str, String); 1] {
 
 /// Every load balancer of the project.
 pub async fn load_balancers(c: &Client) -> Result<Vec<models::LoadBalancer>, ApiError> {
-    c.list_all::<models::ListLoadBalancersResponse>("/load_balancers", &[])
-        .await
+    c.list_all::<LoadBalancers>("/load_balancers", &[]).await
 }
 
 /// The load balancer of this name, if there is one.
@@ -60,7 +59,7 @@ pub async fn load_balancer(
     name: &str,
 ) -> Result<Option<models::LoadBalancer>, ApiError> {
     let found = c
-        .list_all::<models::ListLoadBalancersResponse>("/load_balancers", &by_name(name))
+        .list_all::<LoadBalancers>("/load_balancers", &by_name(name))
         .await?;
     Ok(found.into_iter().find(|lb| lb.name == name))
 }

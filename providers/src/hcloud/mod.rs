@@ -11,10 +11,13 @@
 //! [`client`] sends each request itself through the configuration's client, with the crate's
 //! models as bodies and answers, and adds what the crate lacks:
 //!
-//! - retries ([`client::Retry`]): `conflict`, `rate_limit_exceeded`, `timeout`, `bad_gateway`,
-//!   HTTP 502/504, and connection failures (any request not sent; GET and DELETE also when the
-//!   answer was lost), with exponential backoff from 1 s, doubling, capped at 60 s, full jitter,
-//!   5 tries. `KZ_HCLOUD_RETRY_BASE_MS` sets the first ceiling (tests make it small);
+//! - retries ([`client::Client`]): requests refused before anything was done (`conflict`,
+//!   `rate_limit_exceeded`, no connection) and, for GET, PUT and DELETE, server errors (5xx) and
+//!   lost answers, with exponential backoff from 1 s, doubling, capped at 60 s, full jitter,
+//!   5 tries. `locked` is tried again (at most 5 s apart) until the action deadline. A POST
+//!   whose outcome is unknown (5xx, lost answer) is not sent again blindly: [`actions`] reads the
+//!   load balancer once no action runs on it and counts a change it shows as made.
+//!   `KZ_HCLOUD_RETRY_BASE_MS` sets the first ceiling (tests make it small);
 //! - the rate limit ([`limit`]): requests are spaced once fewer than 10 remain;
 //! - waiting for actions ([`actions`]): polled every 500 ms, at most 5 minutes each.
 //!
@@ -229,7 +232,8 @@ impl LbProvider {
             self.settings.endpoint.as_deref(),
             self.settings.retry,
             limiter,
-        ))
+        )
+        .with_lock_wait(self.settings.waiting.deadline))
     }
 
     /// Reads the instances of one project (one token).
@@ -305,12 +309,17 @@ impl LbProvider {
         // then attaches it at its IP, turns the public interface off if so declared, and adds
         // the targets, which may use the private network.
         let later = d.ip.is_some() && network.is_some();
-        let services = d
-            .services
-            .iter()
-            .map(service_to_api)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(fail)?;
+        // A private load balancer made public for a while gets its services only once its public
+        // interface is off (by the plan below), so that nothing ever listens publicly.
+        let services = if later && !d.public_interface {
+            Vec::new()
+        } else {
+            d.services
+                .iter()
+                .map(service_to_api)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(fail)?
+        };
         let mut req = models::CreateLoadBalancerRequest::new(d.lb_type.clone(), d.name.clone());
         match &d.place {
             Place::Location(l) => req.location = Some(l.clone()),
@@ -322,15 +331,11 @@ impl LbProvider {
         req.public_interface = Some(d.public_interface || later);
         req.services = Some(services);
         req.targets = (!later && !targets.is_empty()).then_some(targets);
-        let made: models::CreateLoadBalancerResponse = c
-            .post("/load_balancers", Some(&req))
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        actions::wait(c, *made.action, self.settings.waiting)
+        let made = actions::create(c, &req, self.settings.waiting)
             .await
             .map_err(fail)?;
         if later {
-            let current = Current::from_api(&made.load_balancer, &HashMap::new(), &HashMap::new());
+            let current = Current::from_api(&made, &HashMap::new(), &HashMap::new());
             let resolved = Resolved { network, servers };
             let ops = plan(d, &current, &resolved).map_err(fail)?;
             self.perform_all(c, current.id, &ops).await?;

@@ -2,7 +2,6 @@
 //! happens to every request before and after its operation runs: rate limiting, injected
 //! faults, authentication, the response headers, the request log.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
@@ -36,6 +35,27 @@ pub struct RequestLog {
     pub authorized: bool,
     /// The raw request body (UTF-8, lossy).
     pub body: String,
+    /// Processed, but its answer was lost on the way back (see `FakeHcloud::lose_answers`):
+    /// `status` is what the operation answered, the client got something else.
+    pub answer_lost: bool,
+}
+
+/// How an answer is lost after its request was processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// A gateway gives up waiting: 504 `timeout`.
+    GatewayTimeout,
+    /// The connection closes before any answer.
+    Disconnect,
+}
+
+/// Answers to lose: the next `count` requests with this method whose path contains `path`.
+#[derive(Debug, Clone)]
+pub struct LostAnswers {
+    pub method: String,
+    pub path: String,
+    pub count: usize,
+    pub loss: Loss,
 }
 
 /// The rate limit bucket: `remaining` refills by one per second up to the limit, as the
@@ -76,6 +96,11 @@ pub struct Inner {
     pub rate_limit_next: usize,
     /// Requests still to be refused with this error code.
     pub fail_next_requests: Option<(usize, String)>,
+    /// `(n, codes, count)`: every `n`th request fails with the next of `codes` in turn.
+    pub fail_every: Option<(usize, Vec<String>, usize)>,
+    pub lose_answers: Vec<LostAnswers>,
+    /// `(method, path part, count, code)`: the next `count` matching requests fail with `code`.
+    pub fail_matching: Vec<(String, String, usize, String)>,
     pub log: Vec<RequestLog>,
 }
 
@@ -93,6 +118,9 @@ impl Shared {
                 bucket: Bucket::new(),
                 rate_limit_next: 0,
                 fail_next_requests: None,
+                fail_every: None,
+                lose_answers: Vec::new(),
+                fail_matching: Vec::new(),
                 log: Vec::new(),
             }),
         }
@@ -161,7 +189,11 @@ async fn serve(
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(respond(&shared, req).await) }
+                        async move {
+                            // `None`: the answer is lost; an error makes hyper close the
+                            // connection without one.
+                            respond(&shared, req).await.ok_or(Disconnected)
+                        }
                     });
                     // A client hanging up mid-request is its business.
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -173,8 +205,26 @@ async fn serve(
     }
 }
 
-async fn respond(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// The error that closes a connection whose answer is lost.
+#[derive(Debug)]
+struct Disconnected;
+
+impl std::fmt::Display for Disconnected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("answer lost on purpose")
+    }
+}
+
+impl std::error::Error for Disconnected {}
+
+async fn respond(shared: &Shared, req: Request<Incoming>) -> Option<Response<Full<Bytes>>> {
     let method = req.method().as_str().to_owned();
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
     let authorized = req
@@ -209,6 +259,10 @@ async fn respond(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes
         Err(ApiError::new("unauthorized", "unable to authenticate"))
     } else if let Some(code) = take_injected_failure(&mut inner) {
         Err(ApiError::new(&code, format!("injected failure: {code}")))
+    } else if let Some(code) = take_matching_failure(&mut inner, &method, &path) {
+        Err(ApiError::new(&code, format!("injected failure: {code}")))
+    } else if let Some(code) = take_periodic_failure(&mut inner) {
+        Err(ApiError::new(&code, format!("injected failure: {code}")))
     } else {
         match path.strip_prefix("/v1") {
             Some(rest) if rest.starts_with('/') => {
@@ -224,6 +278,14 @@ async fn respond(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes
         Ok((status, json)) => (status, json),
         Err(e) => (e.status, Some(e.body())),
     };
+    let loss = if limited || !authorized {
+        None
+    } else {
+        take_lost_answer(&mut inner, &method, &path)
+    };
+    let link = json
+        .as_ref()
+        .and_then(|v| link_header(&host, &path, &query, v));
     inner.log.push(RequestLog {
         method,
         path,
@@ -231,7 +293,16 @@ async fn respond(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes
         status,
         authorized,
         body: String::from_utf8_lossy(&body).into_owned(),
+        answer_lost: loss.is_some(),
     });
+    let (status, json) = match loss {
+        None => (status, json),
+        Some(Loss::Disconnect) => return None,
+        Some(Loss::GatewayTimeout) => {
+            let e = ApiError::new("timeout", "the gateway timed out waiting for an answer");
+            (e.status, Some(e.body()))
+        }
+    };
     let remaining = if status == 429 {
         0
     } else {
@@ -246,6 +317,9 @@ async fn respond(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes
         .header("ratelimit-limit", RATE_LIMIT.to_string())
         .header("ratelimit-remaining", remaining.to_string())
         .header("ratelimit-reset", reset.to_string());
+    if let Some(link) = link {
+        builder = builder.header(hyper::header::LINK, link);
+    }
     let payload = match json {
         Some(v) => {
             builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
@@ -253,9 +327,77 @@ async fn respond(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes
         }
         None => Bytes::new(),
     };
-    builder
-        .body(Full::new(payload))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    Some(
+        builder
+            .body(Full::new(payload))
+            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))),
+    )
+}
+
+/// The `Link` header of a list answer, as the API sends it beside `meta.pagination`: the URLs of
+/// the `prev`, `next` and `last` pages (RFC 8288), the request's other parameters kept.
+fn link_header(host: &str, path: &str, query: &str, body: &Value) -> Option<String> {
+    let p = body.get("meta")?.get("pagination")?;
+    let per_page = p["per_page"].as_i64()?;
+    let others: Vec<&str> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty() && !kv.starts_with("page=") && !kv.starts_with("per_page="))
+        .collect();
+    let url = |page: i64| {
+        let mut q = others.clone();
+        let page = format!("page={page}");
+        let per = format!("per_page={per_page}");
+        q.push(&page);
+        q.push(&per);
+        format!("<http://{host}{path}?{}>", q.join("&"))
+    };
+    let links: Vec<String> = [
+        ("prev", p["previous_page"].as_i64()),
+        ("next", p["next_page"].as_i64()),
+        ("last", p["last_page"].as_i64()),
+    ]
+    .into_iter()
+    .filter_map(|(rel, page)| page.map(|n| format!("{}; rel=\"{rel}\"", url(n))))
+    .collect();
+    (!links.is_empty()).then(|| links.join(", "))
+}
+
+fn take_periodic_failure(inner: &mut Inner) -> Option<String> {
+    let (n, codes, count) = inner.fail_every.as_mut()?;
+    *count += 1;
+    if *count % *n != 0 || codes.is_empty() {
+        return None;
+    }
+    let which = (*count / *n - 1) % codes.len();
+    Some(codes[which].clone())
+}
+
+fn take_matching_failure(inner: &mut Inner, method: &str, path: &str) -> Option<String> {
+    let at = inner
+        .fail_matching
+        .iter()
+        .position(|(m, p, _, _)| m == method && path.contains(p.as_str()))?;
+    let entry = &mut inner.fail_matching[at];
+    let code = entry.3.clone();
+    entry.2 -= 1;
+    if entry.2 == 0 {
+        inner.fail_matching.remove(at);
+    }
+    Some(code)
+}
+
+fn take_lost_answer(inner: &mut Inner, method: &str, path: &str) -> Option<Loss> {
+    let at = inner
+        .lose_answers
+        .iter()
+        .position(|l| l.method == method && path.contains(&l.path))?;
+    let l = &mut inner.lose_answers[at];
+    let loss = l.loss;
+    l.count -= 1;
+    if l.count == 0 {
+        inner.lose_answers.remove(at);
+    }
+    Some(loss)
 }
 
 fn take_injected_failure(inner: &mut Inner) -> Option<String> {

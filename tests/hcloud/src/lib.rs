@@ -17,6 +17,17 @@
 //! [`FakeHcloud::set_action_delay`] says otherwise; the status is worked out from the clock when
 //! the action is read, so no timer runs. The change itself is visible at once. An action armed by
 //! [`FakeHcloud::fail_next_action`] turns `error` instead, and its change is never made.
+//!
+//! As in the real API, a running action locks what it concerns: another change to that load
+//! balancer (an action or its deletion) is refused with `locked` (423) until it is done, and
+//! `attach_to_network` / `detach_from_network` lock the network as well, so two load balancers
+//! joining one network at once get one success and one `locked`.
+//!
+//! Faults beyond plain errors: [`FakeHcloud::fail_one_request_in`] (a steady share of 500s and
+//! 503s), [`FakeHcloud::lose_answers`] (a request processed whose answer never arrives: a gateway
+//! 504 or a closed connection). New targets report health `unknown` until their first "check"
+//! ([`FakeHcloud::set_health_delay`]). List answers carry the `Link` header beside
+//! `meta.pagination`.
 
 mod catalog;
 mod errors;
@@ -34,10 +45,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use errors::{ApiError, ERROR_CODES, FieldError, status_of};
-pub use http::{RATE_LIMIT, RequestLog};
+pub use http::{Loss, RATE_LIMIT, RequestLog};
 pub use pagination::{DEFAULT_PER_PAGE, MAX_PER_PAGE};
 pub use routes::ROUTES;
-pub use state::DEFAULT_ACTION_DELAY;
+pub use state::{DEFAULT_ACTION_DELAY, DEFAULT_HEALTH_DELAY};
 
 use http::{ServerThread, Shared};
 use state::{Network, Server, Target};
@@ -262,6 +273,58 @@ impl FakeHcloud {
             panic!("kz-test-hcloud: unknown error code {code:?}");
         }
         self.shared.lock().fail_next_requests = (n > 0).then(|| (n, code.to_owned()));
+    }
+
+    /// The next `n` requests with this method whose path contains `path` fail with `code` (one of
+    /// [`ERROR_CODES`]) before they are processed, e.g. `("GET", "/v1/actions/", 2, "unavailable")`
+    /// for action polls. Panics on an unknown code.
+    pub fn fail_next_matching(&self, method: &str, path: &str, n: usize, code: &str) {
+        if status_of(code).is_none() {
+            panic!("kz-test-hcloud: unknown error code {code:?}");
+        }
+        if n > 0 {
+            self.shared.lock().fail_matching.push((
+                method.to_owned(),
+                path.to_owned(),
+                n,
+                code.to_owned(),
+            ));
+        }
+    }
+
+    /// Every `n`th request from now on (after the rate limit and authentication) fails with the
+    /// next of `codes` in turn, before it is processed: a steady share of failures, the same on
+    /// every run (`n = 10`, `["server_error", "unavailable"]`: 10 % of requests answered 500 or
+    /// 503). `n = 0` or no codes stops it. Panics on an unknown code.
+    pub fn fail_one_request_in(&self, n: usize, codes: &[&str]) {
+        for code in codes {
+            if status_of(code).is_none() {
+                panic!("kz-test-hcloud: unknown error code {code:?}");
+            }
+        }
+        self.shared.lock().fail_every = (n > 0 && !codes.is_empty())
+            .then(|| (n, codes.iter().map(|c| (*c).to_owned()).collect(), 0));
+    }
+
+    /// The next `n` requests with this method whose path contains `path` are processed as usual,
+    /// and their answer is lost on the way back: the client gets a 504 `timeout`
+    /// ([`Loss::GatewayTimeout`]) or a closed connection ([`Loss::Disconnect`]) instead. The log
+    /// marks them `answer_lost`.
+    pub fn lose_answers(&self, method: &str, path: &str, n: usize, loss: Loss) {
+        if n > 0 {
+            self.shared.lock().lose_answers.push(http::LostAnswers {
+                method: method.to_owned(),
+                path: path.to_owned(),
+                count: n,
+                loss,
+            });
+        }
+    }
+
+    /// How long a new target reports health `unknown` on a service before turning `healthy`
+    /// (default [`DEFAULT_HEALTH_DELAY`]).
+    pub fn set_health_delay(&self, delay: Duration) {
+        self.shared.lock().world.health_delay = delay;
     }
 
     /// How long new actions stay `running` (default [`DEFAULT_ACTION_DELAY`]). Zero makes them

@@ -122,6 +122,7 @@ fn create(world: &mut World, body: &Value) -> Reply {
         services: Vec::new(),
         targets: Vec::new(),
         delete_protected: false,
+        added: Default::default(),
     };
     for service in body
         .get("services")
@@ -139,7 +140,7 @@ fn create(world: &mut World, body: &Value) -> Reply {
     {
         let target = parse_target(target, true)?;
         check_new_target(world, &lb, &target)?;
-        lb.targets.push(target);
+        add_target(&mut lb, target);
     }
     let (action, succeeds) =
         world.start_action("create_load_balancer", vec![(id, "load_balancer")]);
@@ -192,6 +193,7 @@ fn delete(world: &mut World, id: i64) -> Reply {
         .load_balancers
         .get(&id)
         .ok_or_else(|| ApiError::not_found("load balancer", id))?;
+    check_unlocked(world, "load_balancer", id)?;
     if lb.delete_protected {
         return Err(ApiError::new(
             "protected",
@@ -202,6 +204,22 @@ fn delete(world: &mut World, id: i64) -> Reply {
     Ok((204, None))
 }
 
+/// `locked` (423) while an action runs on the resource, as the real API answers: a load balancer
+/// takes one action at a time, and attaching or detaching a load balancer locks the network too,
+/// so that two load balancers cannot join one network at once.
+fn check_unlocked(world: &World, kind: &str, id: i64) -> Result<(), ApiError> {
+    match world.running_action(kind, id) {
+        None => Ok(()),
+        Some(a) => {
+            let what = kind.replace('_', " ");
+            Err(ApiError::new(
+                "locked",
+                format!("{what} {id} is locked by a running action ({})", a.command),
+            ))
+        }
+    }
+}
+
 /// `POST /load_balancers/{id}/actions/<name>`: the change on a copy, then the action.
 fn action(world: &mut World, id: i64, name: &str, body: &Value) -> Reply {
     let mut lb = world
@@ -209,6 +227,13 @@ fn action(world: &mut World, id: i64, name: &str, body: &Value) -> Reply {
         .get(&id)
         .cloned()
         .ok_or_else(|| ApiError::not_found("load balancer", id))?;
+    check_unlocked(world, "load_balancer", id)?;
+    if matches!(name, "attach_to_network" | "detach_from_network")
+        && let Some(network) = body["network"].as_i64()
+        && world.networks.contains_key(&network)
+    {
+        check_unlocked(world, "network", network)?;
+    }
     let mut resources = vec![(id, "load_balancer")];
     let command = match name {
         "add_service" => {
@@ -227,12 +252,13 @@ fn action(world: &mut World, id: i64, name: &str, body: &Value) -> Reply {
             if lb.services.len() == before {
                 return Err(ApiError::field("listen_port", "service not found"));
             }
+            lb.added.remove(&format!("service:{port}"));
             "delete_service"
         }
         "add_target" => {
             let target = parse_target(body, true)?;
             check_new_target(world, &lb, &target)?;
-            lb.targets.push(target);
+            add_target(&mut lb, target);
             "add_target"
         }
         "remove_target" => {
@@ -242,6 +268,7 @@ fn action(world: &mut World, id: i64, name: &str, body: &Value) -> Reply {
             if lb.targets.len() == before {
                 return Err(ApiError::field(target_field(&target), "target not found"));
             }
+            lb.added.remove(&target.key());
             "remove_target"
         }
         "attach_to_network" => {
@@ -356,7 +383,15 @@ fn add_service(lb: &mut LoadBalancer, body: &Value) -> Result<(), ApiError> {
         ));
     }
     lb.services.push(normalize_service(body));
+    lb.added
+        .insert(format!("service:{port}"), SystemTime::now());
     Ok(())
+}
+
+/// Adds a checked target; its health is `unknown` for a while (see `World::lb_json`).
+fn add_target(lb: &mut LoadBalancer, target: Target) {
+    lb.added.insert(target.key(), SystemTime::now());
+    lb.targets.push(target);
 }
 
 fn update_service(lb: &mut LoadBalancer, body: &Value) -> Result<(), ApiError> {

@@ -17,6 +17,10 @@ use crate::util::{Cidr, rfc3339};
 /// How long an action stays `running` unless [`World::action_delay`] says otherwise.
 pub const DEFAULT_ACTION_DELAY: Duration = Duration::from_millis(300);
 
+/// How long a new target (or a target of a new service) is reported with health `unknown`
+/// before its first health check is in, unless [`World::health_delay`] says otherwise.
+pub const DEFAULT_HEALTH_DELAY: Duration = Duration::from_secs(1);
+
 pub struct Network {
     pub id: i64,
     pub name: String,
@@ -63,6 +67,16 @@ impl Target {
     }
 
     /// The same target as far as add/remove are concerned (`use_private_ip` aside).
+    /// A key naming the target among those of its load balancer (`server:ID`, `label:SEL`,
+    /// `ip:IP`).
+    pub fn key(&self) -> String {
+        match self {
+            Target::Server { id, .. } => format!("server:{id}"),
+            Target::LabelSelector { selector, .. } => format!("label:{selector}"),
+            Target::Ip { ip } => format!("ip:{ip}"),
+        }
+    }
+
     pub fn same_as(&self, other: &Target) -> bool {
         match (self, other) {
             (Target::Server { id: a, .. }, Target::Server { id: b, .. }) => a == b,
@@ -94,6 +108,9 @@ pub struct LoadBalancer {
     pub services: Vec<Value>,
     pub targets: Vec<Target>,
     pub delete_protected: bool,
+    /// When each target (by [`Target::key`]) and each service (`service:PORT`) was added; one
+    /// missing was there from the start (seeded), and its health is known.
+    pub added: BTreeMap<String, SystemTime>,
 }
 
 impl LoadBalancer {
@@ -163,6 +180,7 @@ pub struct World {
     pub load_balancers: BTreeMap<i64, LoadBalancer>,
     pub actions: BTreeMap<i64, Action>,
     pub action_delay: Duration,
+    pub health_delay: Duration,
     /// Set by `fail_next_action`: the next action created fails with it.
     pub fail_next_action: Option<(String, String)>,
     next_network_id: i64,
@@ -186,6 +204,7 @@ impl World {
             load_balancers: BTreeMap::new(),
             actions: BTreeMap::new(),
             action_delay: DEFAULT_ACTION_DELAY,
+            health_delay: DEFAULT_HEALTH_DELAY,
             fail_next_action: None,
             // Each kind counts from its own base, so that an id used for the wrong kind of
             // resource is a 404 rather than a silent hit.
@@ -245,6 +264,15 @@ impl World {
             },
         );
         (id, succeeds)
+    }
+
+    /// The action still running on this resource, if any: the real API locks a resource while an
+    /// action runs on it, and refuses another change with `locked` (423) until it is done.
+    pub fn running_action(&self, kind: &str, id: i64) -> Option<&Action> {
+        let now = SystemTime::now();
+        self.actions
+            .values()
+            .find(|a| a.concerns(kind, id) && a.status(now) == "running")
     }
 
     pub fn action_json(&self, id: i64) -> Value {
@@ -405,12 +433,25 @@ impl World {
     }
 
     pub fn lb_json(&self, lb: &LoadBalancer) -> Value {
-        // Every target is reported healthy on every service: the fake runs no health checks.
-        let health: Vec<Value> = lb
-            .services
-            .iter()
-            .map(|s| json!({"listen_port": s["listen_port"], "status": "healthy"}))
-            .collect();
+        // The fake runs no health checks: a target is `unknown` on a service until the health
+        // delay has passed since both were there, then `healthy`, as a first check would find it.
+        let now = SystemTime::now();
+        let since = |key: &str| lb.added.get(key).copied().unwrap_or(SystemTime::UNIX_EPOCH);
+        let health_of = |target: &str| -> Vec<Value> {
+            lb.services
+                .iter()
+                .map(|s| {
+                    let port = s["listen_port"].as_i64().unwrap_or_default();
+                    let from = since(target).max(since(&format!("service:{port}")));
+                    let status = if now < from + self.health_delay {
+                        "unknown"
+                    } else {
+                        "healthy"
+                    };
+                    json!({"listen_port": port, "status": status})
+                })
+                .collect()
+        };
         let targets: Vec<Value> = lb
             .targets
             .iter()
@@ -419,7 +460,7 @@ impl World {
                     "type": "server",
                     "server": {"id": id},
                     "use_private_ip": use_private_ip,
-                    "health_status": health,
+                    "health_status": health_of(&t.key()),
                 }),
                 Target::LabelSelector {
                     selector,
@@ -435,14 +476,14 @@ impl World {
                             "type": "server",
                             "server": {"id": id},
                             "use_private_ip": use_private_ip,
-                            "health_status": health,
+                            "health_status": health_of(&t.key()),
                         }))
                         .collect::<Vec<_>>(),
                 }),
                 Target::Ip { ip } => json!({
                     "type": "ip",
                     "ip": {"ip": ip},
-                    "health_status": health,
+                    "health_status": health_of(&t.key()),
                 }),
             })
             .collect();

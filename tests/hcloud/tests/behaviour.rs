@@ -32,8 +32,16 @@ fn tcp_service(port: i64) -> Value {
     })
 }
 
-/// Creates `name` in the KeyBuzz network with one service and the haproxy servers as targets.
+/// Creates `name` in the KeyBuzz network with one service and the haproxy servers as targets,
+/// and waits for the create action (the load balancer is locked while it runs).
 fn create_lb(api: &FakeHcloud, name: &str) -> (i64, i64) {
+    let ids = start_lb(api, name);
+    wait_action(api, ids.1);
+    ids
+}
+
+/// [`create_lb`] without waiting: the load balancer and its running create action.
+fn start_lb(api: &FakeHcloud, name: &str) -> (i64, i64) {
     let net = get(api, "/networks?name=keybuzz-private").json()["networks"][0]["id"].clone();
     let resp = post(
         api,
@@ -188,7 +196,7 @@ fn an_action_runs_then_succeeds() {
     let api = FakeHcloud::start();
     api.seed_keybuzz();
     let started = Instant::now();
-    let (lb, action) = create_lb(&api, "lb-db");
+    let (lb, action) = start_lb(&api, "lb-db");
     let first = get(&api, &format!("/actions/{action}")).json()["action"].clone();
     assert_eq!(first["status"], "running");
     assert_eq!(first["progress"], json!(0));
@@ -398,4 +406,201 @@ fn the_server_stops_when_dropped() {
         .to_owned();
     drop(api);
     assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+// --- What the real API does that a naive stand-in would not (issue 11, item 20) ---------------
+
+#[test]
+fn a_running_action_locks_its_load_balancer_and_an_attach_locks_the_network() {
+    let api = FakeHcloud::start();
+    api.seed_keybuzz();
+    api.set_action_delay(Duration::from_millis(400));
+    let net = get(&api, "/networks?name=keybuzz-private").json()["networks"][0]["id"].clone();
+    let mut lbs = Vec::new();
+    for name in ["lb-a", "lb-b"] {
+        let resp = post(
+            &api,
+            "/load_balancers",
+            json!({"name": name, "load_balancer_type": "lb11", "location": "fsn1"}),
+        );
+        assert_eq!(resp.status, 201, "{}", resp.text);
+        lbs.push(resp.json()["load_balancer"]["id"].as_i64().unwrap());
+        // While it is being created, nothing else may touch it.
+        let locked = post(
+            &api,
+            &format!("/load_balancers/{}/actions/add_service", lbs[lbs.len() - 1]),
+            tcp_service(80),
+        );
+        assert_eq!(locked.status, 423, "{}", locked.text);
+        assert_eq!(locked.error_code(), Some("locked"));
+        let locked = request(
+            &api.url(),
+            Some(api.token()),
+            "DELETE",
+            &format!("/load_balancers/{}", lbs[lbs.len() - 1]),
+            None,
+        );
+        assert_eq!(locked.error_code(), Some("locked"));
+    }
+    std::thread::sleep(Duration::from_millis(450));
+    // Two load balancers join one network at once: the second finds it locked.
+    let first = post(
+        &api,
+        &format!("/load_balancers/{}/actions/attach_to_network", lbs[0]),
+        json!({"network": net}),
+    );
+    assert_eq!(first.status, 201, "{}", first.text);
+    let second = post(
+        &api,
+        &format!("/load_balancers/{}/actions/attach_to_network", lbs[1]),
+        json!({"network": net}),
+    );
+    assert_eq!(second.error_code(), Some("locked"), "{}", second.text);
+    // Another load balancer's own actions are not held up by it.
+    let other = post(
+        &api,
+        &format!("/load_balancers/{}/actions/add_service", lbs[1]),
+        tcp_service(80),
+    );
+    assert_eq!(other.status, 201, "{}", other.text);
+    wait_action(&api, first.json()["action"]["id"].as_i64().unwrap());
+    wait_action(&api, other.json()["action"]["id"].as_i64().unwrap());
+    let again = post(
+        &api,
+        &format!("/load_balancers/{}/actions/attach_to_network", lbs[1]),
+        json!({"network": net}),
+    );
+    assert_eq!(again.status, 201, "{}", again.text);
+}
+
+#[test]
+fn a_request_whose_answer_is_lost_was_still_processed() {
+    let api = FakeHcloud::start();
+    api.lose_answers(
+        "POST",
+        "/load_balancers",
+        1,
+        kz_test_hcloud::Loss::GatewayTimeout,
+    );
+    let body = json!({"name": "lb-a", "load_balancer_type": "lb11", "location": "fsn1"});
+    let lost = post(&api, "/load_balancers", body.clone());
+    assert_eq!(lost.status, 504);
+    assert_eq!(lost.error_code(), Some("timeout"));
+    assert!(api.load_balancer("lb-a").is_some(), "made all the same");
+    // Sent again, it meets what the first one made.
+    let again = post(&api, "/load_balancers", body);
+    assert_eq!(again.error_code(), Some("uniqueness_error"));
+    let log = api.requests();
+    assert!(log[0].answer_lost && log[0].status == 201, "{:?}", log[0]);
+    assert!(!log[1].answer_lost);
+
+    // A closed connection instead of an answer.
+    api.lose_answers(
+        "PUT",
+        "/load_balancers/",
+        1,
+        kz_test_hcloud::Loss::Disconnect,
+    );
+    let id = api.load_balancer("lb-a").unwrap()["id"].as_i64().unwrap();
+    let addr = api.url()["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let body = json!({"labels": {"a": "b"}}).to_string();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "PUT /v1/load_balancers/{id} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        api.token(),
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    assert!(
+        raw.is_empty(),
+        "no answer at all: {}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert_eq!(api.load_balancer("lb-a").unwrap()["labels"]["a"], "b");
+}
+
+#[test]
+fn one_request_in_ten_fails_with_500_or_503() {
+    let api = FakeHcloud::start();
+    api.fail_one_request_in(10, &["server_error", "unavailable"]);
+    let statuses: Vec<u16> = (0..40).map(|_| get(&api, "/servers").status).collect();
+    let failed: Vec<(usize, u16)> = statuses
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s != 200)
+        .map(|(i, s)| (i, *s))
+        .collect();
+    assert_eq!(failed, [(9, 500), (19, 503), (29, 500), (39, 503)]);
+    api.fail_one_request_in(0, &[]);
+    assert!((0..20).all(|_| get(&api, "/servers").status == 200));
+
+    // Only requests that match, as many as asked.
+    api.fail_next_matching("GET", "/v1/networks", 2, "unavailable");
+    assert_eq!(get(&api, "/servers").status, 200);
+    assert_eq!(get(&api, "/networks").status, 503);
+    assert_eq!(get(&api, "/networks?name=x").status, 503);
+    assert_eq!(get(&api, "/networks").status, 200);
+}
+
+#[test]
+fn a_new_target_is_unknown_until_its_first_health_check() {
+    let api = FakeHcloud::start();
+    api.seed_keybuzz();
+    api.set_health_delay(Duration::from_secs(2));
+    let (lb, _) = create_lb(&api, "lb-a");
+    let health = |api: &FakeHcloud| {
+        get(api, &format!("/load_balancers/{lb}")).json()["load_balancer"]["targets"][0]["targets"]
+            [0]["health_status"][0]["status"]
+            .clone()
+    };
+    assert_eq!(health(&api), "unknown");
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(health(&api), "healthy");
+    // A new service starts unknown for every target.
+    let added = post(
+        &api,
+        &format!("/load_balancers/{lb}/actions/add_service"),
+        tcp_service(6432),
+    );
+    assert_eq!(added.status, 201, "{}", added.text);
+    let seen = get(&api, &format!("/load_balancers/{lb}")).json()["load_balancer"].clone();
+    let statuses = &seen["targets"][0]["targets"][0]["health_status"];
+    assert_eq!(statuses[0]["status"], "healthy", "{statuses}");
+    assert_eq!(statuses[1]["status"], "unknown", "{statuses}");
+}
+
+#[test]
+fn list_answers_carry_the_link_header() {
+    let api = FakeHcloud::start();
+    api.add_servers("web", 120);
+    let resp = get(&api, "/servers?per_page=50&page=2&sort=name");
+    let link = resp.header("link").unwrap().to_owned();
+    let host = api.url()["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let url = |page: u32| format!("<http://{host}/v1/servers?sort=name&page={page}&per_page=50>");
+    assert_eq!(
+        link,
+        format!(
+            "{}; rel=\"prev\", {}; rel=\"next\", {}; rel=\"last\"",
+            url(1),
+            url(3),
+            url(3)
+        )
+    );
+    let last = get(&api, "/servers?per_page=50&page=3");
+    let link = last.header("link").unwrap();
+    assert!(!link.contains("rel=\"next\""), "{link}");
+    assert!(get(&api, "/servers/10001").header("link").is_none());
 }

@@ -92,6 +92,8 @@ impl Contract {
         resp
     }
 
+    /// A call that must succeed; a load balancer it creates is waited for (it is locked until
+    /// its create action is done).
     fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let resp = self.call(method, path, body);
         assert!(
@@ -100,7 +102,14 @@ impl Contract {
             resp.status,
             resp.text
         );
-        resp.body.unwrap_or(Value::Null)
+        let body = resp.body.unwrap_or(Value::Null);
+        if method == "POST"
+            && path == "/load_balancers"
+            && let Some(action) = body["action"]["id"].as_i64()
+        {
+            self.wait(action);
+        }
+        body
     }
 
     fn err(&self, method: &str, path: &str, body: Option<Value>, code: &str) -> Resp {
@@ -254,7 +263,8 @@ fn every_operation_and_error_matches_the_document() {
         .to_owned();
 
     // --- Create, with everything ----------------------------------------------------------
-    let created = c.ok(
+    // Not through `ok`, which would wait for the create action.
+    let created = c.call(
         "POST",
         "/load_balancers",
         Some(json!({
@@ -273,9 +283,18 @@ fn every_operation_and_error_matches_the_document() {
             ],
         })),
     );
+    assert_eq!(created.status, 201, "{}", created.text);
+    let created = created.json().clone();
     let lb = id_of(&created, "load_balancer");
     let create_action = id_of(&created, "action");
     assert_eq!(created["action"]["status"], "running");
+    // A load balancer is locked while an action runs on it.
+    c.act_err(
+        lb,
+        "add_service",
+        Some(service(6379, 6379, "tcp")),
+        "locked",
+    );
     assert_eq!(c.wait(create_action)["status"], "success");
     c.ok(
         "GET",
