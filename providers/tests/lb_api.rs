@@ -656,7 +656,7 @@ async fn a_lock_is_waited_out_within_the_action_deadline_and_no_longer() {
     api.set_action_delay(Duration::ZERO);
     let short = provider_with_deadline(&api, Duration::from_millis(600));
     let mut inst = lb("lb-web", &[]);
-    short.create(&inst, &NoTransport).await.expect("create");
+    short.create(&cx(&inst)).await.expect("create");
 
     // An action that outlives the deadline holds the load balancer: the next change waits for
     // the lock as long as the deadline allows, then fails with the API's words and its step.
@@ -664,14 +664,14 @@ async fn a_lock_is_waited_out_within_the_action_deadline_and_no_longer() {
     inst.attrs
         .insert("algorithm".into(), Attr::plain(text("least_connections")));
     let e = short
-        .update(&inst, &["algorithm".into()], &NoTransport)
+        .update(&cx_with(&inst, &["algorithm".into()]))
         .await
         .expect_err("still running");
     assert!(e.to_string().contains("still running"), "{e}");
     inst.attrs.insert("type".into(), Attr::plain(text("lb21")));
     let start = Instant::now();
     let e = short
-        .update(&inst, &["type".into()], &NoTransport)
+        .update(&cx_with(&inst, &["type".into()]))
         .await
         .expect_err("locked");
     let text = e.to_string();
@@ -690,7 +690,7 @@ async fn a_lock_is_waited_out_within_the_action_deadline_and_no_longer() {
     let patient = provider_with_deadline(&api, Duration::from_secs(10));
     api.set_action_delay(Duration::ZERO);
     patient
-        .update(&inst, &["type".into()], &NoTransport)
+        .update(&cx_with(&inst, &["type".into()]))
         .await
         .expect("the lock was waited out");
     assert_eq!(
