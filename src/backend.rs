@@ -3,22 +3,33 @@
 
 use std::sync::Arc;
 
-use kz_engine::model::{Stack, StateBackendKind};
+use kz_engine::model::Stack;
 use kz_state::postgres::{PgBackend, PgSettings};
-use kz_state::{Backend, LocalBackend};
+use kz_state::{Backend, BackendConfig, LocalBackend};
 
-/// The backend a stack's `[state]` table asks for. Opening it connects to nothing yet.
-pub fn open_backend(stack: &Stack, kind: &StateBackendKind) -> Result<Arc<dyn Backend>, String> {
-    match kind {
-        StateBackendKind::Local => Ok(Arc::new(LocalBackend::new(&stack.dir))),
-        StateBackendKind::Lab => Ok(Arc::new(LocalBackend::in_dir(&kz_engine::lab::lab_dir(
+/// Which state a run reads and writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateChoice {
+    /// The backend `[state]` names (or one a command names, for `kz state migrate`).
+    Configured(BackendConfig),
+    /// `DIR/.kz/lab/state.json`: the lab's own state (`--lab`), never mixed with the real one.
+    Lab,
+}
+
+/// Opens a backend. Opening connects to nothing yet.
+pub fn open_backend(stack: &Stack, choice: &StateChoice) -> Result<Arc<dyn Backend>, String> {
+    match choice {
+        StateChoice::Lab => Ok(Arc::new(LocalBackend::in_dir(&kz_engine::lab::lab_dir(
             &stack.dir,
         )))),
-        StateBackendKind::Postgres {
+        StateChoice::Configured(BackendConfig::Local) => {
+            Ok(Arc::new(LocalBackend::new(&stack.dir)))
+        }
+        StateChoice::Configured(BackendConfig::Postgres {
             url_env,
             schema,
             retry,
-        } => {
+        }) => {
             let url = match url_env {
                 Some(var) => Some(std::env::var(var).map_err(|_| {
                     format!("the state backend needs ${var} (a PostgreSQL URL such as postgresql://kz@db:5432/kz), which is not set")

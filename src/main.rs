@@ -6,7 +6,6 @@ mod cli;
 mod commands;
 mod lab;
 mod output;
-mod state_commands;
 
 use clap::Parser;
 

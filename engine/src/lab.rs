@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Stack, StateBackendKind, TransportKind, Value};
+use crate::model::{SshSettings, Stack};
+use crate::overlay::{HostOverlay, HostReach};
 
 /// `DIR/.kz/lab`.
 pub fn lab_dir(stack_dir: &Path) -> PathBuf {
@@ -73,10 +74,53 @@ impl LabOverlay {
         })
     }
 
-    /// Points `stack` at the lab: addresses, SSH settings, state. What has no lab counterpart is
-    /// left out: hosts the lab was not made with (`kz lab up --hosts`) and resources behind an API
-    /// (Hetzner Cloud). Returns the names of the hosts left out and how many instances they had.
-    pub fn apply_to(&self, stack: &mut Stack) -> Result<LeftOut, String> {
+    /// The overlay a lab run loads the stack of `stack_dir` with: each lab host's address, as
+    /// root over SSH with the lab's key, verified against the lab's known_hosts. Refused when the
+    /// lab network is not a private range or a host lies outside it, so a lab run cannot reach a
+    /// production server.
+    pub fn host_overlay(&self, stack_dir: &Path) -> Result<HostOverlay, String> {
+        if !lab_subnet_ok(&self.subnet) {
+            return Err(format!(
+                "refusing to use the lab: its network {} (in {}) is not a private range of /16 to /30",
+                self.subnet,
+                LabOverlay::path(stack_dir).display()
+            ));
+        }
+        let key = LabOverlay::key_path(stack_dir);
+        let known_hosts = LabOverlay::known_hosts_path(stack_dir);
+        let mut hosts = BTreeMap::new();
+        for (name, lab) in &self.hosts {
+            if !in_subnet(&lab.address, &self.subnet) {
+                return Err(format!(
+                    "refusing to use the lab: host `{name}` would be reached at {}, outside the lab network {}",
+                    lab.address, self.subnet
+                ));
+            }
+            let ssh = SshSettings {
+                user: "root".into(),
+                port: 22,
+                identity: vec![key.display().to_string()],
+                known_hosts: Some(known_hosts.display().to_string()),
+                jump: None,
+                accept_new_host_keys: false,
+                ..SshSettings::default()
+            };
+            hosts.insert(
+                name.clone(),
+                HostReach {
+                    address: lab.address.clone(),
+                    ssh,
+                },
+            );
+        }
+        Ok(HostOverlay {
+            name: "the lab".into(),
+            hosts,
+        })
+    }
+
+    /// Refuses a lab made for another stack.
+    pub fn check_stack(&self, stack: &Stack) -> Result<(), String> {
         if stack.name != self.stack {
             return Err(format!(
                 "the lab in {} was made for stack `{}`, not `{}`",
@@ -85,98 +129,8 @@ impl LabOverlay {
                 stack.name
             ));
         }
-        if !lab_subnet_ok(&self.subnet) {
-            return Err(format!(
-                "refusing to use the lab: its network {} (in {}) is not a private range of /16 to /30",
-                self.subnet,
-                LabOverlay::path(&stack.dir).display()
-            ));
-        }
-        let key = LabOverlay::key_path(&stack.dir);
-        let known_hosts = LabOverlay::known_hosts_path(&stack.dir);
-        let mut left_out = LeftOut::default();
-        for host in stack.hosts.values_mut() {
-            let Some(lab) = self.hosts.get(&host.name) else {
-                left_out.hosts.push(host.name.clone());
-                continue;
-            };
-            if !in_subnet(&lab.address, &self.subnet) {
-                return Err(format!(
-                    "refusing to use the lab: host `{}` would be reached at {}, outside the lab network {}",
-                    host.name, lab.address, self.subnet
-                ));
-            }
-            host.address = lab.address.clone();
-            host.transport = TransportKind::Ssh;
-            host.ssh.user = "root".into();
-            host.ssh.port = 22;
-            host.ssh.identity = vec![key.display().to_string()];
-            host.ssh.known_hosts = Some(known_hosts.display().to_string());
-            host.ssh.jump = None;
-            host.ssh.accept_new_host_keys = false;
-        }
-        let gone = |host: &str| left_out.hosts.iter().any(|h| h == host);
-        let before = stack.instances.len();
-        // An instance is left out with any of its hosts; one behind an API (no host at all) is
-        // left out too: the lab has no API.
-        stack
-            .instances
-            .retain(|i| !i.members.is_empty() && !i.members.iter().any(|m| gone(m)));
-        let kept: std::collections::HashSet<String> = stack
-            .instances
-            .iter()
-            .map(|i| i.address.to_string())
-            .collect();
-        for i in &stack.instances {
-            if let Some(host) = i
-                .attrs
-                .values()
-                .find_map(|a| a.known().and_then(uses_missing_host))
-            {
-                return Err(format!(
-                    "{} uses the address of host `{host}`, which the lab has no host for: make the lab with it too (kz lab up {})",
-                    i.address,
-                    stack.dir.display()
-                ));
-            }
-        }
-        for i in &mut stack.instances {
-            i.depends_on.retain(|d| kept.contains(&d.to_string()));
-        }
-        left_out.instances = before - stack.instances.len();
-        for h in &left_out.hosts {
-            stack.hosts.remove(h);
-        }
-        stack.state.backend = StateBackendKind::Lab;
-        Ok(left_out)
+        Ok(())
     }
-}
-
-/// What a lab run leaves out of the stack.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct LeftOut {
-    pub hosts: Vec<String>,
-    pub instances: usize,
-}
-
-const MISSING_PREFIX: &str = "kz-lab-has-no-host-";
-
-/// The address given, in a lab run, to a host the lab has no host for.
-pub fn missing_host_marker(host: &str) -> String {
-    format!("{MISSING_PREFIX}{host}")
-}
-
-/// The host whose missing-host marker a value holds, if any.
-fn uses_missing_host(v: &Value) -> Option<String> {
-    let find = |s: &str| {
-        let at = s.find(MISSING_PREFIX)? + MISSING_PREFIX.len();
-        let name: String = s[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
-            .collect();
-        Some(name)
-    };
-    v.texts().into_iter().find_map(find)
 }
 
 /// An IPv4 range such as `10.89.3.0/24`.

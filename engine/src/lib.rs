@@ -14,6 +14,7 @@ pub mod lab;
 pub mod load;
 pub mod model;
 pub mod ops;
+pub mod overlay;
 pub mod plan;
 pub mod provider;
 pub mod record;

@@ -23,6 +23,8 @@ pub struct Stack {
     pub digest: String,
     /// The secrets the stack uses (`${secret.NAME}`), and their values when set.
     pub secrets: crate::secrets::Secrets,
+    /// What a run under an overlay (the lab) left out of the stack.
+    pub left_out: crate::overlay::LeftOut,
 }
 
 impl Stack {
@@ -33,25 +35,11 @@ impl Stack {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StateBackendKind {
-    /// `DIR/.kz/state.json`.
-    Local,
-    /// `DIR/.kz/lab/state.json`: the lab's own state (`--lab`), never mixed with the real one.
-    Lab,
-    /// A PostgreSQL database shared by the team.
-    Postgres {
-        /// The variable holding a libpq URL; `None` means the standard `PG*` variables.
-        url_env: Option<String>,
-        schema: String,
-        /// How long a failing state write is retried before the rescue file is written.
-        retry: Duration,
-    },
-}
-
 #[derive(Debug, Clone)]
 pub struct StateConfig {
-    pub backend: StateBackendKind,
+    /// What `[state]` asks for; a lab run (`--lab`) uses the lab's own file instead, whatever
+    /// this says.
+    pub backend: kz_state::BackendConfig,
 }
 
 /// How kz reaches a host.

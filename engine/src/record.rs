@@ -145,7 +145,7 @@ pub fn same(state: Option<&State>, desired: &Attr, other: &Attr) -> bool {
 }
 
 /// Re-keys state entries recorded under an older address form: an instance that now lives on no
-/// host (behind an API) was once recorded on a pseudo-host (`10_lb.lb.web[hcloud]`). An entry of
+/// host (behind an API) was once recorded on a pseudo-host (`10_lb.lb.web[pseudo]`). An entry of
 /// the same resource on a host the inventory does not have is the same instance. Returns how
 /// many entries moved.
 pub fn rekey_hostless(state: &mut State, stack: &crate::model::Stack) -> usize {
@@ -201,7 +201,7 @@ mod tests {
             module: "10_lb".into(),
             kind: "lb".into(),
             name: "web".into(),
-            host: "hcloud".into(),
+            host: "pseudo".into(),
             members: Vec::new(),
             attributes: BTreeMap::new(),
             outputs: BTreeMap::new(),
@@ -211,14 +211,14 @@ mod tests {
         };
         state
             .resources
-            .insert("10_lb.lb.web[hcloud]".into(), old.clone());
+            .insert("10_lb.lb.web[pseudo]".into(), old.clone());
         let mut stack = Stack {
             name: "s".into(),
             description: None,
             dir: ".".into(),
             parallelism: None,
             state: crate::model::StateConfig {
-                backend: crate::model::StateBackendKind::Local,
+                backend: kz_state::BackendConfig::Local,
             },
             hosts: BTreeMap::new(),
             modules: BTreeMap::new(),
@@ -228,10 +228,11 @@ mod tests {
             })],
             digest: String::new(),
             secrets: Default::default(),
+            left_out: Default::default(),
         };
         assert_eq!(rekey_hostless(&mut state, &stack), 1);
         assert!(state.resources.contains_key("10_lb.lb.web"));
-        assert!(!state.resources.contains_key("10_lb.lb.web[hcloud]"));
+        assert!(!state.resources.contains_key("10_lb.lb.web[pseudo]"));
         // A second pass finds nothing more to move.
         assert_eq!(rekey_hostless(&mut state, &stack), 0);
         stack.instances.clear();

@@ -23,44 +23,6 @@ pub async fn up(
     selected: &[String],
     privileged: bool,
 ) -> Result<LabOverlay, String> {
-    let dir = lab_dir(&stack.dir);
-    create_private_dir(&dir)?;
-    // The lab is disposable and machine-specific: keep it out of git even without a .gitignore.
-    kz_engine::ops::write_text_atomically(&dir.join(".gitignore"), "*\n")?;
-    let key = LabOverlay::key_path(&stack.dir);
-    if !key.exists() {
-        let k = key.display().to_string();
-        let comment = format!("kz-lab-{}", stack.name);
-        super::run_tool(
-            "ssh-keygen",
-            &["-q", "-t", "ed25519", "-N", "", "-C", &comment, "-f", &k],
-            Duration::from_secs(30),
-        )
-        .await?;
-    }
-    // podman takes a relative path for a volume name: the mount needs it absolute.
-    let public = std::fs::canonicalize(key.with_extension("pub"))
-        .map_err(|e| format!("{}.pub: {e}", key.display()))?;
-
-    let network = network_name(&stack.name);
-    let owner = lab_owner(&stack.dir);
-    if let Some(theirs) = network_owner(podman, &network).await? {
-        check_owner(&format!("network {network}"), &theirs, &owner)?;
-    } else {
-        let stack_label = format!("{STACK_LABEL}={}", stack.name);
-        let dir_label = format!("{DIR_LABEL}={owner}");
-        podman
-            .run(&[
-                "network",
-                "create",
-                "--label",
-                &stack_label,
-                "--label",
-                &dir_label,
-                &network,
-            ])
-            .await?;
-    }
     for name in selected {
         if name.len() > 63 {
             return Err(format!(
@@ -68,41 +30,10 @@ pub async fn up(
             ));
         }
     }
-    let subnet = podman
-        .run(&[
-            "network",
-            "inspect",
-            "--format",
-            "{{range .Subnets}}{{.Subnet}} {{end}}",
-            &network,
-        ])
-        .await?
-        .split_whitespace()
-        .find(|s| s.contains('.'))
-        .map(str::to_string)
-        .ok_or_else(|| format!("podman network {network} has no IPv4 subnet"))?;
-
-    let previous = LabOverlay::load(&stack.dir)
-        .ok()
-        .filter(|o| o.subnet == subnet);
-    let mut overlay = previous.unwrap_or(LabOverlay {
-        stack: stack.name.clone(),
-        network: network.clone(),
-        subnet: subnet.clone(),
-        hosts: BTreeMap::new(),
-    });
-    for name in selected {
-        if !overlay.hosts.contains_key(name) {
-            let address = free_address(&subnet, &overlay)?;
-            overlay.hosts.insert(
-                name.clone(),
-                LabHost {
-                    container: container_name(&stack.name, name),
-                    address,
-                },
-            );
-        }
-    }
+    let public = lab_key(stack).await?;
+    let owner = lab_owner(&stack.dir);
+    let (network, subnet) = lab_network(podman, stack, &owner).await?;
+    let overlay = lab_addresses(stack, selected, &network, &subnet)?;
 
     // Hosts running containers of their own need a privileged container (nested podman).
     let nested: Vec<&str> = stack
@@ -143,7 +74,117 @@ pub async fn up(
             Err(e) => failures.push(e.to_string()),
         }
     }
-    // Hosts made by an earlier `up` keep their recorded keys.
+    record_keys(stack, &keys)?;
+    kz_engine::ops::write_text_atomically(
+        &LabOverlay::path(&stack.dir),
+        &serde_json::to_string_pretty(&overlay).map_err(|e| e.to_string())?,
+    )?;
+    if !failures.is_empty() {
+        return Err(format!(
+            "lab hosts failed to start:\n  {}",
+            failures.join("\n  ")
+        ));
+    }
+    Ok(overlay)
+}
+
+/// The lab's private directory and root key (made once); returns the public key's absolute path.
+async fn lab_key(stack: &Stack) -> Result<std::path::PathBuf, String> {
+    let dir = lab_dir(&stack.dir);
+    create_private_dir(&dir)?;
+    // The lab is disposable and machine-specific: keep it out of git even without a .gitignore.
+    kz_engine::ops::write_text_atomically(&dir.join(".gitignore"), "*\n")?;
+    let key = LabOverlay::key_path(&stack.dir);
+    if !key.exists() {
+        let k = key.display().to_string();
+        let comment = format!("kz-lab-{}", stack.name);
+        super::run_tool(
+            "ssh-keygen",
+            &["-q", "-t", "ed25519", "-N", "", "-C", &comment, "-f", &k],
+            Duration::from_secs(30),
+        )
+        .await?;
+    }
+    // podman takes a relative path for a volume name: the mount needs it absolute.
+    std::fs::canonicalize(key.with_extension("pub"))
+        .map_err(|e| format!("{}.pub: {e}", key.display()))
+}
+
+/// The lab's podman network (made once, and only ever used by this stack directory) and its
+/// IPv4 subnet.
+async fn lab_network(
+    podman: &Podman,
+    stack: &Stack,
+    owner: &str,
+) -> Result<(String, String), String> {
+    let network = network_name(&stack.name);
+    if let Some(theirs) = network_owner(podman, &network).await? {
+        check_owner(&format!("network {network}"), &theirs, owner)?;
+    } else {
+        let stack_label = format!("{STACK_LABEL}={}", stack.name);
+        let dir_label = format!("{DIR_LABEL}={owner}");
+        podman
+            .run(&[
+                "network",
+                "create",
+                "--label",
+                &stack_label,
+                "--label",
+                &dir_label,
+                &network,
+            ])
+            .await?;
+    }
+    let subnet = podman
+        .run(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{range .Subnets}}{{.Subnet}} {{end}}",
+            &network,
+        ])
+        .await?
+        .split_whitespace()
+        .find(|s| s.contains('.'))
+        .map(str::to_string)
+        .ok_or_else(|| format!("podman network {network} has no IPv4 subnet"))?;
+    Ok((network, subnet))
+}
+
+/// The overlay with an address for each selected host: addresses an earlier `up` gave stay.
+fn lab_addresses(
+    stack: &Stack,
+    selected: &[String],
+    network: &str,
+    subnet: &str,
+) -> Result<LabOverlay, String> {
+    let previous = LabOverlay::load(&stack.dir)
+        .ok()
+        .filter(|o| o.subnet == subnet);
+    let mut overlay = previous.unwrap_or(LabOverlay {
+        stack: stack.name.clone(),
+        network: network.to_string(),
+        subnet: subnet.to_string(),
+        hosts: BTreeMap::new(),
+    });
+    for name in selected {
+        if !overlay.hosts.contains_key(name) {
+            let address = free_address(subnet, &overlay)?;
+            overlay.hosts.insert(
+                name.clone(),
+                LabHost {
+                    container: container_name(&stack.name, name),
+                    address,
+                },
+            );
+        }
+    }
+    Ok(overlay)
+}
+
+/// Writes the lab's known_hosts: the keys the started hosts presented, and those recorded by an
+/// earlier `up` for the others.
+fn record_keys(stack: &Stack, keys: &BTreeMap<String, (String, String)>) -> Result<(), String> {
     let known = LabOverlay::known_hosts_path(&stack.dir);
     let mut lines: BTreeMap<String, String> = std::fs::read_to_string(&known)
         .unwrap_or_default()
@@ -157,18 +198,7 @@ pub async fn up(
         lines.insert(address.clone(), format!("{address} {key}"));
     }
     let text: String = lines.values().map(|l| format!("{l}\n")).collect();
-    kz_engine::ops::write_text_atomically(&known, &text)?;
-    kz_engine::ops::write_text_atomically(
-        &LabOverlay::path(&stack.dir),
-        &serde_json::to_string_pretty(&overlay).map_err(|e| e.to_string())?,
-    )?;
-    if !failures.is_empty() {
-        return Err(format!(
-            "lab hosts failed to start:\n  {}",
-            failures.join("\n  ")
-        ));
-    }
-    Ok(overlay)
+    kz_engine::ops::write_text_atomically(&known, &text)
 }
 
 struct ContainerSpec {

@@ -122,7 +122,10 @@ fn podman() -> Result<Podman, String> {
 }
 
 fn load_stack(shell: &Shell, dir: &Path) -> Result<Stack, String> {
-    crate::commands::load(shell, dir).ok_or_else(|| "the stack has errors (above)".to_string())
+    crate::commands::load(shell, dir).map_err(|f| match f {
+        crate::commands::Failure::Message(m) => m,
+        crate::commands::Failure::Shown => "the stack has errors (above)".to_string(),
+    })
 }
 
 /// The hosts a lab is made of: every machine of the inventory (not API pseudo-hosts), or those

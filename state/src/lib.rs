@@ -7,11 +7,13 @@
 //! [`LocalBackend::lock`].
 
 mod backend;
+pub mod config;
 mod error;
 mod fsutil;
 mod local;
 mod lock;
 mod model;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 // The only module allowed to use `unsafe`: thin wrappers around libc calls
 // that the standard library does not expose with the semantics we need.
@@ -19,6 +21,7 @@ pub mod postgres;
 mod sys;
 
 pub use backend::{Backend, HeldLock, HistoryEntry, summarize};
+pub use config::BackendConfig;
 pub use error::StateError;
 pub use local::LocalBackend;
 pub use lock::{LockInfo, StateLock};

@@ -26,15 +26,7 @@ pub struct PgSettings {
     pub retry_for: Duration,
 }
 
-/// Whether `s` can be used as a schema name as is.
-pub fn valid_schema(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && s.len() <= 63
-}
+pub use crate::config::valid_schema;
 
 /// The connection settings from a libpq URL, or else from the standard `PG*` variables.
 pub fn connection_config(

@@ -16,10 +16,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::diag::{Diagnostic, Diagnostics, Location, SourceFile};
 use crate::graph::DepGraph;
-use crate::lab::LabOverlay;
-use crate::model::{
-    Host, Module, SshSettings, Stack, StateBackendKind, StateConfig, TransportKind,
-};
+use crate::model::{Host, Module, SshSettings, Stack, StateConfig, TransportKind};
+use crate::overlay::HostOverlay;
 use crate::provider::Providers;
 use crate::secrets::Secrets;
 use crate::units::parse_duration;
@@ -42,29 +40,29 @@ pub fn load_stack_with_env(
     load(dir, providers, env, None)
 }
 
-/// Loads the stack in `dir` as its lab sees it: every `${host.address}` and
-/// `${hosts.NAME.address}` is the lab host's. The caller then applies the rest of the overlay
-/// ([`LabOverlay::apply_to`]).
-pub fn load_stack_in_lab(
+/// Loads the stack in `dir` as an overlay reaches it (the lab): every `${host.address}` and
+/// `${hosts.NAME.address}` is the overlay's, hosts it lacks are left out with their instances
+/// (see [`Stack::left_out`]), and a value that needs a left-out host's address is an error.
+pub fn load_stack_with_overlay(
     dir: &Path,
     providers: &Providers,
-    lab: &LabOverlay,
+    overlay: &HostOverlay,
 ) -> Result<Stack, Diagnostics> {
-    load(dir, providers, &|k| std::env::var(k).ok(), Some(lab))
+    load(dir, providers, &|k| std::env::var(k).ok(), Some(overlay))
 }
 
 fn load(
     dir: &Path,
     providers: &Providers,
     env: EnvFn<'_>,
-    lab: Option<&LabOverlay>,
+    overlay: Option<&HostOverlay>,
 ) -> Result<Stack, Diagnostics> {
     let mut loader = Loader {
         dir: dir.to_path_buf(),
         diags: Diagnostics::default(),
         digest: Sha256::new(),
         env,
-        lab,
+        overlay,
         providers,
     };
     let stack = loader.load();
@@ -88,7 +86,7 @@ pub(crate) struct Loader<'a> {
     diags: Diagnostics,
     digest: Sha256,
     env: EnvFn<'a>,
-    lab: Option<&'a LabOverlay>,
+    overlay: Option<&'a HostOverlay>,
     providers: &'a Providers,
 }
 
@@ -324,20 +322,14 @@ impl Loader<'_> {
             let resources = std::mem::take(resources);
             decls.extend(self.declarations(module, src, resources, &hosts));
         }
-        if let Some(lab) = self.lab {
-            for h in hosts.values_mut() {
-                // Hosts without a lab host are left out of a lab run (see `LabOverlay::apply_to`);
-                // their address is a marker, so a value that uses it is refused, never sent to a
-                // lab host pointing at the real machine.
-                h.address = match lab.hosts.get(&h.name) {
-                    Some(l) => l.address.clone(),
-                    None => crate::lab::missing_host_marker(&h.name),
-                };
-            }
-        }
+        let gone = match self.overlay {
+            Some(o) => o.apply_to_hosts(&mut hosts),
+            None => Vec::new(),
+        };
         if self.diags.is_empty() {
             instances = self.expand(&decls, &hosts, &mut secrets_used);
         }
+        let left_out = self.leave_out(&mut hosts, &mut instances, &gone);
         if !self.diags.is_empty() {
             return None;
         }
@@ -372,7 +364,43 @@ impl Loader<'_> {
             instances,
             digest,
             secrets,
+            left_out,
         })
+    }
+
+    /// Under an overlay, drops the hosts it lacks and what is on them, and refuses a value that
+    /// would carry a dropped host's address to a host that stays.
+    fn leave_out(
+        &mut self,
+        hosts: &mut BTreeMap<String, Host>,
+        instances: &mut Vec<crate::model::Instance>,
+        gone: &[String],
+    ) -> crate::overlay::LeftOut {
+        let Some(overlay) = self.overlay else {
+            return crate::overlay::LeftOut::default();
+        };
+        let dropped = overlay.filter_instances(instances, gone);
+        for i in instances.iter() {
+            if let Some(host) = i
+                .attrs
+                .values()
+                .find_map(|a| a.known().and_then(crate::overlay::uses_missing_host))
+            {
+                self.error(Diagnostic::new(format!(
+                    "{} uses the address of host `{host}`, which {} has no host for: make it with that host too (kz lab up {})",
+                    i.address,
+                    overlay.name,
+                    self.dir.display()
+                )));
+            }
+        }
+        for h in gone {
+            hosts.remove(h);
+        }
+        crate::overlay::LeftOut {
+            hosts: gone.to_vec(),
+            instances: dropped,
+        }
     }
 
     /// Reads a module file: its `[module]` table, and the rest (resource tables) for the
@@ -550,72 +578,14 @@ impl Loader<'_> {
         src: &Arc<SourceFile>,
         raw: Option<&raw::StateTable>,
     ) -> StateConfig {
-        let kind = raw.and_then(|s| s.backend.as_ref());
-        let postgres = match kind {
-            None => false,
-            Some(b) if b.get_ref() == "local" => false,
-            Some(b) if b.get_ref() == "postgres" => true,
-            Some(b) => {
-                self.error(Diagnostic::at(
-                    loc(src, b),
-                    format!(
-                        "unknown state backend `{}`: expected \"local\" or \"postgres\"",
-                        b.get_ref()
-                    ),
-                ));
-                false
-            }
-        };
         let Some(raw) = raw else {
             return StateConfig {
-                backend: StateBackendKind::Local,
+                backend: kz_state::BackendConfig::default(),
             };
         };
-        if !postgres {
-            for (key, v) in [
-                ("url_env", &raw.url_env),
-                ("schema", &raw.schema),
-                ("retry", &raw.retry),
-            ] {
-                if let Some(v) = v {
-                    self.error(Diagnostic::at(
-                        loc(src, v),
-                        format!("`{key}` is for backend = \"postgres\""),
-                    ));
-                }
-            }
-            return StateConfig {
-                backend: StateBackendKind::Local,
-            };
-        }
-        let url_env = raw.url_env.as_ref().and_then(|u| {
-            let name = u.get_ref();
-            let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !ok {
-                self.error(Diagnostic::at(
-                    loc(src, u),
-                    format!("invalid url_env `{name}`: the name of an environment variable, e.g. \"KZ_STATE_PG\""),
-                ));
-            }
-            ok.then(|| name.clone())
-        });
-        let schema = match &raw.schema {
-            None => "kz".to_string(),
-            Some(sch) if kz_state::postgres::valid_schema(sch.get_ref()) => sch.get_ref().clone(),
-            Some(sch) => {
-                self.error(Diagnostic::at(
-                    loc(src, sch),
-                    format!(
-                        "invalid schema `{}`: lower-case letters, digits and `_`, starting with a letter",
-                        sch.get_ref()
-                    ),
-                ));
-                "kz".to_string()
-            }
-        };
-        let retry = match &raw.retry {
-            None => std::time::Duration::from_secs(30),
-            Some(r) => parse_duration(r.get_ref()).unwrap_or_else(|| {
+        let retry = raw.retry.as_ref().and_then(|r| {
+            let d = parse_duration(r.get_ref());
+            if d.is_none() {
                 self.error(Diagnostic::at(
                     loc(src, r),
                     format!(
@@ -623,16 +593,32 @@ impl Loader<'_> {
                         r.get_ref()
                     ),
                 ));
-                std::time::Duration::from_secs(30)
-            }),
-        };
-        StateConfig {
-            backend: StateBackendKind::Postgres {
-                url_env,
-                schema,
-                retry,
-            },
+            }
+            d
+        });
+        fn text(v: &Option<Spanned<String>>) -> Option<&str> {
+            v.as_ref().map(|v| v.get_ref().as_str())
         }
+        let (backend, problems) = kz_state::config::parse(&kz_state::config::StateTable {
+            backend: text(&raw.backend),
+            url_env: text(&raw.url_env),
+            schema: text(&raw.schema),
+            retry,
+        });
+        for (key, message) in problems {
+            let at = match key {
+                kz_state::config::StateKey::Backend => &raw.backend,
+                kz_state::config::StateKey::UrlEnv => &raw.url_env,
+                kz_state::config::StateKey::Schema => &raw.schema,
+                kz_state::config::StateKey::Retry => &raw.retry,
+            };
+            let d = match at {
+                Some(v) => Diagnostic::at(loc(src, v), message),
+                None => Diagnostic::in_file(&src.display, message),
+            };
+            self.error(d);
+        }
+        StateConfig { backend }
     }
 
     /// The module files of the stack: every `*.toml` but `stack.toml`, sorted by name.

@@ -2,20 +2,17 @@
 
 use std::path::Path;
 
-use kz_engine::model::StateBackendKind;
 use kz_engine::ops::Workspace;
 
-use crate::backend::open_backend;
+use crate::backend::{StateChoice, open_backend};
+use kz_state::BackendConfig;
 use kz_state::{LockInfo, State};
 
+use super::{CmdResult, Failure, OK, confirmed, lock, open};
 use crate::cli::{BackendChoice, StateCommand};
-use crate::commands::{confirmed, lock, open, state_error};
 use crate::output::Shell;
 
-const OK: i32 = 0;
-const FAILED: i32 = 1;
-
-pub async fn run(shell: &Shell, cmd: StateCommand, command_line: &str) -> i32 {
+pub(super) async fn run(shell: &Shell, cmd: StateCommand, command_line: &str) -> CmdResult {
     match cmd {
         StateCommand::List { dir } => list(shell, &dir).await,
         StateCommand::Show { dir, address } => show(shell, &dir, &address).await,
@@ -59,52 +56,38 @@ pub async fn run(shell: &Shell, cmd: StateCommand, command_line: &str) -> i32 {
 }
 
 /// The state, which must exist.
-async fn existing(shell: &Shell, ws: &Workspace) -> Option<State> {
-    match ws.backend.read().await {
-        Ok(Some(s)) => Some(s),
-        Ok(None) => {
-            shell.error(&format!(
-                "this stack has no state yet ({})",
-                ws.backend.describe()
-            ));
-            None
-        }
-        Err(e) => {
-            state_error(shell, &e);
-            None
-        }
-    }
+async fn existing(ws: &Workspace) -> Result<State, Failure> {
+    ws.backend
+        .read()
+        .await?
+        .ok_or_else(|| format!("this stack has no state yet ({})", ws.backend.describe()).into())
 }
 
-async fn list(shell: &Shell, dir: &Path) -> i32 {
-    let Some(ws) = open(shell, dir) else {
-        return FAILED;
-    };
+async fn list(shell: &Shell, dir: &Path) -> CmdResult {
+    let ws = open(shell, dir)?;
     match ws.backend.read().await {
         Ok(Some(s)) => {
             for addr in s.resources.keys() {
                 shell.outln(&shell.style.safe(addr));
             }
-            OK
+            Ok(OK)
         }
-        Ok(None) => OK,
-        Err(e) => state_error(shell, &e),
+        Ok(None) => Ok(OK),
+        Err(e) => Err(e.into()),
     }
 }
 
-async fn show(shell: &Shell, dir: &Path, address: &str) -> i32 {
-    let Some(ws) = open(shell, dir) else {
-        return FAILED;
-    };
+async fn show(shell: &Shell, dir: &Path, address: &str) -> CmdResult {
+    let ws = open(shell, dir)?;
     let state = match ws.backend.read().await {
         Ok(s) => s,
-        Err(e) => return state_error(shell, &e),
+        Err(e) => return Err(e.into()),
     };
     let Some(r) = state.as_ref().and_then(|s| s.resources.get(address)) else {
         shell.error(&format!(
             "`{address}` is not in the state (see kz state list)"
         ));
-        return FAILED;
+        return Err(Failure::Shown);
     };
     shell.outln(&shell.style.bold(&shell.style.safe(address)));
     shell.outln(&format!("  host:       {}", r.host));
@@ -121,7 +104,7 @@ async fn show(shell: &Shell, dir: &Path, address: &str) -> i32 {
         };
         shell.outln(&format!("  {k} = {}", shell.style.safe(&text)));
     }
-    OK
+    Ok(OK)
 }
 
 async fn rm(
@@ -130,20 +113,14 @@ async fn rm(
     addresses: &[String],
     timeout: std::time::Duration,
     command_line: &str,
-) -> i32 {
-    let Some(ws) = open(shell, dir) else {
-        return FAILED;
-    };
-    let Some(guard) = lock(shell, &ws, command_line, timeout).await else {
-        return FAILED;
-    };
-    let Some(mut state) = existing(shell, &ws).await else {
-        return FAILED;
-    };
+) -> CmdResult {
+    let ws = open(shell, dir)?;
+    let guard = lock(shell, &ws, command_line, timeout).await?;
+    let mut state = existing(&ws).await?;
     for a in addresses {
         if state.resources.remove(a).is_none() {
             shell.error(&format!("`{a}` is not in the state; nothing was removed"));
-            return FAILED;
+            return Err(Failure::Shown);
         }
     }
     if let Err(e) = ws
@@ -151,7 +128,7 @@ async fn rm(
         .write(&mut state, &LockInfo::current(command_line))
         .await
     {
-        return state_error(shell, &e);
+        return Err(e.into());
     }
     drop(guard);
     for a in addresses {
@@ -159,20 +136,18 @@ async fn rm(
             "Removed {a} from the state (the host was not touched)."
         ));
     }
-    OK
+    Ok(OK)
 }
 
-async fn history(shell: &Shell, dir: &Path) -> i32 {
-    let Some(ws) = open(shell, dir) else {
-        return FAILED;
-    };
+async fn history(shell: &Shell, dir: &Path) -> CmdResult {
+    let ws = open(shell, dir)?;
     let entries = match ws.backend.history().await {
         Ok(h) => h,
-        Err(e) => return state_error(shell, &e),
+        Err(e) => return Err(e.into()),
     };
     if entries.is_empty() {
         shell.outln("No stored version yet.");
-        return OK;
+        return Ok(OK);
     }
     shell.outln(&format!(
         "{:>6}  {:<20}  {:<12}  {}",
@@ -187,7 +162,7 @@ async fn history(shell: &Shell, dir: &Path) -> i32 {
             shell.style.safe(&e.who)
         ));
     }
-    OK
+    Ok(OK)
 }
 
 async fn rollback(
@@ -197,44 +172,36 @@ async fn rollback(
     yes: bool,
     timeout: std::time::Duration,
     command_line: &str,
-) -> i32 {
-    let Some(ws) = open(shell, dir) else {
-        return FAILED;
-    };
-    let Some(_guard) = lock(shell, &ws, command_line, timeout).await else {
-        return FAILED;
-    };
-    let Some(current) = existing(shell, &ws).await else {
-        return FAILED;
-    };
+) -> CmdResult {
+    let ws = open(shell, dir)?;
+    let _guard = lock(shell, &ws, command_line, timeout).await?;
+    let current = existing(&ws).await?;
     let mut old = match ws.backend.version(serial).await {
         Ok(Some(v)) => v,
         Ok(None) => {
             shell.error(&format!(
                 "no stored version with serial {serial} (see kz state history)"
             ));
-            return FAILED;
+            return Err(Failure::Shown);
         }
-        Err(e) => return state_error(shell, &e),
+        Err(e) => return Err(e.into()),
     };
     if old.lineage != current.lineage {
         shell.error(&format!(
             "version {serial} belongs to another lineage ({}) than the current state ({})",
             old.lineage, current.lineage
         ));
-        return FAILED;
+        return Err(Failure::Shown);
     }
     let summary = kz_state::summarize(Some(&current), &old);
-    if !confirmed(
+    confirmed(
         shell,
         yes,
         &format!(
             "Restore serial {serial} over the current serial {} ({summary} resources)? The hosts are not touched.",
             current.serial
         ),
-    ) {
-        return FAILED;
-    }
+    )?;
     // Written as the next serial, so history keeps the version it replaces.
     old.serial = current.serial;
     if let Err(e) = ws
@@ -242,13 +209,13 @@ async fn rollback(
         .write(&mut old, &LockInfo::current(command_line))
         .await
     {
-        return state_error(shell, &e);
+        return Err(e.into());
     }
     shell.outln(&format!(
         "Restored serial {serial} as serial {}. Run kz plan to see what the hosts need.",
         old.serial
     ));
-    OK
+    Ok(OK)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -260,24 +227,22 @@ async fn migrate(
     schema: Option<String>,
     timeout: std::time::Duration,
     command_line: &str,
-) -> i32 {
-    let Some(ws) = open(shell, dir) else {
-        return FAILED;
-    };
+) -> CmdResult {
+    let ws = open(shell, dir)?;
     let target_kind = match to {
-        BackendChoice::Local => StateBackendKind::Local,
+        BackendChoice::Local => BackendConfig::Local,
         BackendChoice::Postgres => {
             let schema = schema.clone().unwrap_or_else(|| "kz".into());
-            if !kz_state::postgres::valid_schema(&schema) {
+            if !kz_state::config::valid_schema(&schema) {
                 shell.error(&format!(
                     "invalid schema `{schema}`: lower-case letters, digits and `_`"
                 ));
-                return FAILED;
+                return Err(Failure::Shown);
             }
-            StateBackendKind::Postgres {
+            BackendConfig::Postgres {
                 url_env: url_env.clone(),
                 schema,
-                retry: std::time::Duration::from_secs(30),
+                retry: kz_state::config::DEFAULT_RETRY,
             }
         }
     };
@@ -286,28 +251,24 @@ async fn migrate(
             "the state is already on this backend ({})",
             ws.backend.describe()
         ));
-        return FAILED;
+        return Err(Failure::Shown);
     }
-    let target = match open_backend(&ws.stack, &target_kind) {
+    let target = match open_backend(&ws.stack, &StateChoice::Configured(target_kind.clone())) {
         Ok(b) => b,
         Err(e) => {
             shell.error(&e);
-            return FAILED;
+            return Err(Failure::Shown);
         }
     };
     let who = LockInfo::current(command_line);
-    let Some(_source_lock) = lock(shell, &ws, command_line, timeout).await else {
-        return FAILED;
-    };
+    let _source_lock = lock(shell, &ws, command_line, timeout).await?;
     let _target_lock = match target.lock(&who, timeout).await {
         Ok(l) => l,
-        Err(e) => return state_error(shell, &e),
+        Err(e) => return Err(e.into()),
     };
-    let Some(state) = existing(shell, &ws).await else {
-        return FAILED;
-    };
+    let state = existing(&ws).await?;
     if let Err(e) = target.import(&state, &who).await {
-        return state_error(shell, &e);
+        return Err(e.into());
     }
     // Verified: the copy reads back identical, same lineage and serial.
     match target.read().await {
@@ -317,16 +278,16 @@ async fn migrate(
                 "the copy in {} does not read back identical; stack.toml was not changed",
                 target.describe()
             ));
-            return FAILED;
+            return Err(Failure::Shown);
         }
-        Err(e) => return state_error(shell, &e),
+        Err(e) => return Err(e.into()),
     }
     if let Err(e) = switch_stack_toml(&ws.stack.dir.join("stack.toml"), &target_kind) {
         shell.error(&format!(
             "the state was copied to {} but stack.toml could not be updated: {e}",
             target.describe()
         ));
-        return FAILED;
+        return Err(Failure::Shown);
     }
     shell.outln(&format!(
         "Copied the state (lineage {}, serial {}) from {} to {}, verified it, and switched stack.toml to it.\nThe old copy was left in place; commit stack.toml.",
@@ -335,11 +296,11 @@ async fn migrate(
         ws.backend.describe(),
         target.describe()
     ));
-    OK
+    Ok(OK)
 }
 
 /// Rewrites the `[state]` table of stack.toml, keeping the rest of the file (comments included).
-fn switch_stack_toml(path: &Path, kind: &StateBackendKind) -> Result<(), String> {
+fn switch_stack_toml(path: &Path, kind: &BackendConfig) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let mut doc: toml_edit::DocumentMut = text
         .parse()
@@ -354,10 +315,10 @@ fn switch_stack_toml(path: &Path, kind: &StateBackendKind) -> Result<(), String>
         state.remove(k);
     }
     match kind {
-        StateBackendKind::Local | StateBackendKind::Lab => {
+        BackendConfig::Local => {
             state["backend"] = toml_edit::value("local");
         }
-        StateBackendKind::Postgres {
+        BackendConfig::Postgres {
             url_env, schema, ..
         } => {
             state["backend"] = toml_edit::value("postgres");
@@ -379,30 +340,26 @@ async fn push(
     force: bool,
     timeout: std::time::Duration,
     command_line: &str,
-) -> i32 {
-    let Some(ws) = open(shell, dir) else {
-        return FAILED;
-    };
+) -> CmdResult {
+    let ws = open(shell, dir)?;
     let bytes = match std::fs::read(file) {
         Ok(b) => b,
         Err(e) => {
             shell.error(&format!("cannot read {}: {e}", file.display()));
-            return FAILED;
+            return Err(Failure::Shown);
         }
     };
     let mut pushed: State = match serde_json::from_slice(&bytes) {
         Ok(s) => s,
         Err(e) => {
             shell.error(&format!("{} is not a kz state: {e}", file.display()));
-            return FAILED;
+            return Err(Failure::Shown);
         }
     };
-    let Some(_guard) = lock(shell, &ws, command_line, timeout).await else {
-        return FAILED;
-    };
+    let _guard = lock(shell, &ws, command_line, timeout).await?;
     let current = match ws.backend.read().await {
         Ok(c) => c,
-        Err(e) => return state_error(shell, &e),
+        Err(e) => return Err(e.into()),
     };
     if let Some(c) = &current {
         if c.lineage != pushed.lineage {
@@ -413,7 +370,7 @@ async fn push(
                 file.display(),
                 pushed.lineage
             ));
-            return FAILED;
+            return Err(Failure::Shown);
         }
         if c.serial != pushed.serial {
             if !force {
@@ -424,7 +381,7 @@ async fn push(
                     c.serial,
                     pushed.serial
                 ));
-                return FAILED;
+                return Err(Failure::Shown);
             }
             pushed.serial = c.serial;
         }
@@ -436,7 +393,7 @@ async fn push(
         .write(&mut pushed, &LockInfo::current(command_line))
         .await
     {
-        return state_error(shell, &e);
+        return Err(e.into());
     }
     if file == ws.rescue_path().as_path()
         || file.canonicalize().ok() == ws.rescue_path().canonicalize().ok()
@@ -449,5 +406,5 @@ async fn push(
         ws.backend.describe(),
         pushed.serial
     ));
-    OK
+    Ok(OK)
 }
