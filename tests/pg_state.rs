@@ -188,6 +188,39 @@ fn apply_stores_the_state_in_the_database_and_nothing_locally() {
 }
 
 #[test]
+fn the_lock_is_released_and_its_holder_row_removed_before_kz_exits() {
+    let pg = Postgres::start();
+    let s = pg_stack("release", &pg, "");
+    for i in 0..5 {
+        file_module(&s, &format!("v{i}"));
+        // Right after the previous command, without waiting for the lock: it must be free.
+        s.kz(&["apply", "DIR", "--yes", "--lock-timeout", "0s"])
+            .code(0)
+            .stdout_has("Apply: 1 applied");
+        assert_eq!(
+            pg.psql("SELECT count(*) FROM kz.locks WHERE stack = 'release'"),
+            "0",
+            "the holder row outlived kz"
+        );
+        assert_eq!(
+            pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+            "0",
+            "the advisory lock outlived kz"
+        );
+    }
+    // A lock dropped rather than released (state push) is released the same way.
+    let pushed = s.path().join("pushed.json");
+    std::fs::write(&pushed, db_document(&pg, "release").to_string()).expect("write");
+    s.kz(&["state", "push", "DIR", pushed.to_str().expect("utf8")])
+        .code(0);
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM kz.locks WHERE stack = 'release'"),
+        "0",
+        "the holder row outlived kz state push"
+    );
+}
+
+#[test]
 fn a_second_apply_fails_at_once_naming_the_holder_and_a_third_waits() {
     let pg = Postgres::start();
     let s = pg_stack("locked", &pg, "");
