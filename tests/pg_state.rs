@@ -412,6 +412,25 @@ check = "test -e @ROOT@/b"
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("stale state"), "{out}");
     assert!(out.contains("state.rescue.json"), "{out}");
+    // The database never went away: the message must not wait for it to come back.
+    assert!(!out.contains("once the database is back"), "{out}");
+    assert!(!out.contains("Once the database is back"), "{out}");
+    assert!(out.contains("kz state push --force"), "{out}");
+    // The rescue file holds the state and its hash key: `.kz` is private and git-ignored.
+    let kz_dir = s.path().join(".kz");
+    let mode = std::fs::metadata(&kz_dir)
+        .expect(".kz")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, ".kz mode {mode:o}");
+    assert_eq!(
+        std::fs::read_to_string(kz_dir.join(".gitignore"))
+            .unwrap_or_default()
+            .trim(),
+        "*",
+        ".kz has no .gitignore of `*`"
+    );
     assert!(s.at("a").exists());
     let doc = db_document(&pg, "broken");
     assert_eq!(

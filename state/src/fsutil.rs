@@ -19,7 +19,7 @@ pub(crate) const FILE_MODE: u32 = 0o600;
 ///
 /// An existing directory keeps its mode and an existing `.gitignore` its
 /// content: the user may have had reasons to change them.
-pub(crate) fn ensure_kz_dir(dir: &Path) -> Result<(), StateError> {
+pub fn ensure_kz_dir(dir: &Path) -> Result<(), StateError> {
     match DirBuilder::new().mode(DIR_MODE).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}

@@ -15,6 +15,10 @@ use tokio_postgres::{Client, Config, GenericClient};
 use crate::backend::{Backend, HeldLock, HistoryEntry, check_import, summarize};
 use crate::{LockInfo, State, StateError};
 
+/// How the message of a write refused by the compare-and-swap starts (another kz wrote the state
+/// since this one read it): the database was there all along, unlike a write that failed.
+pub const STALE_WRITE: &str = "stale state";
+
 /// How to reach the database, and where in it the states live.
 #[derive(Debug, Clone)]
 pub struct PgSettings {
@@ -212,7 +216,7 @@ impl PgBackend {
                     let lineage: String = r.get(1);
                     if serial != i64::try_from(state.serial).unwrap_or(-1) || lineage != state.lineage {
                         return Err(StateError::Conflict(format!(
-                            "stale state: the database holds serial {serial} (lineage {lineage}) but this kz read serial {} (lineage {}); another kz wrote it since. Run kz plan again",
+                            "{STALE_WRITE}: the database holds serial {serial} (lineage {lineage}) but this kz read serial {} (lineage {}); another kz wrote it since. Run kz plan again",
                             state.serial, state.lineage
                         )));
                     }
@@ -220,7 +224,7 @@ impl PgBackend {
                 }
                 None if state.serial != 0 => {
                     return Err(StateError::Conflict(format!(
-                        "stale state: the database holds no state for stack `{stack}` but this kz read serial {}; was it deleted? Push a copy with kz state push",
+                        "{STALE_WRITE}: the database holds no state for stack `{stack}` but this kz read serial {}; was it deleted? Push a copy with kz state push",
                         state.serial
                     )));
                 }
