@@ -188,6 +188,39 @@ fn apply_stores_the_state_in_the_database_and_nothing_locally() {
 }
 
 #[test]
+fn the_lock_is_released_and_its_holder_row_removed_before_kz_exits() {
+    let pg = Postgres::start();
+    let s = pg_stack("release", &pg, "");
+    for i in 0..5 {
+        file_module(&s, &format!("v{i}"));
+        // Right after the previous command, without waiting for the lock: it must be free.
+        s.kz(&["apply", "DIR", "--yes", "--lock-timeout", "0s"])
+            .code(0)
+            .stdout_has("Apply: 1 applied");
+        assert_eq!(
+            pg.psql("SELECT count(*) FROM kz.locks WHERE stack = 'release'"),
+            "0",
+            "the holder row outlived kz"
+        );
+        assert_eq!(
+            pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+            "0",
+            "the advisory lock outlived kz"
+        );
+    }
+    // A lock dropped rather than released (state push) is released the same way.
+    let pushed = s.path().join("pushed.json");
+    std::fs::write(&pushed, db_document(&pg, "release").to_string()).expect("write");
+    s.kz(&["state", "push", "DIR", pushed.to_str().expect("utf8")])
+        .code(0);
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM kz.locks WHERE stack = 'release'"),
+        "0",
+        "the holder row outlived kz state push"
+    );
+}
+
+#[test]
 fn a_second_apply_fails_at_once_naming_the_holder_and_a_third_waits() {
     let pg = Postgres::start();
     let s = pg_stack("locked", &pg, "");
@@ -379,6 +412,25 @@ check = "test -e @ROOT@/b"
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("stale state"), "{out}");
     assert!(out.contains("state.rescue.json"), "{out}");
+    // The database never went away: the message must not wait for it to come back.
+    assert!(!out.contains("once the database is back"), "{out}");
+    assert!(!out.contains("Once the database is back"), "{out}");
+    assert!(out.contains("kz state push --force"), "{out}");
+    // The rescue file holds the state and its hash key: `.kz` is private and git-ignored.
+    let kz_dir = s.path().join(".kz");
+    let mode = std::fs::metadata(&kz_dir)
+        .expect(".kz")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, ".kz mode {mode:o}");
+    assert_eq!(
+        std::fs::read_to_string(kz_dir.join(".gitignore"))
+            .unwrap_or_default()
+            .trim(),
+        "*",
+        ".kz has no .gitignore of `*`"
+    );
     assert!(s.at("a").exists());
     let doc = db_document(&pg, "broken");
     assert_eq!(

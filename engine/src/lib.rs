@@ -21,6 +21,7 @@ pub mod record;
 pub mod render;
 pub mod secrets;
 pub mod units;
+pub mod upload;
 
 /// `2 * bytes` random hex digits, for markers no output can forge.
 pub fn random_hex(bytes: usize) -> String {

@@ -103,12 +103,26 @@ impl StateSink for BackendSink<'_> {
         }
         let rescue = self.ws.rescue_path();
         let cause = self.degraded.clone().unwrap_or_default();
+        // `.kz` private and git-ignored, as the local backend makes it: the rescue file holds the
+        // state and its hash key. A failure shows in the write that follows.
+        let _ = kz_state::ensure_kz_dir(rescue.parent().unwrap_or(Path::new(".kz")));
         write_private_json(&rescue, state).map_err(|e| {
             format!(
                 "{cause}; and the rescue file {} could not be written either: {e}",
                 rescue.display()
             )
         })?;
+        if cause.starts_with(kz_state::postgres::STALE_WRITE) {
+            // The database answered: another kz wrote it since this one read it.
+            return Err(format!(
+                "{} refused the write ({cause}); the state of this apply is saved in {} instead. Check kz state history {}, then push it with kz state push --force {} {} or remove it",
+                self.ws.backend.describe(),
+                rescue.display(),
+                self.ws.stack.dir.display(),
+                self.ws.stack.dir.display(),
+                rescue.display()
+            ));
+        }
         Err(format!(
             "{} could not be written ({cause}); the state is saved in {} instead. Once the database is back, run: kz state push {} {}",
             self.ws.backend.describe(),

@@ -82,60 +82,6 @@ pub fn script_summary(script: &str) -> String {
     }
 }
 
-/// The shell script that writes its standard input to `path` atomically: a new temporary file in
-/// the same directory, created with the right mode, written and flushed to disk by `dd`, owner set,
-/// then renamed over the target. Without a mode or an owner, an existing file keeps its own, and a
-/// new one gets 0644.
-///
-/// It starts as few processes as it can (`dd`, `mv`, and `mkdir`/`chmod`/`chown` only when needed):
-/// over SSH on a busy host every process counts (see bench/README.md).
-pub fn upload_script(path: &str, opts: &UploadOptions) -> String {
-    let p = shell_quote(path);
-    let tmp = format!(".kz-upload.{}", crate::random_hex(6));
-    // `set -C` makes the shell create the temporary file exclusively (O_EXCL).
-    let mut s = format!(
-        "set -e\np={p}\nd=${{p%/*}}\nd=${{d:-/}}\n[ -d \"$d\" ] || mkdir -p -- \"$d\"\n\
-         t=\"$d/{tmp}\"\ntrap 'rm -f -- \"$t\"' EXIT\nset -C\n"
-    );
-    // The mode comes from the umask when it has no execute or special bits, else from chmod.
-    let chmod_after = match opts.mode {
-        Some(m) if m & !0o666 == 0 => {
-            s.push_str(&format!("umask {:03o}\n", 0o777 & !m));
-            None
-        }
-        Some(m) => {
-            s.push_str("umask 077\n");
-            Some(format!("chmod {m:04o} \"$t\"\n"))
-        }
-        None => {
-            s.push_str("umask 022\n");
-            Some("if [ -e \"$p\" ]; then chmod --reference=\"$p\" \"$t\"; fi\n".to_string())
-        }
-    };
-    s.push_str("dd bs=64K conv=fsync status=none > \"$t\"\n");
-    if let Some(c) = chmod_after {
-        s.push_str(&c);
-    }
-    match (&opts.owner, &opts.group) {
-        (None, None) => s.push_str("if [ -e \"$p\" ]; then chown --reference=\"$p\" \"$t\"; fi\n"),
-        (owner, group) => {
-            // What is not given is kept: start from the existing file's owner and group.
-            s.push_str("if [ -e \"$p\" ]; then chown --reference=\"$p\" \"$t\"; fi\n");
-            let spec = format!(
-                "{}:{}",
-                owner.as_deref().unwrap_or(""),
-                group.as_deref().unwrap_or("")
-            );
-            s.push_str(&format!(
-                "chown {} \"$t\"\n",
-                shell_quote(spec.trim_end_matches(':'))
-            ));
-        }
-    }
-    s.push_str("mv -f -- \"$t\" \"$p\"\ntrap - EXIT\n");
-    s
-}
-
 /// How kz runs commands and writes files on one host.
 #[async_trait]
 pub trait Transport: Send + Sync {
@@ -167,11 +113,7 @@ pub trait Transport: Send + Sync {
         opts: &UploadOptions,
     ) -> Result<(), TransportError> {
         let out = self
-            .run(CommandSpec {
-                script: upload_script(path, opts),
-                stdin: Some(bytes),
-                timeout: opts.timeout,
-            })
+            .run(crate::upload::upload_command(path, bytes, opts))
             .await?;
         if out.status == 0 {
             Ok(())

@@ -213,4 +213,76 @@ mod tests {
             .collect();
         assert!(leftovers.is_empty());
     }
+
+    #[tokio::test]
+    async fn upload_removes_leftovers_of_dead_and_zombie_uploads_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A zombie: a child that exited and is not reaped yet.
+        let mut zombie = std::process::Command::new("true").spawn().expect("spawn");
+        let zpid = zombie.id();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(format!("/proc/{zpid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+        {
+            assert!(std::time::Instant::now() < deadline, "no zombie");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let live = format!(".kz-upload.{}.0123456789ab", std::process::id());
+        let names = [
+            live.clone(),
+            format!(".kz-upload.{zpid}.0123456789ab"),
+            // Above Linux's largest pid_max (2^22): no process has it.
+            ".kz-upload.4194305.0123456789ab".to_string(),
+        ];
+        for n in &names {
+            std::fs::write(dir.path().join(n), "partial").expect("write");
+        }
+        let p = dir.path().join("f");
+        let opts = UploadOptions {
+            timeout: Duration::from_secs(5),
+            ..UploadOptions::default()
+        };
+        local()
+            .upload(p.to_str().expect("utf8"), b"new".to_vec(), &opts)
+            .await
+            .expect("upload");
+        let _ = zombie.wait();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec![live, "f".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn an_upload_whose_input_ends_early_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("f");
+        std::fs::write(&p, "old").expect("write");
+        let opts = UploadOptions {
+            timeout: Duration::from_secs(5),
+            ..UploadOptions::default()
+        };
+        let mut cmd = kz_engine::upload::upload_command(
+            p.to_str().expect("utf8"),
+            vec![b'x'; 100_000],
+            &opts,
+        );
+        // The input cut short, as by a killed kz or a dropped session.
+        if let Some(input) = cmd.stdin.as_mut() {
+            input.truncate(70_000);
+        }
+        let out = local().run(cmd).await.expect("run");
+        assert_ne!(out.status, 0);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("ended before its 100000 bytes"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read(&p).expect("read"), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
+    }
 }

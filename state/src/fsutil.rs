@@ -19,7 +19,7 @@ pub(crate) const FILE_MODE: u32 = 0o600;
 ///
 /// An existing directory keeps its mode and an existing `.gitignore` its
 /// content: the user may have had reasons to change them.
-pub(crate) fn ensure_kz_dir(dir: &Path) -> Result<(), StateError> {
+pub fn ensure_kz_dir(dir: &Path) -> Result<(), StateError> {
     match DirBuilder::new().mode(DIR_MODE).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
@@ -32,6 +32,45 @@ pub(crate) fn ensure_kz_dir(dir: &Path) -> Result<(), StateError> {
     Ok(())
 }
 
+/// Removes the temporary files that [`atomic_write`] left in `dir` when its process was killed
+/// (`kill -9` between the creation and the rename): `.NAME.PID.RANDOM.tmp` for one of `names`,
+/// whose process `PID` is gone. A live process (another kz writing now) keeps its file, and
+/// nothing is removed when `/proc` does not show this process itself (no way to tell). Failures
+/// are ignored: a leftover is harmless, and the write that matters must not fail for it.
+pub(crate) fn remove_stale_temporaries(dir: &Path, names: &[&str]) {
+    let me = std::process::id();
+    if !Path::new("/proc").join(me.to_string()).is_dir() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name.to_str().and_then(|n| temporary_pid(n, names)) else {
+            continue;
+        };
+        if pid != me && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The pid in the name of a temporary file of [`atomic_write`] for one of `names`.
+fn temporary_pid(file_name: &str, names: &[&str]) -> Option<u32> {
+    let rest = file_name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (rest, random) = rest.rsplit_once('.')?;
+    let (name, pid) = rest.rsplit_once('.')?;
+    if random.is_empty() || !random.bytes().all(|b| b.is_ascii_hexdigit()) || !names.contains(&name)
+    {
+        return None;
+    }
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
 /// Replaces `target` with `contents` so that a crash leaves either the old
 /// or the new file, never a mix: write a temporary file (mode 0600) next to
 /// it, fsync it, rename it over `target`, then fsync the directory so the
@@ -42,6 +81,8 @@ pub(crate) fn atomic_write(target: &Path, contents: &[u8]) -> Result<(), StateEr
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // Named after the target and this process, so that a later run can tell a leftover of a
+    // killed writer (`remove_stale_temporaries`).
     let tmp = dir.join(format!(
         ".{name}.{}.{}.tmp",
         std::process::id(),
@@ -91,5 +132,54 @@ fn random_suffix() -> String {
     match getrandom::fill(&mut bytes) {
         Ok(()) => hex::encode(bytes),
         Err(_) => "0".to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names_are_recognised_only_for_the_given_files() {
+        let names = ["state.json", "state.json.backup", ".gitignore"];
+        assert_eq!(
+            temporary_pid(".state.json.42.0123456789abcdef.tmp", &names),
+            Some(42)
+        );
+        assert_eq!(temporary_pid(".state.json.backup.7.0.tmp", &names), Some(7));
+        assert_eq!(temporary_pid("..gitignore.9.ab.tmp", &names), Some(9));
+        assert_eq!(temporary_pid(".other.json.42.ab.tmp", &names), None);
+        assert_eq!(temporary_pid(".state.json.4x.ab.tmp", &names), None);
+        assert_eq!(temporary_pid(".state.json.42.zz.tmp", &names), None);
+        assert_eq!(temporary_pid("state.json", &names), None);
+    }
+
+    #[test]
+    fn only_temporaries_of_dead_processes_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        // No process can have a pid above Linux's largest pid_max (2^22).
+        let dead = ".state.json.4194305.0123456789abcdef.tmp";
+        let mine = format!(".state.json.{}.0123456789abcdef.tmp", std::process::id());
+        let other = ".state.json.1.0123456789abcdef.tmp";
+        let foreign = ".notes.4194305.00.tmp";
+        for n in [dead, &mine, other, foreign, "state.json"] {
+            fs::write(dir.join(n), "x").unwrap();
+        }
+        remove_stale_temporaries(dir, &["state.json"]);
+        let mut left: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut expected = vec![
+            mine,
+            other.to_owned(),
+            foreign.to_owned(),
+            "state.json".to_owned(),
+        ];
+        expected.sort();
+        assert_eq!(left, expected);
     }
 }

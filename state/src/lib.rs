@@ -23,6 +23,7 @@ mod sys;
 pub use backend::{Backend, HeldLock, HistoryEntry, summarize};
 pub use config::BackendConfig;
 pub use error::StateError;
+pub use fsutil::ensure_kz_dir;
 pub use local::LocalBackend;
 pub use lock::{LockInfo, StateLock};
 pub use model::{AttrState, ModuleState, ResourceState, State, now_rfc3339};

@@ -5,7 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::fsutil::{atomic_write, ensure_kz_dir};
+use crate::fsutil::{atomic_write, ensure_kz_dir, remove_stale_temporaries};
 use crate::lock::{self, LockInfo, StateLock};
 use crate::model::{State, unsupported_version};
 use crate::{FORMAT_VERSION, StateError};
@@ -15,6 +15,8 @@ const KZ_DIR: &str = ".kz";
 const STATE_FILE: &str = "state.json";
 const BACKUP_FILE: &str = "state.json.backup";
 const LOCK_FILE: &str = "state.lock";
+/// The files written through temporary files, whose leftovers a later run removes.
+const WRITTEN: [&str; 3] = [STATE_FILE, BACKUP_FILE, ".gitignore"];
 
 /// Stores the state of one stack in files under `STACK_DIR/.kz`.
 #[derive(Debug, Clone)]
@@ -100,6 +102,8 @@ impl LocalBackend {
         json.push(b'\n');
 
         ensure_kz_dir(&self.dir)?;
+        // A writer killed between its temporary file and the rename left it behind.
+        remove_stale_temporaries(&self.dir, &WRITTEN);
         match fs::read(&path) {
             Ok(current) => atomic_write(&self.backup_path(), &current)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -15,6 +15,10 @@ use tokio_postgres::{Client, Config, GenericClient};
 use crate::backend::{Backend, HeldLock, HistoryEntry, check_import, summarize};
 use crate::{LockInfo, State, StateError};
 
+/// How the message of a write refused by the compare-and-swap starts (another kz wrote the state
+/// since this one read it): the database was there all along, unlike a write that failed.
+pub const STALE_WRITE: &str = "stale state";
+
 /// How to reach the database, and where in it the states live.
 #[derive(Debug, Clone)]
 pub struct PgSettings {
@@ -204,7 +208,7 @@ impl PgBackend {
                     let lineage: String = r.get(1);
                     if serial != i64::try_from(state.serial).unwrap_or(-1) || lineage != state.lineage {
                         return Err(StateError::Conflict(format!(
-                            "stale state: the database holds serial {serial} (lineage {lineage}) but this kz read serial {} (lineage {}); another kz wrote it since. Run kz plan again",
+                            "{STALE_WRITE}: the database holds serial {serial} (lineage {lineage}) but this kz read serial {} (lineage {}); another kz wrote it since. Run kz plan again",
                             state.serial, state.lineage
                         )));
                     }
@@ -212,7 +216,7 @@ impl PgBackend {
                 }
                 None if state.serial != 0 => {
                     return Err(StateError::Conflict(format!(
-                        "stale state: the database holds no state for stack `{stack}` but this kz read serial {}; was it deleted? Push a copy with kz state push",
+                        "{STALE_WRITE}: the database holds no state for stack `{stack}` but this kz read serial {}; was it deleted? Push a copy with kz state push",
                         state.serial
                     )));
                 }
@@ -280,19 +284,96 @@ fn make_tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StateError> {
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
-/// A held advisory lock: the session holding it lives as long as this value.
+/// How long releasing the lock may take before kz leaves it to the end of the session.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A held advisory lock: the session holding it lives as long as this value. Releasing it (or
+/// dropping it) unlocks explicitly and removes the holder row before returning: closing the
+/// session alone frees the lock only once the server notices, and a kz started right after
+/// would find it still held.
 struct PgLock {
-    client: Client,
+    client: Option<Client>,
+    keys: (i32, i32),
+    /// The `locks` table, qualified.
+    locks: String,
+    stack: String,
 }
 
-impl HeldLock for PgLock {
-    fn release(self: Box<Self>) -> Result<(), StateError> {
-        // Dropping the client closes its session, and PostgreSQL releases the lock with it.
+impl PgLock {
+    async fn unlock(&self, client: &Client) -> Result<(), StateError> {
+        let (k1, k2) = self.keys;
+        // The row first, while this session still holds the lock: a next holder's row is its own.
+        client
+            .execute(
+                &format!(
+                    "DELETE FROM {} WHERE stack = $1 AND backend_pid = pg_backend_pid()",
+                    self.locks
+                ),
+                &[&self.stack],
+            )
+            .await
+            .map_err(db)?;
+        client
+            .query_one("SELECT pg_advisory_unlock($1, $2)", &[&k1, &k2])
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
+    /// Unlocks now and closes the session. On a multi-threaded runtime (kz's) this waits for the
+    /// server, under [`RELEASE_TIMEOUT`]; elsewhere it can only start the unlock and let it finish
+    /// in the background.
+    fn release_now(&mut self) -> Result<(), StateError> {
+        let Some(client) = self.client.take() else {
+            return Ok(());
+        };
+        if client.is_closed() {
+            // The session is gone, and its lock with it.
+            return Ok(());
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return Ok(());
+        };
+        let lock = PgLock {
+            client: None,
+            keys: self.keys,
+            locks: self.locks.clone(),
+            stack: self.stack.clone(),
+        };
+        let work = async move {
+            let r = tokio::time::timeout(RELEASE_TIMEOUT, lock.unlock(&client)).await;
+            drop(client);
+            match r {
+                Ok(r) => r,
+                Err(_) => Err(StateError::Database(format!(
+                    "releasing the lock took more than {}s; it ends with the session",
+                    RELEASE_TIMEOUT.as_secs()
+                ))),
+            }
+        };
+        if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            tokio::task::block_in_place(|| rt.block_on(work))
+        } else {
+            drop(rt.spawn(work));
+            Ok(())
+        }
+    }
+}
+
+impl HeldLock for PgLock {
+    fn release(mut self: Box<Self>) -> Result<(), StateError> {
+        self.release_now()
+    }
+
     fn is_lost(&self) -> bool {
-        self.client.is_closed()
+        self.client.as_ref().is_none_or(Client::is_closed)
+    }
+}
+
+impl Drop for PgLock {
+    fn drop(&mut self) {
+        // A failure leaves the lock to the end of the session, as before: nothing to report.
+        let _ = self.release_now();
     }
 }
 
@@ -406,7 +487,12 @@ impl Backend for PgBackend {
                     )
                     .await
                     .map_err(db)?;
-                return Ok(Box::new(PgLock { client }));
+                return Ok(Box::new(PgLock {
+                    client: Some(client),
+                    keys: (k1, k2),
+                    locks: self.table("locks"),
+                    stack: self.settings.stack.clone(),
+                }));
             }
             if started.elapsed() >= timeout {
                 let holder = self
