@@ -112,7 +112,7 @@ impl StateSink for BackendSink<'_> {
                 rescue.display()
             )
         })?;
-        if cause.starts_with(kz_state::postgres::STALE_WRITE) {
+        if cause.starts_with(kz_state::STALE_WRITE) {
             // The database answered: another kz wrote it since this one read it.
             return Err(format!(
                 "{} refused the write ({cause}); the state of this apply is saved in {} instead. Check kz state history {}, then push it with kz state push --force {} {} or remove it",

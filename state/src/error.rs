@@ -84,3 +84,7 @@ fn describe_holder(holder: Option<&LockInfo>) -> String {
         None => "another process".to_owned(),
     }
 }
+
+/// How the message of a write refused by the compare-and-swap starts (another kz wrote the state
+/// since this one read it): the database was there all along, unlike a write that failed.
+pub const STALE_WRITE: &str = "stale state";

@@ -22,7 +22,7 @@ mod sys;
 
 pub use backend::{Backend, HeldLock, HistoryEntry, summarize};
 pub use config::BackendConfig;
-pub use error::StateError;
+pub use error::{STALE_WRITE, StateError};
 pub use fsutil::ensure_kz_dir;
 pub use local::LocalBackend;
 pub use lock::{LockInfo, StateLock};

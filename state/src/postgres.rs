@@ -15,9 +15,7 @@ use tokio_postgres::{Client, Config, GenericClient};
 use crate::backend::{Backend, HeldLock, HistoryEntry, check_import, summarize};
 use crate::{LockInfo, State, StateError};
 
-/// How the message of a write refused by the compare-and-swap starts (another kz wrote the state
-/// since this one read it): the database was there all along, unlike a write that failed.
-pub const STALE_WRITE: &str = "stale state";
+pub use crate::error::STALE_WRITE;
 
 /// How to reach the database, and where in it the states live.
 #[derive(Debug, Clone)]
