@@ -109,7 +109,7 @@ pub fn upload_script(path: &str, opts: &UploadOptions) -> String {
         }
         None => {
             s.push_str("umask 022\n");
-            Some("if [ -e \"$p\" ]; then chmod --reference=\"$p\" \"$t\"; fi\n".to_string())
+            Some("if [ -e \"$p\" ]; then chmod --reference=\"$p\" -- \"$t\"; fi\n".to_string())
         }
     };
     s.push_str("dd bs=64K conv=fsync status=none > \"$t\"\n");
@@ -117,17 +117,19 @@ pub fn upload_script(path: &str, opts: &UploadOptions) -> String {
         s.push_str(&c);
     }
     match (&opts.owner, &opts.group) {
-        (None, None) => s.push_str("if [ -e \"$p\" ]; then chown --reference=\"$p\" \"$t\"; fi\n"),
+        (None, None) => {
+            s.push_str("if [ -e \"$p\" ]; then chown --reference=\"$p\" -- \"$t\"; fi\n")
+        }
         (owner, group) => {
             // What is not given is kept: start from the existing file's owner and group.
-            s.push_str("if [ -e \"$p\" ]; then chown --reference=\"$p\" \"$t\"; fi\n");
+            s.push_str("if [ -e \"$p\" ]; then chown --reference=\"$p\" -- \"$t\"; fi\n");
             let spec = format!(
                 "{}:{}",
                 owner.as_deref().unwrap_or(""),
                 group.as_deref().unwrap_or("")
             );
             s.push_str(&format!(
-                "chown {} \"$t\"\n",
+                "chown -- {} \"$t\"\n",
                 shell_quote(spec.trim_end_matches(':'))
             ));
         }
