@@ -53,11 +53,9 @@ impl Shell {
     /// Secrets to mask in everything printed from now on.
     pub fn set_secrets(&self, secrets: Vec<String>) {
         // Text is escaped before it is printed (control characters, and non-ASCII in ASCII mode),
-        // so the escaped form of each secret is masked too.
-        let mut all = secrets.clone();
-        all.extend(secrets.iter().map(|s| self.style.safe(s)));
+        // so the escaped forms of each secret are masked too.
         if let Ok(mut r) = self.redactor.lock() {
-            *r = Redactor::new(all);
+            *r = Redactor::for_style(secrets, &self.style);
         }
     }
 

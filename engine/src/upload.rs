@@ -80,11 +80,11 @@ pub fn upload_script(path: &str, len: u64, digest_hex: &str, opts: &UploadOption
         }
         Some(m) => {
             s.push_str("umask 077\n");
-            Some(format!("chmod {m:04o} \"$t\"\n"))
+            Some(format!("chmod {m:04o} -- \"$t\"\n"))
         }
         None => {
             s.push_str("umask 022\n");
-            Some("if [ -e \"$p\" ]; then chmod --reference=\"$p\" \"$t\"; fi\n".to_string())
+            Some("if [ -e \"$p\" ]; then chmod --reference=\"$p\" -- \"$t\"; fi\n".to_string())
         }
     };
     // Exactly `len` bytes (fewer only if the input ends early), then the end line, read by the
@@ -100,17 +100,19 @@ pub fn upload_script(path: &str, len: u64, digest_hex: &str, opts: &UploadOption
         s.push_str(&c);
     }
     match (&opts.owner, &opts.group) {
-        (None, None) => s.push_str("if [ -e \"$p\" ]; then chown --reference=\"$p\" \"$t\"; fi\n"),
+        (None, None) => {
+            s.push_str("if [ -e \"$p\" ]; then chown --reference=\"$p\" -- \"$t\"; fi\n")
+        }
         (owner, group) => {
             // What is not given is kept: start from the existing file's owner and group.
-            s.push_str("if [ -e \"$p\" ]; then chown --reference=\"$p\" \"$t\"; fi\n");
+            s.push_str("if [ -e \"$p\" ]; then chown --reference=\"$p\" -- \"$t\"; fi\n");
             let spec = format!(
                 "{}:{}",
                 owner.as_deref().unwrap_or(""),
                 group.as_deref().unwrap_or("")
             );
             s.push_str(&format!(
-                "chown {} \"$t\"\n",
+                "chown -- {} \"$t\"\n",
                 shell_quote(spec.trim_end_matches(':'))
             ));
         }

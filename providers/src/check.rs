@@ -15,7 +15,6 @@ use kz_engine::load::declare::Template;
 use kz_engine::model::{Gate, Instance};
 use kz_engine::provider::{
     Applied, ApplyCtx, Declaration, Declared, MemberOutputs, Observation, Provider, ProviderError,
-    shell_quote,
 };
 use kz_engine::units::parse_duration;
 
@@ -94,12 +93,13 @@ impl Provider for CheckProvider {
     }
 
     fn probe(&self, inst: &Instance, _host: &str) -> Option<String> {
-        // Its own shell, so that its syntax cannot break the batch; the last lines of its output
+        // Its own shell, so that its syntax cannot break the batch, reading the command from
+        // standard input, so that a secret in it stays out of `ps`; the last lines of its output
         // are the evidence shown when it fails.
         let command = inst.text("command")?;
         Some(format!(
-            "o=$(sh -c {} 2>&1 </dev/null); s=$?\necho \"$s\"\nprintf '%s\\n' \"$o\" | tail -n 3",
-            shell_quote(command)
+            "o=$({}); s=$?\necho \"$s\"\nprintf '%s\\n' \"$o\" | tail -n 3",
+            crate::own_shell(command, " 2>&1")
         ))
     }
 

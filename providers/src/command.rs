@@ -14,7 +14,7 @@ use kz_engine::load::declare::Template;
 use kz_engine::model::{Instance, Value};
 use kz_engine::provider::{
     Applied, ApplyCtx, CommandSpec, Declaration, Declared, MemberOutputs, Observation, Provider,
-    ProviderError, Transport, shell_quote,
+    ProviderError, Transport,
 };
 use kz_engine::units::{format_duration, parse_duration};
 
@@ -147,11 +147,12 @@ impl Provider for CommandProvider {
     }
 
     fn probe(&self, inst: &Instance, _host: &str) -> Option<String> {
-        // The check runs in its own shell so that a syntax error in it cannot break the batch.
+        // The check runs in its own shell so that a syntax error in it cannot break the batch,
+        // reading it from standard input, so that a secret in it stays out of `ps`.
         let check = inst.text("check")?;
         Some(format!(
-            "sh -c {} >/dev/null 2>&1 </dev/null\necho $?",
-            shell_quote(check)
+            "{}echo $?",
+            crate::own_shell(check, " >/dev/null 2>&1")
         ))
     }
 

@@ -34,12 +34,15 @@ struct FileDecl {
     ensure: Option<Spanned<String>>,
 }
 
-/// A POSIX user or group name (letters, digits, `.`, `_`, `-`, not starting with `-`) or a
-/// number: anything else could be read as an option by `chown`.
+/// A POSIX user or group name (letters, digits, `.`, `_`, `-`, not starting with `-`, not only
+/// dots) or a number: anything else could be read as an option by `chown` (`--help` makes it
+/// print its help and succeed), or as no owner at all (`.`), and the plan would never converge.
+/// The `chown` calls end their options with `--` all the same.
 pub(crate) fn valid_owner(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
         && !s.starts_with('-')
+        && !s.chars().all(|c| c == '.')
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
@@ -131,7 +134,8 @@ fn declare_file(decl: &mut Declaration<'_>) -> Option<Declared> {
 }
 
 /// Cuts the output of `probe_batch` into what `probe` would have printed for each file: the class
-/// lines (`d`, `p`, `a`), one `stat` line per present file, one digest line per large file, then
+/// lines (`d` directory, `p` regular file, `a` absent; `f` FIFO, `s` socket, `c` device, which
+/// are never opened), one `stat` line per present file, one digest line per large file, then
 /// the small files' contents back to back, cut by the sizes `stat` gave.
 fn split_batch_read(count: usize, out: &ProbeOutput) -> Result<Vec<Vec<u8>>, String> {
     if out.status != 0 {
@@ -190,6 +194,9 @@ fn split_batch_read(count: usize, out: &ProbeOutput) -> Result<Vec<Vec<u8>>, Str
         .map(|((class, head), body)| {
             let mut stdout = match (class.as_str(), head) {
                 ("d", _) => b"directory\n".to_vec(),
+                ("f", _) => b"special fifo\n".to_vec(),
+                ("s", _) => b"special socket\n".to_vec(),
+                ("c", _) => b"special device\n".to_vec(),
                 (_, Some((h, _))) => format!("present {h}\n").into_bytes(),
                 _ => b"absent\n".to_vec(),
             };
@@ -272,10 +279,13 @@ impl Provider for FileProvider {
     fn probe(&self, inst: &Instance, _host: &str) -> Option<String> {
         let p = shell_quote(inst.text("path")?);
         Some(format!(
-            "p={p}\nif [ -d \"$p\" ]; then echo directory\nelif [ -e \"$p\" ]; then \
+            "p={p}\nif [ -d \"$p\" ]; then echo directory\nelif [ -f \"$p\" ]; then \
              s=$(stat -L -c '%a %s %u %g %U %G' -- \"$p\") || exit 1\necho \"present $s\"\n\
              set -- $s\nif [ \"$2\" -le {READ_LIMIT} ]; then cat -- \"$p\"; \
-             else sha256sum -- \"$p\" | cut -d' ' -f1; fi\nelse echo absent; fi"
+             else sha256sum -- \"$p\" | cut -d' ' -f1; fi\n\
+             elif [ -p \"$p\" ]; then echo special fifo\n\
+             elif [ -S \"$p\" ]; then echo special socket\n\
+             elif [ -e \"$p\" ]; then echo special device\nelse echo absent; fi"
         ))
     }
 
@@ -292,7 +302,9 @@ impl Provider for FileProvider {
         for inst in insts {
             let p = shell_quote(inst.text("path")?);
             s.push_str(&format!(
-                "if [ -d {p} ]; then echo d; elif [ -e {p} ]; then echo p; set -- \"$@\" {p}; else echo a; fi\n"
+                "if [ -d {p} ]; then echo d; elif [ -f {p} ]; then echo p; set -- \"$@\" {p}; \
+                 elif [ -p {p} ]; then echo f; elif [ -S {p} ]; then echo s; \
+                 elif [ -e {p} ]; then echo c; else echo a; fi\n"
             ));
         }
         s.push_str(&format!(
@@ -347,14 +359,14 @@ impl Provider for FileProvider {
         let p = shell_quote(path(inst)?);
         let mut script = String::from("set -e\n");
         if let Some(mode) = inst.text("mode") {
-            script.push_str(&format!("chmod {} -- {p}\n", shell_quote(mode)));
+            script.push_str(&format!("chmod -- {} {p}\n", shell_quote(mode)));
         }
         let owner = inst.text("owner").unwrap_or("");
         let group = inst.text("group").unwrap_or("");
         if !owner.is_empty() || !group.is_empty() {
             let spec = format!("{owner}:{group}");
             script.push_str(&format!(
-                "chown {} -- {p}\n",
+                "chown -- {} {p}\n",
                 shell_quote(spec.trim_end_matches(':'))
             ));
         }
@@ -396,6 +408,15 @@ fn observe_file(inst: &Instance, out: &ProbeOutput) -> Result<Observation, Strin
         Some("absent") => false,
         Some("present") => true,
         Some("directory") => return Err("the path is a directory".into()),
+        // Never opened: a FIFO would block the read, a device like /dev/zero never end it.
+        Some("special") => {
+            let kind = match fields.next() {
+                Some("fifo") => "a FIFO",
+                Some("socket") => "a socket",
+                _ => "a device",
+            };
+            return Err(format!("the path is {kind}: kz manages regular files"));
+        }
         _ => return Err(format!("unexpected answer `{head}`")),
     };
     if wants_absent(inst) {
@@ -447,4 +468,29 @@ fn observe_file(inst: &Instance, out: &ProbeOutput) -> Result<Observation, Strin
         attrs,
         note: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_owner;
+
+    #[test]
+    fn owners_are_names_or_numbers_never_options() {
+        for ok in ["root", "www-data", "_apt", "1000", "a.b"] {
+            assert!(valid_owner(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "--help",
+            "-1",
+            ".",
+            "..",
+            "a:b",
+            "a b",
+            "$(x)",
+            &"a".repeat(33),
+        ] {
+            assert!(!valid_owner(bad), "{bad}");
+        }
+    }
 }

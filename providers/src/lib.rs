@@ -99,6 +99,114 @@ impl TransportFactory for Transports {
     }
 }
 
+/// How a transport hands a script to `sh`: always on standard input, never as an argument, so that
+/// whatever secrets it holds stay out of the process list (`ps`, `/proc/PID/cmdline`), on the host
+/// as on this machine. Returns the arguments of `sh` (no secret in them) and the bytes to feed it.
+///
+/// Without input of its own, the script is all there is (`sh -s`), inside `{ } </dev/null` so
+/// that its commands still read nothing. With input, a fixed bootstrap (`sh -c` [`BOOTSTRAP`])
+/// first reads the script, framed by its line count, with the `read` builtin (which never reads
+/// past a newline), then runs it with `eval`: what remains on standard input is the script's
+/// input. One shell, one round trip, either way.
+pub(crate) fn shell_input(
+    script: &str,
+    stdin: Option<Vec<u8>>,
+) -> (&'static [&'static str], Vec<u8>) {
+    match stdin {
+        None => (
+            &["-s"],
+            format!("{{ {script}\n}} </dev/null\n").into_bytes(),
+        ),
+        Some(payload) => {
+            let mut text = script.to_string();
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            let lines = text.bytes().filter(|b| *b == b'\n').count();
+            let mut input = format!("{lines}\n{text}").into_bytes();
+            input.extend_from_slice(&payload);
+            (&["-c", BOOTSTRAP], input)
+        }
+    }
+}
+
+/// Reads a script of `N` lines from standard input (`N` on the first line) and runs it; the rest of
+/// standard input is left to the script. It holds no secret: it is the only text on the command line.
+pub(crate) const BOOTSTRAP: &str = "IFS= read -r kz_n || exit 125; kz_s=; \
+     while [ \"$kz_n\" -gt 0 ]; do IFS= read -r kz_l || exit 125; kz_s=\"$kz_s$kz_l\n\"; \
+     kz_n=$((kz_n-1)); done; unset kz_n kz_l; eval \"$kz_s\"";
+
+/// The most standard output a command may leave in memory; the rest is counted, not kept. A
+/// plan reads every small file of a host in one command, so this is large, but finite: a host
+/// that sends without end must not exhaust this machine's memory.
+pub(crate) const STDOUT_LIMIT: usize = 128 << 20;
+
+/// The most error output a command may leave in memory: messages only need its last lines.
+pub(crate) const STDERR_LIMIT: usize = 1 << 20;
+
+/// A command's output, kept up to a limit; what comes past it is counted.
+#[derive(Debug, Default)]
+pub(crate) struct Capped {
+    pub bytes: Vec<u8>,
+    limit: usize,
+    dropped: u64,
+}
+
+impl Capped {
+    pub fn new(limit: usize) -> Capped {
+        Capped {
+            bytes: Vec::new(),
+            limit,
+            dropped: 0,
+        }
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        let room = self.limit.saturating_sub(self.bytes.len());
+        let keep = data.len().min(room);
+        self.bytes.extend_from_slice(&data[..keep]);
+        self.dropped += (data.len() - keep) as u64;
+    }
+}
+
+/// Standard output and error as kept, with a last line on standard error telling what was
+/// dropped past the limits (a batched read then reports its missing sections with that line).
+pub(crate) fn kept_output(stdout: Capped, stderr: Capped) -> (Vec<u8>, Vec<u8>) {
+    let notes: Vec<String> = [("standard output", &stdout), ("error output", &stderr)]
+        .iter()
+        .filter(|(_, c)| c.dropped > 0)
+        .map(|(name, c)| {
+            format!(
+                "kz: {} bytes of {name} past the first {} KiB were not kept\n",
+                c.dropped,
+                c.limit >> 10
+            )
+        })
+        .collect();
+    let mut err = stderr.bytes;
+    if !notes.is_empty() && !err.is_empty() && !err.ends_with(b"\n") {
+        err.push(b'\n');
+    }
+    for n in notes {
+        err.extend_from_slice(n.as_bytes());
+    }
+    (stdout.bytes, err)
+}
+
+/// A command line that runs `script` in a shell of its own (so its syntax cannot break the
+/// script around it), the script on that shell's standard input as a here-document, never as an
+/// argument: a check holding a secret must not show in `ps`. Its commands read nothing
+/// (`</dev/null`). `redirect` goes right after `sh` (`>/dev/null 2>&1`); the text ends with the
+/// here-document's closing line.
+pub(crate) fn own_shell(script: &str, redirect: &str) -> String {
+    // A delimiter that is no line of the script, so the here-document ends where kz says.
+    let mut delim = String::from("KZ_EOF");
+    while script.lines().any(|l| l == delim) {
+        delim.push('_');
+    }
+    format!("sh{redirect} <<'{delim}'\n{{ {script}\n}} </dev/null\n{delim}\n")
+}
+
 /// The last lines of a command's error output, for error messages.
 pub(crate) fn tail(bytes: &[u8], lines: usize) -> String {
     let text = String::from_utf8_lossy(bytes);

@@ -1,22 +1,26 @@
-//! The `local` transport: commands run on the machine that runs kz, through `sh -c`.
+//! The `local` transport: commands run on the machine that runs kz, through `sh`, the script on its
+//! standard input, in a clean environment.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use kz_engine::model::Host;
 use kz_engine::provider::{CommandOutput, CommandSpec, Transport, TransportError, script_summary};
 
 use crate::sys::kill_group;
+use crate::{Capped, STDERR_LIMIT, STDOUT_LIMIT, kept_output, shell_input};
 
 #[derive(Debug)]
 pub struct LocalTransport {
     host: String,
     command_timeout: Duration,
     max_sessions: usize,
+    /// How much standard output and error output a command may leave in memory.
+    output_limits: (usize, usize),
 }
 
 impl LocalTransport {
@@ -26,8 +30,38 @@ impl LocalTransport {
             command_timeout: host.ssh.command_timeout,
             // Local commands are cheap to start; the machine's cores are the real limit.
             max_sessions: 16,
+            output_limits: (STDOUT_LIMIT, STDERR_LIMIT),
         }
     }
+
+    /// The same transport with other limits on the output kept in memory.
+    #[must_use]
+    pub fn with_output_limits(mut self, stdout: usize, stderr: usize) -> LocalTransport {
+        self.output_limits = (stdout, stderr);
+        self
+    }
+}
+
+/// What a local command keeps of kz's environment (besides `LC_ALL=C`, which kz sets): what a
+/// login over SSH would give it, and no more.
+const KEPT_ENV: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "TZ"];
+
+/// The search path when kz itself has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Reads a pipe to its end, keeping what the limit allows and counting the rest.
+async fn read_capped(pipe: Option<&mut (impl AsyncRead + Unpin)>, limit: usize) -> Capped {
+    let mut kept = Capped::new(limit);
+    if let Some(p) = pipe {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match p.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => kept.push(&buf[..n]),
+            }
+        }
+    }
+    kept
 }
 
 /// Kills the command's whole process group if it is dropped before the command ended
@@ -57,17 +91,21 @@ impl Transport for LocalTransport {
     }
 
     async fn run(&self, cmd: CommandSpec) -> Result<CommandOutput, TransportError> {
-        // Without input of its own, the script travels on stdin (inside `{ } </dev/null`, so its
-        // commands still read nothing), keeping whatever secrets it holds out of `ps`.
-        let (args, input) = match cmd.stdin {
-            Some(bytes) => (vec!["-c", cmd.script.as_str()], bytes),
-            None => (
-                vec!["-s"],
-                format!("{{ {}\n}} </dev/null\n", cmd.script).into_bytes(),
-            ),
-        };
-        let mut child = Command::new("sh")
-            .args(&args)
+        // The script travels on stdin, keeping whatever secrets it holds out of `ps`.
+        let (args, input) = shell_input(&cmd.script, cmd.stdin);
+        let mut command = Command::new("sh");
+        command.args(args).env_clear();
+        // A clean environment: kz's own (`KZ_SECRET_*`, API tokens, database URLs) would be
+        // readable in `/proc/PID/environ` by every process of the command.
+        for (k, v) in std::env::vars_os() {
+            if k.to_str().is_some_and(|k| KEPT_ENV.contains(&k)) {
+                command.env(k, v);
+            }
+        }
+        if std::env::var_os("PATH").is_none() {
+            command.env("PATH", DEFAULT_PATH);
+        }
+        let mut child = command
             .env("LC_ALL", "C")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -80,6 +118,7 @@ impl Transport for LocalTransport {
         let stdin = child.stdin.take();
         let mut stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
+        let (out_limit, err_limit) = self.output_limits;
         let work = async move {
             let feed = async move {
                 if let Some(mut pipe) = stdin {
@@ -89,20 +128,8 @@ impl Transport for LocalTransport {
                     let _ = pipe.shutdown().await;
                 }
             };
-            let read_out = async {
-                let mut buf = Vec::new();
-                if let Some(p) = stdout.as_mut() {
-                    let _ = p.read_to_end(&mut buf).await;
-                }
-                buf
-            };
-            let read_err = async {
-                let mut buf = Vec::new();
-                if let Some(p) = stderr.as_mut() {
-                    let _ = p.read_to_end(&mut buf).await;
-                }
-                buf
-            };
+            let read_out = read_capped(stdout.as_mut(), out_limit);
+            let read_err = read_capped(stderr.as_mut(), err_limit);
             let ((), out, err, status) = tokio::join!(feed, read_out, read_err, child.wait());
             (out, err, status)
         };
@@ -110,6 +137,7 @@ impl Transport for LocalTransport {
             Ok((stdout, stderr, status)) => {
                 guard.0 = None;
                 let status = status.map_err(|e| TransportError::Io(format!("wait: {e}")))?;
+                let (stdout, stderr) = kept_output(stdout, stderr);
                 Ok(CommandOutput {
                     stdout,
                     stderr,
@@ -166,6 +194,65 @@ mod tests {
         assert_eq!(out.stdout, b"in\xff");
         assert_eq!(out.stderr, b"err\n");
         assert_eq!(out.status, 3);
+    }
+
+    #[tokio::test]
+    async fn a_script_with_input_arrives_whole_and_its_input_after_it() {
+        // Backslashes, leading blanks, quotes, a last line without a newline: all kept.
+        let script = "a='x\\y'\n  b=\"$a z\"\nprintf '%s|' \"$b\"; cat; printf '|%s' \"$0\"";
+        let out = local()
+            .run(spec(script, Some(b"payload\nmore"), Duration::from_secs(5)))
+            .await
+            .expect("runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "x\\y z|payload\nmore|sh"
+        );
+        assert_eq!(out.status, 0, "{}", String::from_utf8_lossy(&out.stderr));
+        let empty = local()
+            .run(spec("", Some(b"x"), Duration::from_secs(5)))
+            .await
+            .expect("runs");
+        assert_eq!(empty.status, 0);
+    }
+
+    #[tokio::test]
+    async fn output_past_the_limit_is_counted_not_kept() {
+        let out = local()
+            .with_output_limits(1000, 100)
+            .run(spec(
+                "head -c 5000 /dev/zero; head -c 300 /dev/zero | tr '\\0' e >&2",
+                None,
+                Duration::from_secs(5),
+            ))
+            .await
+            .expect("runs");
+        assert_eq!(out.stdout.len(), 1000);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with(&"e".repeat(100)), "{err}");
+        assert!(
+            err.contains("kz: 4000 bytes of standard output past the first 0 KiB were not kept"),
+            "{err}"
+        );
+        assert!(err.contains("kz: 200 bytes of error output"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_owner_that_looks_like_an_option_is_not_read_as_one() {
+        // `chown --help` prints its help and exits 0: the upload would "succeed", unowned.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let opts = UploadOptions {
+            owner: Some("--help".into()),
+            timeout: Duration::from_secs(5),
+            ..UploadOptions::default()
+        };
+        let err = local()
+            .upload(path.to_str().expect("utf8"), b"x".to_vec(), &opts)
+            .await
+            .expect_err("`--help` is no user");
+        assert!(err.to_string().contains("invalid user"), "{err}");
+        assert!(!path.exists());
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ use kz_engine::provider::{
     CommandOutput, CommandSpec, Transport, TransportError, script_summary, shell_quote,
 };
 
+use crate::{Capped, STDERR_LIMIT, STDOUT_LIMIT, kept_output, shell_input};
 use connect::{Client, after, handshake};
 
 /// How many handshakes may run at once through one jump host: OpenSSH's `MaxStartups 10:30:100`
@@ -40,6 +41,8 @@ pub struct SshTransport {
     connections: AtomicUsize,
     /// Kills of aborted commands still on their way to the host.
     cleanups: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// How much standard output and error output a command may leave in memory.
+    output_limits: (usize, usize),
 }
 
 impl std::fmt::Debug for SshTransport {
@@ -67,7 +70,15 @@ impl SshTransport {
             conn: OnceCell::new(),
             connections: AtomicUsize::new(0),
             cleanups: Arc::new(Mutex::new(Vec::new())),
+            output_limits: (STDOUT_LIMIT, STDERR_LIMIT),
         }
+    }
+
+    /// The same transport with other limits on the output kept in memory.
+    #[must_use]
+    pub fn with_output_limits(mut self, stdout: usize, stderr: usize) -> SshTransport {
+        self.output_limits = (stdout, stderr);
+        self
     }
 
     fn client(&self, capture: Option<Arc<Mutex<Option<PublicKey>>>>) -> Client {
@@ -179,24 +190,15 @@ impl SshTransport {
         // Non-interactive, no rc files, C locale; `timeout` kills the whole process group on the
         // host, which frees the session slot (closing the channel alone would not). The shell
         // first reports its pid, which `timeout` inherits through `exec` and makes its process
-        // group: an abort kills that group. Without input of its own, the script travels on
-        // stdin (inside `{ } </dev/null`, so its commands still read nothing), keeping whatever
-        // secrets it holds out of the host's process list.
-        let (wrapped, stdin) = match cmd.stdin {
-            Some(bytes) => (
-                format!(
-                    "printf 'kz-pid:%s\\n' \"$$\" >&2; LC_ALL=C exec timeout -k 5 {secs} sh -c {}",
-                    shell_quote(&cmd.script)
-                ),
-                bytes,
-            ),
-            None => (
-                format!(
-                    "printf 'kz-pid:%s\\n' \"$$\" >&2; LC_ALL=C exec timeout -k 5 {secs} sh -s"
-                ),
-                format!("{{ {}\n}} </dev/null\n", cmd.script).into_bytes(),
-            ),
-        };
+        // group: an abort kills that group. The script always travels on stdin (see
+        // `shell_input`), keeping whatever secrets it holds out of the host's process list.
+        let (args, stdin) = shell_input(&cmd.script, cmd.stdin);
+        let args: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+        let wrapped = format!(
+            "printf 'kz-pid:%s\\n' \"$$\" >&2; LC_ALL=C exec timeout -k 5 {secs} sh {}",
+            args.join(" ")
+        );
+        let (out_limit, err_limit) = self.output_limits;
         let started = Instant::now();
         let pid = Arc::new(Mutex::new(None::<u32>));
         let mut guard = AbortGuard {
@@ -226,25 +228,34 @@ impl SshTransport {
                     status: -1,
                     ..CommandOutput::default()
                 };
+                // Kept up to the limits; the rest is counted.
+                let mut kept_out = Capped::new(out_limit);
+                let mut kept_err = Capped::new(err_limit);
                 let mut got_status = false;
                 let mut pid_seen = false;
                 while let Some(msg) = reader.wait().await {
                     match msg {
-                        ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                        ChannelMsg::Data { data } => kept_out.push(&data),
                         ChannelMsg::ExtendedData { data, ext: 1 } => {
-                            out.stderr.extend_from_slice(&data);
-                            if !pid_seen
-                                && let Some(nl) = out.stderr.iter().position(|b| *b == b'\n')
-                            {
+                            if pid_seen {
+                                kept_err.push(&data);
+                                continue;
+                            }
+                            // The pid line comes first, and short: it is taken out before the
+                            // limit applies.
+                            let mut head = std::mem::take(&mut kept_err.bytes);
+                            head.extend_from_slice(&data);
+                            if let Some(nl) = head.iter().position(|b| *b == b'\n') {
                                 pid_seen = true;
-                                let line = String::from_utf8_lossy(&out.stderr[..nl]).into_owned();
+                                let line = String::from_utf8_lossy(&head[..nl]).into_owned();
                                 if let Some(p) = line.strip_prefix("kz-pid:") {
                                     if let Ok(mut slot) = pid.lock() {
                                         *slot = p.trim().parse().ok();
                                     }
-                                    out.stderr.drain(..=nl);
+                                    head.drain(..=nl);
                                 }
                             }
+                            kept_err.push(&head);
                         }
                         ChannelMsg::ExitStatus { exit_status } => {
                             out.status = i32::try_from(exit_status).unwrap_or(-1);
@@ -255,6 +266,7 @@ impl SshTransport {
                         _ => {}
                     }
                 }
+                (out.stdout, out.stderr) = kept_output(kept_out, kept_err);
                 (out, got_status)
             };
             tokio::pin!(read);
