@@ -22,7 +22,7 @@ use crate::model::{
 };
 use crate::provider::Providers;
 use crate::secrets::Secrets;
-use crate::units::parse_duration;
+use crate::units::{DurationError, duration};
 use serde::Deserialize;
 
 /// Reads variables for `${env.*}` and `${secret.*}`; the real environment in production,
@@ -615,14 +615,8 @@ impl Loader<'_> {
         };
         let retry = match &raw.retry {
             None => std::time::Duration::from_secs(30),
-            Some(r) => parse_duration(r.get_ref()).unwrap_or_else(|| {
-                self.error(Diagnostic::at(
-                    loc(src, r),
-                    format!(
-                        "invalid duration `{}`: expected a number and a unit, e.g. 500ms, 30s, 10m, 1h",
-                        r.get_ref()
-                    ),
-                ));
+            Some(r) => duration(r.get_ref()).unwrap_or_else(|e| {
+                self.error(Diagnostic::at(loc(src, r), e.to_string()));
                 std::time::Duration::from_secs(30)
             }),
         };
@@ -798,15 +792,13 @@ impl Loader<'_> {
             (&raw.keepalive, &mut s.keepalive),
         ] {
             if let Some(d) = field {
-                match parse_duration(d.get_ref()) {
-                    Some(v) if !v.is_zero() => *target = v,
-                    _ => self.diags.push(Diagnostic::at(
+                match duration(d.get_ref()) {
+                    Ok(v) if !v.is_zero() => *target = v,
+                    Ok(_) => self.diags.push(Diagnostic::at(
                         loc(src, d),
-                        format!(
-                            "invalid duration `{}`: expected a number and a unit, e.g. 500ms, 30s, 10m, 1h",
-                            d.get_ref()
-                        ),
+                        DurationError::Invalid(d.get_ref().clone()).to_string(),
                     )),
+                    Err(e) => self.diags.push(Diagnostic::at(loc(src, d), e.to_string())),
                 }
             }
         }
