@@ -8,6 +8,7 @@ mod decide;
 mod read;
 mod select;
 
+pub(crate) use read::panic_message;
 pub use read::{batch_script, split_batch};
 pub use select::{matches_target, select};
 

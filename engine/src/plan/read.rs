@@ -269,7 +269,11 @@ pub(crate) fn task_failure(e: tokio::task::JoinError) -> String {
     if !e.is_panic() {
         return "the task was cancelled".into();
     }
-    let payload = e.into_panic();
+    panic_message(e.into_panic().as_ref())
+}
+
+/// A panic's payload as the message of an error.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     let message = payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_string())
