@@ -234,6 +234,5 @@ pub enum BackendChoice {
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    kz_engine::units::parse_duration(s)
-        .ok_or_else(|| format!("invalid duration `{s}`: expected e.g. 0s, 30s, 5m"))
+    kz_engine::units::duration(s).map_err(|e| e.to_string())
 }

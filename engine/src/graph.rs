@@ -160,10 +160,12 @@ impl DepGraph {
     }
 }
 
-/// Graphviz DOT of a stack: one cluster per module, instances as nodes, module order as dashed edges.
+/// Graphviz DOT of a stack: one cluster per module, instances as nodes, module order as dashed
+/// edges between clusters (`ltail`/`lhead`, which Graphviz honours only with `compound=true`).
 pub fn to_dot(instances: &[Instance], modules: &BTreeMap<String, Module>) -> String {
-    let mut out =
-        String::from("digraph kz {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
+    let mut out = String::from(
+        "digraph kz {\n  rankdir=LR;\n  compound=true;\n  node [shape=box, fontname=\"monospace\"];\n",
+    );
     let mut by_module: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
     for m in modules.keys() {
         by_module.entry(m).or_default();
@@ -194,4 +196,27 @@ pub fn to_dot(instances: &[Instance], modules: &BTreeMap<String, Module>) -> Str
     }
     out.push_str("}\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_edges_end_at_the_clusters() {
+        let modules = BTreeMap::from([
+            ("10_a".to_string(), Module::default()),
+            (
+                "20_b".to_string(),
+                Module {
+                    depends_on: vec!["10_a".into()],
+                    ..Module::default()
+                },
+            ),
+        ]);
+        let dot = to_dot(&[], &modules);
+        assert!(dot.contains("lhead=\"cluster_20_b\""), "{dot}");
+        // Without it, Graphviz ignores ltail/lhead and the edge ends in empty space.
+        assert!(dot.contains("  compound=true;\n"), "{dot}");
+    }
 }

@@ -182,9 +182,10 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Writes a plan for `kz apply PLANFILE`, readable by its owner only.
+/// Writes a plan for `kz apply PLANFILE`, readable by its owner only. What the hosts hold is
+/// never written: the `before` side of every change goes in as a digest (see [`for_file`]).
 pub fn write_plan_file(path: &Path, plan: &Plan) -> Result<(), String> {
-    let json = serde_json::to_vec_pretty(plan).map_err(|e| e.to_string())?;
+    let json = serde_json::to_vec_pretty(&for_file(plan)).map_err(|e| e.to_string())?;
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -195,6 +196,34 @@ pub fn write_plan_file(path: &Path, plan: &Plan) -> Result<(), String> {
     f.write_all(&json)
         .and_then(|()| f.write_all(b"\n"))
         .map_err(|e| format!("cannot write plan file {}: {e}", path.display()))
+}
+
+/// A plan as a file holds it: the values read from the hosts (or recorded) replaced by their
+/// digest. A host file may hold a secret that its declared content does not name, so nothing
+/// masks it: only the digest leaves the process. Numbers and booleans stay; the values the stack
+/// declares (`after`) are written as they are (secret ones are masked already).
+pub fn for_file(plan: &Plan) -> Plan {
+    let mut plan = plan.clone();
+    for c in &mut plan.changes {
+        for a in &mut c.attributes {
+            if let Some(b) = &mut a.before {
+                *b = digest_value(b);
+            }
+        }
+    }
+    plan
+}
+
+fn digest_value(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    let bytes = match v {
+        J::String(s) if s == "(sensitive)" || s == "(known after apply)" => return v.clone(),
+        J::Object(o) if o.contains_key("sha256") && o.contains_key("size") => return v.clone(),
+        J::Null | J::Bool(_) | J::Number(_) => return v.clone(),
+        J::String(s) => s.as_bytes().to_vec(),
+        other => other.to_string().into_bytes(),
+    };
+    serde_json::to_value(crate::model::ContentDigest::of(&bytes)).unwrap_or(J::Null)
 }
 
 pub fn read_plan_file(path: &Path) -> Result<Plan, String> {
@@ -287,6 +316,8 @@ pub fn destroy_plan(ws: &Workspace, state: &State, targets: &[String]) -> Plan {
         refreshed: false,
         targets: targets.to_vec(),
         warnings: Vec::new(),
+        removed_modules: Vec::new(),
+        unverified: Vec::new(),
         gates: Vec::new(),
         summary: Summary {
             delete: changes.len(),

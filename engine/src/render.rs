@@ -138,6 +138,19 @@ fn render_gates(out: &mut String, plan: &Plan, style: &Style) {
 /// The human form of a plan, host by host, in the style of `terraform plan`.
 pub fn render_plan(plan: &Plan, style: &Style) -> String {
     let mut out = String::new();
+    for m in &plan.removed_modules {
+        let _ = writeln!(
+            out,
+            "\n{} module `{}` is no longer in the stack: this plan deletes {} (its file was removed, renamed, or could not be read)",
+            style.red("warning:"),
+            style.safe(&m.module),
+            if m.deletes == 1 {
+                "its only instance".to_string()
+            } else {
+                format!("all {} of its instances", m.deletes)
+            }
+        );
+    }
     let mut place: Option<String> = None;
     for c in &plan.changes {
         let here = c.place();
@@ -160,9 +173,17 @@ pub fn render_plan(plan: &Plan, style: &Style) -> String {
     for w in &plan.warnings {
         let _ = writeln!(out, "\n{} {}", style.yellow("warning:"), style.safe(w));
     }
+    render_unverified(&mut out, plan, style);
     render_gates(&mut out, plan, style);
     out.push('\n');
-    if plan.changes.is_empty() {
+    let unverified = plan.unverified.len();
+    if plan.changes.is_empty() && unverified > 0 {
+        let _ = writeln!(
+            out,
+            "No changes found, but {unverified} instance{} could not be compared: set the secrets and plan again.",
+            plural(unverified)
+        );
+    } else if plan.changes.is_empty() {
         if plan.errors.is_empty() {
             out.push_str("No changes. The hosts match the stack.\n");
         } else {
@@ -180,6 +201,13 @@ pub fn render_plan(plan: &Plan, style: &Style) -> String {
             s.delete,
             s.adopt
         );
+        if unverified > 0 {
+            let _ = writeln!(
+                out,
+                "{unverified} more instance{} could not be compared: set the secrets and plan again.",
+                plural(unverified)
+            );
+        }
     }
     if plan.refreshed && (plan.read.hosts > 0 || plan.read.api_reads > 0) {
         let mut read = Vec::new();
@@ -206,6 +234,32 @@ pub fn render_plan(plan: &Plan, style: &Style) -> String {
         );
     }
     out
+}
+
+/// The instances a plan could not compare, above everything else it concludes.
+fn render_unverified(out: &mut String, plan: &Plan, style: &Style) {
+    if plan.unverified.is_empty() {
+        return;
+    }
+    let n = plan.unverified.len();
+    let _ = writeln!(
+        out,
+        "\n{} {n} instance{} could not be compared with the hosts: {} secrets that are not set, so whether {} changed is not known:",
+        style.yellow("not compared:"),
+        plural(n),
+        if n == 1 { "it uses" } else { "they use" },
+        if n == 1 { "it" } else { "they" },
+    );
+    for u in &plan.unverified {
+        let attrs: Vec<String> = u.attributes.iter().map(|a| format!("`{a}`")).collect();
+        let _ = writeln!(
+            out,
+            "  {} {} ({})",
+            style.yellow("?"),
+            style.safe(&u.address),
+            style.safe(&attrs.join(", "))
+        );
+    }
 }
 
 fn plural(n: usize) -> &'static str {

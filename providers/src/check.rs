@@ -16,7 +16,7 @@ use kz_engine::model::{Gate, Instance};
 use kz_engine::provider::{
     Applied, ApplyCtx, Declaration, Declared, MemberOutputs, Observation, Provider, ProviderError,
 };
-use kz_engine::units::parse_duration;
+use kz_engine::units::duration;
 
 #[derive(Debug)]
 pub struct CheckProvider;
@@ -55,8 +55,8 @@ fn declare_check(decl: &mut Declaration<'_>) -> Option<Declared> {
         (&d.deadline, &mut gate.deadline),
     ] {
         if let Some(v) = field {
-            match parse_duration(v.get_ref()) {
-                Some(t) if t <= MAX_DEADLINE => *target = t,
+            match duration(v.get_ref()) {
+                Ok(t) if t <= MAX_DEADLINE => *target = t,
                 _ => decl.error(
                     v,
                     format!(

@@ -16,7 +16,7 @@ use kz_engine::provider::{
     Applied, ApplyCtx, CommandSpec, Declaration, Declared, MemberOutputs, Observation, Provider,
     ProviderError, Transport,
 };
-use kz_engine::units::{format_duration, parse_duration};
+use kz_engine::units::{DurationError, duration, format_duration, parse_duration};
 
 #[derive(Debug)]
 pub struct CommandProvider;
@@ -61,19 +61,17 @@ fn declare_command(decl: &mut Declaration<'_>) -> Option<Declared> {
         attrs.push(("triggers".into(), Template::Map(m)));
     }
     if let Some(t) = &d.timeout {
-        match parse_duration(t.get_ref()) {
-            Some(v) if !v.is_zero() => attrs.push((
+        match duration(t.get_ref()) {
+            Ok(v) if !v.is_zero() => attrs.push((
                 "timeout".into(),
                 Template::Value(Value::Text(format_duration(v))),
             )),
-            _ => {
-                decl.error(
-                    t,
-                    format!(
-                        "invalid duration `{}`: expected a number and a unit, e.g. 500ms, 30s, 10m, 1h",
-                        t.get_ref()
-                    ),
-                );
+            Ok(_) => {
+                decl.error(t, DurationError::Invalid(t.get_ref().clone()).to_string());
+                return None;
+            }
+            Err(e) => {
+                decl.error(t, e.to_string());
                 return None;
             }
         }

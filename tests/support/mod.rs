@@ -151,6 +151,39 @@ impl TestStack {
         Run::from(self.command(args).output().expect("run kz"))
     }
 
+    /// Like [`TestStack::kz`], without the given environment variables (a secret unset for one
+    /// run).
+    pub fn kz_without(&self, vars: &[&str], args: &[&str]) -> Run {
+        let mut c = self.command(args);
+        for v in vars {
+            c.env_remove(v);
+        }
+        Run::from(c.output().expect("run kz"))
+    }
+
+    /// Like [`TestStack::kz`], but kz is killed and the test fails when it runs longer than
+    /// `limit`: for inputs that used to hang.
+    pub fn kz_within(&self, limit: std::time::Duration, args: &[&str]) -> Run {
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kz");
+        let start = std::time::Instant::now();
+        loop {
+            if child.try_wait().expect("wait for kz").is_some() {
+                return Run::from(child.wait_with_output().expect("kz output"));
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("kz {} ran longer than {limit:?}", args.join(" "));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     pub fn state(&self) -> serde_json::Value {
         let text = std::fs::read_to_string(self.path().join(".kz/state.json")).expect("state file");
         serde_json::from_str(&text).expect("state is valid JSON")

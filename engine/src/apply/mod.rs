@@ -508,7 +508,24 @@ impl Ctx<'_> {
                 cancel,
             );
             let started = Instant::now();
-            let outcome = execute(provider.as_ref(), job, &cx).await;
+            // A provider that panics fails its own change, with the message, so that the
+            // change is reported by address and what waits on it is not attempted.
+            let outcome = {
+                let mut run = Box::pin(execute(provider.as_ref(), job, &cx));
+                std::future::poll_fn(|task| {
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run.as_mut().poll(task)
+                    })) {
+                        Ok(std::task::Poll::Ready(r)) => std::task::Poll::Ready(r),
+                        Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+                        Err(payload) => std::task::Poll::Ready(Err(ProviderError::new(
+                            job.action.verb(),
+                            crate::plan::panic_message(payload.as_ref()),
+                        ))),
+                    }
+                })
+                .await
+            };
             finished.elapsed = started.elapsed();
             finished.outcome = Some(outcome);
             finished

@@ -20,7 +20,7 @@ use crate::model::{Host, Module, SshSettings, Stack, StateConfig, TransportKind}
 use crate::overlay::HostOverlay;
 use crate::provider::Providers;
 use crate::secrets::Secrets;
-use crate::units::parse_duration;
+use crate::units::{DurationError, duration};
 use serde::Deserialize;
 
 /// Reads variables for `${env.*}` and `${secret.*}`; the real environment in production,
@@ -583,19 +583,16 @@ impl Loader<'_> {
                 backend: kz_state::BackendConfig::default(),
             };
         };
-        let retry = raw.retry.as_ref().and_then(|r| {
-            let d = parse_duration(r.get_ref());
-            if d.is_none() {
-                self.error(Diagnostic::at(
-                    loc(src, r),
-                    format!(
-                        "invalid duration `{}`: expected a number and a unit, e.g. 500ms, 30s, 10m, 1h",
-                        r.get_ref()
-                    ),
-                ));
-            }
-            d
-        });
+        let retry = raw
+            .retry
+            .as_ref()
+            .and_then(|r| match duration(r.get_ref()) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.error(Diagnostic::at(loc(src, r), e.to_string()));
+                    None
+                }
+            });
         fn text(v: &Option<Spanned<String>>) -> Option<&str> {
             v.as_ref().map(|v| v.get_ref().as_str())
         }
@@ -784,15 +781,13 @@ impl Loader<'_> {
             (&raw.keepalive, &mut s.keepalive),
         ] {
             if let Some(d) = field {
-                match parse_duration(d.get_ref()) {
-                    Some(v) if !v.is_zero() => *target = v,
-                    _ => self.diags.push(Diagnostic::at(
+                match duration(d.get_ref()) {
+                    Ok(v) if !v.is_zero() => *target = v,
+                    Ok(_) => self.diags.push(Diagnostic::at(
                         loc(src, d),
-                        format!(
-                            "invalid duration `{}`: expected a number and a unit, e.g. 500ms, 30s, 10m, 1h",
-                            d.get_ref()
-                        ),
+                        DurationError::Invalid(d.get_ref().clone()).to_string(),
                     )),
+                    Err(e) => self.diags.push(Diagnostic::at(loc(src, d), e.to_string())),
                 }
             }
         }

@@ -10,7 +10,28 @@ use crate::model::{Attr, AttrValue, Instance};
 use crate::provider::Observation;
 use crate::record::same;
 
-/// The change for one declared instance, or `None` when it is in sync.
+/// The attributes of an instance that exists that could not be compared: their value uses a
+/// secret that is not set. Such an instance is never called in sync, nor a match.
+pub(super) fn uncompared(
+    inst: &Instance,
+    recorded: Option<&BTreeMap<String, Attr>>,
+    observed: Option<&Observation>,
+) -> Vec<String> {
+    if !observed.map_or(recorded.is_some(), |o| o.exists) {
+        return Vec::new();
+    }
+    inst.attrs
+        .iter()
+        .filter(|(k, a)| {
+            a.value == AttrValue::Unknown
+                && (observed.is_some_and(|o| o.attrs.contains_key(*k)) || recorded.is_some())
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// The change for one declared instance, or `None` when it is in sync (or, for the attributes
+/// [`uncompared`] names, when nothing else differs).
 pub(super) fn decide(
     inst: &Instance,
     force_new: &[&str],
@@ -118,11 +139,24 @@ pub(super) fn decide(
     match (recorded.is_some(), changed.is_empty()) {
         (true, true) => None,
         (true, false) => Some(change(Action::Update, None, changed)),
-        (false, true) => Some(change(
-            Action::Adopt,
-            Some("exists and matches; apply records it without touching it".into()),
-            Vec::new(),
-        )),
+        (false, true) => {
+            let not_compared = uncompared(inst, recorded, observed);
+            let reason = if not_compared.is_empty() {
+                "exists and matches; apply records it without touching it".to_string()
+            } else {
+                let names: Vec<String> = not_compared.iter().map(|k| format!("`{k}`")).collect();
+                format!(
+                    "exists; {} not compared: {} a secret that is not set",
+                    names.join(", "),
+                    if names.len() == 1 {
+                        "it uses"
+                    } else {
+                        "they use"
+                    }
+                )
+            };
+            Some(change(Action::Adopt, Some(reason), Vec::new()))
+        }
         (false, false) => Some(change(
             Action::Update,
             Some("exists on the host but is not managed by kz yet".into()),

@@ -8,6 +8,7 @@ mod decide;
 mod read;
 mod select;
 
+pub(crate) use read::panic_message;
 pub use read::{batch_script, split_batch};
 pub use select::{matches_target, select};
 
@@ -99,6 +100,22 @@ pub struct GateStatus {
     pub will_run: bool,
 }
 
+/// An instance that exists but whose attributes could not all be compared, because they use a
+/// secret that is not set: the plan cannot say whether it changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unverified {
+    pub address: String,
+    /// The attributes not compared.
+    pub attributes: Vec<String>,
+}
+
+/// A module gone from the stack, and how many instances of it the plan deletes (all it has).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedModule {
+    pub module: String,
+    pub deletes: usize,
+}
+
 /// A host or an instance that could not be read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanError {
@@ -116,6 +133,10 @@ pub struct Summary {
     pub delete: usize,
     pub adopt: usize,
     pub no_op: usize,
+    /// Instances that could not be compared (see [`Plan::unverified`]), counted in no change
+    /// field above unless something else of theirs changes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unverified: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,7 +176,16 @@ pub struct Plan {
     pub targets: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Modules the state holds but the stack no longer declares, whose every instance this plan
+    /// deletes: a module file removed, renamed, or no longer read is said loudly, above the
+    /// changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_modules: Vec<RemovedModule>,
     pub changes: Vec<Change>,
+    /// Instances whose attributes use secrets that are not set, so they could not be compared:
+    /// whether they changed is not known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unverified: Vec<Unverified>,
     /// The health checks that gate what depends on them, as read now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<GateStatus>,
@@ -174,8 +204,10 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether the plan has changes, or cannot rule them out (instances not compared):
+    /// `--detailed-exitcode` never says "no changes" about what it did not compare.
     pub fn has_changes(&self) -> bool {
-        !self.changes.is_empty()
+        !self.changes.is_empty() || !self.unverified.is_empty()
     }
 }
 
@@ -287,6 +319,7 @@ pub async fn plan(
     let mut gates = Vec::new();
     let mut summary = Summary::default();
     let mut unknown_used = false;
+    let mut unverified = Vec::new();
     for (i, inst) in instances.iter().enumerate() {
         if !selected[i] {
             continue;
@@ -311,13 +344,21 @@ pub async fn plan(
             });
             continue;
         }
-        let recorded = state.and_then(|s| s.resources.get(&addr));
+        let recorded = state.and_then(|s| s.resources.get(&addr)).map(read_attrs);
+        let observed = reads.observations.get(&i);
+        let not_compared = decide::uncompared(inst, recorded.as_ref(), observed);
+        if !not_compared.is_empty() {
+            unverified.push(Unverified {
+                address: addr.clone(),
+                attributes: not_compared,
+            });
+        }
         let decision = decide::decide(
             inst,
             provider.force_new(),
             state,
-            recorded.map(read_attrs).as_ref(),
-            reads.observations.get(&i),
+            recorded.as_ref(),
+            observed,
             replace.contains(addr.as_str()),
         );
         unknown_used |= inst.attrs.values().any(|a| a.value == AttrValue::Unknown);
@@ -329,6 +370,30 @@ pub async fn plan(
             }
         }
     }
+    let mut removed_modules: Vec<RemovedModule> = Vec::new();
+    for (_, r) in &deletes {
+        if stack.modules.contains_key(&r.module) {
+            continue;
+        }
+        match removed_modules.iter_mut().find(|m| m.module == r.module) {
+            Some(m) => m.deletes += 1,
+            None => removed_modules.push(RemovedModule {
+                module: r.module.clone(),
+                deletes: 1,
+            }),
+        }
+    }
+    // With --target, a module may lose only some of its instances: that is no removed module.
+    removed_modules.retain(|m| {
+        state.is_some_and(|s| {
+            s.resources
+                .values()
+                .filter(|r| r.module == m.module)
+                .count()
+                == m.deletes
+        })
+    });
+    removed_modules.sort_by(|a, b| a.module.cmp(&b.module));
     for (addr, r) in deletes {
         let mut c = delete_change(addr, r, Some("no longer in the stack".into()));
         c.service = service_of(runtime, &c.kind, c.host.is_none() && c.members.is_empty());
@@ -345,6 +410,7 @@ pub async fn plan(
             Action::Verify => {}
         }
     }
+    summary.unverified = unverified.len();
     mark_gates_below_changes(stack, &graph, &changes, &mut gates);
     let mut warnings = Vec::new();
     if unknown_used {
@@ -365,7 +431,9 @@ pub async fn plan(
         refreshed: opts.refresh,
         targets: opts.targets.clone(),
         warnings,
+        removed_modules,
         changes,
+        unverified,
         gates,
         errors: reads.errors,
         summary,

@@ -55,8 +55,8 @@ pub(super) async fn read_all(
     observe_all(instances, host_outputs, runtime, &mut reads);
     while let Some(joined) = api_reads.join_next_with_id().await {
         let (id, results) = match joined {
-            Ok((id, results)) => (id, results),
-            Err(e) => (e.id(), None),
+            Ok((id, results)) => (id, results.ok_or(None)),
+            Err(e) => (e.id(), Err(Some(task_failure(e)))),
         };
         let Some(indices) = api_tasks.remove(&id) else {
             continue;
@@ -64,11 +64,17 @@ pub(super) async fn read_all(
         reads.stats.api_reads += 1;
         // Every instance gets an observation or an error: one left unread would be planned as
         // if it did not exist.
-        let mut results = results.unwrap_or_default().into_iter();
+        let (results, failure) = match results {
+            Ok(r) => (r, None),
+            Err(failure) => (Vec::new(), failure),
+        };
+        let mut results = results.into_iter();
         for i in indices {
-            let result = results
-                .next()
-                .unwrap_or_else(|| Err("the provider's read gave no answer".to_string()));
+            let result = results.next().unwrap_or_else(|| {
+                Err(failure
+                    .clone()
+                    .unwrap_or_else(|| "the provider's read gave no answer".to_string()))
+            });
             record(&mut reads, &instances[i], None, i, result);
         }
     }
@@ -160,6 +166,7 @@ async fn read_hosts(
 ) -> Vec<HostRead> {
     let limit = Arc::new(Semaphore::new(parallelism.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
+    let mut spawned = HashMap::new();
     let mut out = Vec::new();
     for (host_name, probes) in by_host {
         let Some(host) = stack.hosts.get(host_name) else {
@@ -183,7 +190,9 @@ async fn read_hosts(
         let timeout = host.ssh.command_timeout;
         let limit = Arc::clone(&limit);
         let host = host_name.to_string();
-        tasks.spawn(async move {
+        let task_label = label.clone();
+        let task = tasks.spawn(async move {
+            let label = task_label;
             let _permit = limit.acquire_owned().await;
             let nonce = crate::random_hex(8);
             let script = batch_script(&nonce, scripts.iter().map(String::as_str));
@@ -216,19 +225,28 @@ async fn read_hosts(
                     Err(format!("{label}: {step}{e}"))
                 }
             };
-            (host, label, sections, outputs, connections)
+            (outputs, connections)
         });
+        spawned.insert(task.id(), (host, label, sections));
     }
-    while let Some(joined) = tasks.join_next().await {
-        let Ok((host, label, sections, outputs, connections)) = joined else {
-            reads.errors.push(PlanError {
-                host: String::new(),
-                address: None,
-                message: "a host's read panicked".into(),
-            });
+    while let Some(joined) = tasks.join_next_with_id().await {
+        let (id, result) = match joined {
+            Ok((id, r)) => (id, Ok(r)),
+            Err(e) => (e.id(), Err(e)),
+        };
+        let Some((host, label, sections)) = spawned.remove(&id) else {
             continue;
         };
-        reads.stats.hosts += 1;
+        // A read that panicked fails its host with a message: its instances are not planned
+        // (planned unread, they would look absent, or in sync).
+        let (outputs, connections) = match result {
+            Ok(r) => r,
+            Err(e) => (Err(format!("{label}: read: {}", task_failure(e))), 0),
+        };
+        // Only a host that answered was read; a failed attempt is still a round trip.
+        if outputs.is_ok() {
+            reads.stats.hosts += 1;
+        }
         reads.stats.round_trips += 1;
         reads.stats.connections += connections;
         let (outputs, missing) = match outputs {
@@ -244,6 +262,24 @@ async fn read_hosts(
         });
     }
     out
+}
+
+/// Why a task ended without a result: a panic, with its message, or a cancellation.
+pub(crate) fn task_failure(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return "the task was cancelled".into();
+    }
+    panic_message(e.into_panic().as_ref())
+}
+
+/// A panic's payload as the message of an error.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("kz panicked (a bug, please report it): {message}")
 }
 
 /// Turns what the hosts printed into observations: batches and single probes at once, groups
@@ -430,5 +466,186 @@ mod tests {
             Some((Vec::new(), 3))
         );
         assert!(s[2].is_none());
+    }
+}
+
+#[cfg(test)]
+mod panics {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+
+    use crate::model::{Address, Attr, Host, Instance, SshSettings, Stack, TransportKind, Value};
+    use crate::plan::{PlanOptions, Runtime, plan};
+    use crate::provider::{
+        Applied, ApplyCtx, CommandOutput, CommandSpec, Declaration, Declared, MemberOutputs,
+        Observation, Provider, ProviderError, Providers, Transport, TransportError,
+        TransportFactory,
+    };
+
+    /// A resource type whose probe is `true` and that exists whenever its host answers.
+    struct Probe;
+
+    #[async_trait]
+    impl Provider for Probe {
+        fn kind(&self) -> &'static str {
+            "probe"
+        }
+        fn declare(&self, _: &mut Declaration<'_>) -> Option<Declared> {
+            None
+        }
+        fn probe(&self, _: &Instance, _: &str) -> Option<String> {
+            Some("true".into())
+        }
+        fn observe(&self, _: &Instance, _: &MemberOutputs) -> Result<Observation, String> {
+            Ok(Observation {
+                exists: true,
+                attrs: BTreeMap::from([("v".to_string(), Value::Text("x".into()))]),
+                note: None,
+            })
+        }
+        async fn create(&self, _: &ApplyCtx) -> Result<Applied, ProviderError> {
+            unreachable!()
+        }
+        async fn update(&self, _: &ApplyCtx) -> Result<Applied, ProviderError> {
+            unreachable!()
+        }
+        async fn delete(&self, _: &ApplyCtx) -> Result<(), ProviderError> {
+            unreachable!()
+        }
+    }
+
+    /// `ok` answers, `refused` cannot be reached, `broken` panics while reading.
+    struct Hosts;
+
+    struct Fake(String);
+
+    #[async_trait]
+    impl Transport for Fake {
+        fn host(&self) -> &str {
+            &self.0
+        }
+        fn max_sessions(&self) -> usize {
+            1
+        }
+        fn command_timeout(&self) -> std::time::Duration {
+            std::time::Duration::from_secs(5)
+        }
+        async fn run(&self, cmd: CommandSpec) -> Result<CommandOutput, TransportError> {
+            match self.0.as_str() {
+                "broken" => panic!("deadline overflow"),
+                "refused" => Err(TransportError::Connect("connection refused".into())),
+                _ => {
+                    // Answers the one probe (`true`) of the batch as a shell would: no output.
+                    let nonce = cmd
+                        .script
+                        .split("'KZ-")
+                        .nth(1)
+                        .and_then(|r| r.split("-BEGIN-0'").next())
+                        .expect("a batch of one probe");
+                    Ok(CommandOutput {
+                        stdout: format!("KZ-{nonce}-BEGIN-0\n\nKZ-{nonce}-END-0 0\n").into_bytes(),
+                        stderr: Vec::new(),
+                        status: 0,
+                    })
+                }
+            }
+        }
+    }
+
+    impl TransportFactory for Hosts {
+        fn transport(&self, host: &Host) -> Result<Arc<dyn Transport>, TransportError> {
+            Ok(Arc::new(Fake(host.name.clone())))
+        }
+    }
+
+    fn stack() -> Stack {
+        let names = ["broken", "ok", "refused"];
+        let hosts = names
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    Host {
+                        name: n.to_string(),
+                        address: format!("{n}.invalid"),
+                        labels: BTreeMap::new(),
+                        settings: BTreeMap::new(),
+                        transport: TransportKind::Ssh,
+                        ssh: SshSettings::default(),
+                    },
+                )
+            })
+            .collect();
+        let instances = names
+            .iter()
+            .map(|n| Instance {
+                address: Address {
+                    module: "m".into(),
+                    kind: "probe".into(),
+                    name: "p".into(),
+                    host: Some(n.to_string()),
+                },
+                members: vec![n.to_string()],
+                attrs: BTreeMap::from([("v".to_string(), Attr::plain(Value::Text("x".into())))]),
+                depends_on: Vec::new(),
+                outputs: BTreeMap::new(),
+                gate: None,
+            })
+            .collect();
+        Stack {
+            name: "s".into(),
+            description: None,
+            dir: ".".into(),
+            parallelism: None,
+            state: crate::model::StateConfig {
+                backend: crate::model::StateBackendKind::Local,
+            },
+            hosts,
+            modules: BTreeMap::new(),
+            instances,
+            digest: String::new(),
+            secrets: Default::default(),
+        }
+    }
+
+    /// Issue 11, items 9 and 26: a read that panics fails its host with a message (before, the
+    /// error named no host, so the host's instances were planned unread), and only hosts that
+    /// answered count as read (before, "Read 3 hosts").
+    #[tokio::test]
+    async fn a_read_that_panics_fails_its_host_and_only_answers_count() {
+        let runtime = Runtime {
+            providers: Providers::new(vec![Arc::new(Probe)]),
+            transports: Arc::new(Hosts),
+        };
+        let p = plan(&stack(), None, &PlanOptions::default(), &runtime)
+            .await
+            .expect("plan");
+        let broken = p
+            .errors
+            .iter()
+            .find(|e| e.host == "broken")
+            .unwrap_or_else(|| panic!("no error for host broken: {:?}", p.errors));
+        assert!(
+            broken.message.contains("panicked") && broken.message.contains("deadline overflow"),
+            "{}",
+            broken.message
+        );
+        assert!(
+            p.errors.iter().any(|e| e.host == "refused"),
+            "{:?}",
+            p.errors
+        );
+        assert!(
+            p.errors.iter().all(|e| !e.host.is_empty()),
+            "{:?}",
+            p.errors
+        );
+        // Neither unread host's instance is planned; the one read is adopted.
+        let planned: Vec<&str> = p.changes.iter().map(|c| c.address.as_str()).collect();
+        assert_eq!(planned, ["m.probe.p[ok]"], "{:?}", p.changes);
+        assert_eq!(p.read.hosts, 1, "{:?}", p.read);
+        assert_eq!(p.read.round_trips, 3, "{:?}", p.read);
     }
 }

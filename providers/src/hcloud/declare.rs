@@ -8,7 +8,7 @@ use std::time::Duration;
 use kz_engine::load::declare::{Declaration, Declared, Template};
 use kz_engine::load::suggest;
 use kz_engine::model::{Host, Value};
-use kz_engine::units::parse_duration;
+use kz_engine::units::{DurationError, duration};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -351,8 +351,12 @@ fn lb_health(
         (&d.timeout, &mut out.timeout),
     ] {
         if let Some(v) = field {
-            match parse_duration(v.get_ref()) {
-                Some(t) if t >= Duration::from_secs(1) && t.subsec_millis() == 0 => *target = t,
+            match duration(v.get_ref()) {
+                Ok(t) if t >= Duration::from_secs(1) && t.subsec_millis() == 0 => *target = t,
+                Err(e @ DurationError::TooLong(_)) => {
+                    decl.error(v, e.to_string());
+                    return None;
+                }
                 _ => {
                     decl.error(
                         v,
