@@ -693,7 +693,7 @@ mod tests {
             diags: Diagnostics::default(),
             digest: sha2::Sha256::new(),
             env: &env,
-            lab: None,
+            overlay: None,
             providers: &providers,
         };
         let (mut copy, mut resolve) = (std::time::Duration::MAX, std::time::Duration::MAX);

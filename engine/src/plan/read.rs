@@ -600,13 +600,14 @@ mod panics {
             dir: ".".into(),
             parallelism: None,
             state: crate::model::StateConfig {
-                backend: crate::model::StateBackendKind::Local,
+                backend: kz_state::BackendConfig::Local,
             },
             hosts,
             modules: BTreeMap::new(),
             instances,
             digest: String::new(),
             secrets: Default::default(),
+            left_out: Default::default(),
         }
     }
 
