@@ -3,9 +3,11 @@
 
 pub mod context;
 mod gate;
+mod jobs;
+mod outcome;
 mod schedule;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,11 +18,11 @@ use tokio::task::JoinSet;
 use kz_state::{ModuleState, State};
 
 use crate::graph::{DepGraph, Node};
-use crate::model::{AttrValue, Instance, Stack};
+use crate::model::Stack;
 use crate::plan::{Action, Plan, Runtime};
 use crate::provider::{Applied, ApplyCtx, Provider, ProviderError};
-use crate::record::{instance_from_state, record_instance};
 use context::HostPool;
+use jobs::Job;
 use schedule::Schedule;
 
 /// Progress of an apply, sent to the output layer, which alone draws it.
@@ -114,28 +116,6 @@ impl ApplyReport {
     }
 }
 
-/// A unit of work: one change of one instance.
-struct Job {
-    address: String,
-    action: Action,
-    instance: Instance,
-    /// For replace: the instance as recorded, whose remains are removed first.
-    previous: Option<Instance>,
-    changed: Vec<String>,
-    /// It could not be read during the plan: it fails at once, without being tried.
-    unreadable: Option<Unreadable>,
-    /// A gate that passed when planned runs again only if something above it changed.
-    gate_passed_in_plan: bool,
-}
-
-/// Why an instance could not be read during the plan.
-#[derive(Debug, Clone)]
-struct Unreadable {
-    message: String,
-    /// Its whole host was unreachable (the summary lists the host).
-    host_unreachable: bool,
-}
-
 /// A job back from its task. Its concurrency permits travel back with it and are released only
 /// once its outcome is saved: so at most `parallelism` changes are ever done or running without
 /// being recorded.
@@ -190,36 +170,8 @@ pub async fn apply(
         saved,
         halt: watch::channel(false).0,
     };
-    let by_address: HashMap<String, usize> = stack
-        .instances
-        .iter()
-        .enumerate()
-        .map(|(i, inst)| (inst.address.to_string(), i))
-        .collect();
-
     // Phase 1: deletions, dependents before their dependencies.
-    let mut delete_instances = Vec::new();
-    let mut delete_jobs = Vec::new();
-    for c in plan.changes.iter().filter(|c| c.action == Action::Delete) {
-        let Some(recorded) = ctx.state.resources.get(&c.address) else {
-            continue;
-        };
-        let from_state = instance_from_state(recorded);
-        // A still-declared instance knows its secrets; the state only has their hashes.
-        let inst = by_address
-            .get(&c.address)
-            .map_or(from_state, |i| stack.instances[*i].clone());
-        delete_instances.push(inst.clone());
-        delete_jobs.push(Some(Job {
-            address: c.address.clone(),
-            action: Action::Delete,
-            instance: inst,
-            previous: None,
-            changed: Vec::new(),
-            unreadable: None,
-            gate_passed_in_plan: false,
-        }));
-    }
+    let (delete_instances, delete_jobs) = jobs::deletions(stack, plan, ctx.state);
     if !delete_jobs.is_empty() {
         let modules = ctx
             .state
@@ -245,79 +197,7 @@ pub async fn apply(
             },
         );
     }
-    let mut jobs: Vec<Option<Job>> = (0..stack.instances.len()).map(|_| None).collect();
-    for c in plan.changes.iter().filter(|c| c.action != Action::Delete) {
-        let Some(&i) = by_address.get(&c.address) else {
-            ctx.report.failed.push((
-                c.address.clone(),
-                "not in the stack any more (the plan is stale)".into(),
-            ));
-            continue;
-        };
-        let inst = stack.instances[i].clone();
-        let previous = (c.action == Action::Replace)
-            .then(|| ctx.state.resources.get(&c.address))
-            .flatten()
-            .map(|r| {
-                let mut old = instance_from_state(r);
-                // Fill hashed attributes from the stack where they still match, so the old
-                // instance can be removed with its real values.
-                for (k, a) in &mut old.attrs {
-                    if let (AttrValue::Hashed(_), Some(d)) = (&a.value, inst.attrs.get(k))
-                        && crate::record::same(Some(&*ctx.state), d, a)
-                    {
-                        *a = d.clone();
-                    }
-                }
-                old
-            });
-        jobs[i] = Some(Job {
-            address: c.address.clone(),
-            action: c.action,
-            changed: c.attributes.iter().map(|a| a.name.clone()).collect(),
-            instance: inst,
-            previous,
-            unreadable: None,
-            gate_passed_in_plan: false,
-        });
-    }
-    // Gates run again after what they depend on changed (or when they did not pass).
-    for g in &plan.gates {
-        let Some(&i) = by_address.get(&g.address) else {
-            continue;
-        };
-        jobs[i] = Some(Job {
-            address: g.address.clone(),
-            action: Action::Verify,
-            instance: stack.instances[i].clone(),
-            previous: None,
-            changed: Vec::new(),
-            unreadable: None,
-            gate_passed_in_plan: g.passing == Some(true),
-        });
-    }
-    // Instances that could not be read fail, so that what depends on them is not attempted.
-    for (i, inst) in stack.instances.iter().enumerate() {
-        let addr = inst.address.to_string();
-        let err = plan.errors.iter().find(|e| {
-            e.address.as_deref() == Some(addr.as_str())
-                || (e.address.is_none() && inst.address.host.as_ref() == Some(&e.host))
-        });
-        if let (Some(e), None) = (err, &jobs[i]) {
-            jobs[i] = Some(Job {
-                address: addr,
-                action: Action::Update,
-                instance: inst.clone(),
-                previous: None,
-                changed: Vec::new(),
-                unreadable: Some(Unreadable {
-                    message: e.message.clone(),
-                    host_unreachable: e.address.is_none(),
-                }),
-                gate_passed_in_plan: false,
-            });
-        }
-    }
+    let jobs = jobs::changes(stack, plan, ctx.state, &mut ctx.report.failed);
     if jobs.iter().any(Option::is_some) {
         match DepGraph::build(&stack.instances, &stack.modules) {
             Ok(g) => ctx.run_graph(&g, false, jobs).await,
@@ -467,69 +347,17 @@ impl Ctx<'_> {
             },
             None => None,
         };
-        let global = Arc::clone(global);
-        let events = self.events.clone();
-        let cancel = self.cancel.clone();
-        let halt = self.halt.subscribe();
-        let hosts = Arc::clone(&self.hosts);
-        running.spawn(async move {
-            let mut permits = Vec::new();
-            if let Ok(p) = global.acquire_owned().await {
-                permits.push(p);
-            }
-            if let Some((_, sessions)) = &own
-                && let Ok(p) = Arc::clone(sessions).acquire_owned().await
-            {
-                permits.push(p);
-            }
-            let mut finished = Finished {
-                node: n,
-                elapsed: Duration::ZERO,
-                outcome: None,
-                _permits: permits,
-                job,
-            };
-            // An interrupt, or the loss of the state lock, may have come while this job waited
-            // for its turn.
-            if *cancel.borrow() != Interrupt::None || *halt.borrow() {
-                return finished;
-            }
-            let job = &finished.job;
-            let _ = events.send(Event::Started {
-                address: job.address.clone(),
-                action: job.action,
-            });
-            let cx = ApplyCtx::new(
-                job.instance.clone(),
-                job.changed.clone(),
-                hosts,
-                own.map(|(h, _)| h),
-                events,
-                cancel,
-            );
-            let started = Instant::now();
-            // A provider that panics fails its own change, with the message, so that the
-            // change is reported by address and what waits on it is not attempted.
-            let outcome = {
-                let mut run = Box::pin(execute(provider.as_ref(), job, &cx));
-                std::future::poll_fn(|task| {
-                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run.as_mut().poll(task)
-                    })) {
-                        Ok(std::task::Poll::Ready(r)) => std::task::Poll::Ready(r),
-                        Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-                        Err(payload) => std::task::Poll::Ready(Err(ProviderError::new(
-                            job.action.verb(),
-                            crate::plan::panic_message(payload.as_ref()),
-                        ))),
-                    }
-                })
-                .await
-            };
-            finished.elapsed = started.elapsed();
-            finished.outcome = Some(outcome);
-            finished
-        });
+        running.spawn(run_job(JobTask {
+            node: n,
+            job,
+            provider,
+            global: Arc::clone(global),
+            own,
+            events: self.events.clone(),
+            cancel: self.cancel.clone(),
+            halt: self.halt.subscribe(),
+            hosts: Arc::clone(&self.hosts),
+        }));
     }
 
     /// Records what finished, saves the state once for all of it, and settles the nodes.
@@ -602,107 +430,82 @@ impl Ctx<'_> {
         // Only now may the next changes take these slots: what finished is recorded.
         drop(held);
     }
+}
 
-    /// Settles a job that must not run: its dependency failed, it could not be read, or an
-    /// interrupt came. Returns what its dependents are blocked by, or `None` when it may run.
-    fn settle_early(&mut self, job: &Job, blocked_by: &Option<String>) -> Option<String> {
-        if let Some(because) = blocked_by {
-            self.not_attempted(
-                &job.address,
-                format!("not attempted because {because} failed"),
-            );
-            return Some(because.clone());
-        }
-        if let Some(Unreadable {
-            message,
-            host_unreachable,
-        }) = job.unreadable.clone()
-        {
-            self.report
-                .failed
-                .push((job.address.clone(), message.clone()));
-            if host_unreachable && let Some(h) = job.instance.host() {
-                self.report.unreachable_hosts.insert(h.to_string());
-            }
-            let _ = self.events.send(Event::Unreadable {
-                address: job.address.clone(),
-                error: message,
-            });
-            return Some(job.address.clone());
-        }
-        if *self.cancel.borrow() != Interrupt::None {
-            return Some(self.interrupted(job));
-        }
-        if self.report.lock_lost.is_some() {
-            self.not_attempted(
-                &job.address,
-                "not attempted: the state lock was lost".into(),
-            );
-            return Some(format!("{} (state lock lost)", job.address));
-        }
-        None
-    }
+/// What a spawned job needs: its change, its provider, and the run's limits and channels.
+struct JobTask {
+    node: NodeIndex,
+    job: Job,
+    provider: Arc<dyn Provider>,
+    global: Arc<Semaphore>,
+    /// The instance's own host and its session limit, for an instance on one host.
+    own: Option<(String, Arc<Semaphore>)>,
+    events: mpsc::UnboundedSender<Event>,
+    cancel: Cancel,
+    halt: watch::Receiver<bool>,
+    hosts: Arc<HostPool>,
+}
 
-    /// Records a job an interrupt kept from starting; returns what its dependents are blocked by.
-    fn interrupted(&mut self, job: &Job) -> String {
-        self.report.interrupted = true;
-        self.not_attempted(&job.address, "not attempted: interrupted".into());
-        format!("{} (interrupted)", job.address)
+/// Runs one job once its permits are free, unless an interrupt or the loss of the state lock came
+/// while it waited.
+async fn run_job(t: JobTask) -> Finished {
+    let mut permits = Vec::new();
+    if let Ok(p) = t.global.acquire_owned().await {
+        permits.push(p);
     }
+    if let Some((_, sessions)) = &t.own
+        && let Ok(p) = Arc::clone(sessions).acquire_owned().await
+    {
+        permits.push(p);
+    }
+    let mut finished = Finished {
+        node: t.node,
+        elapsed: Duration::ZERO,
+        outcome: None,
+        _permits: permits,
+        job: t.job,
+    };
+    if *t.cancel.borrow() != Interrupt::None || *t.halt.borrow() {
+        return finished;
+    }
+    let job = &finished.job;
+    let _ = t.events.send(Event::Started {
+        address: job.address.clone(),
+        action: job.action,
+    });
+    let cx = ApplyCtx::new(
+        job.instance.clone(),
+        job.changed.clone(),
+        t.hosts,
+        t.own.map(|(h, _)| h),
+        t.events,
+        t.cancel,
+    );
+    let started = Instant::now();
+    let outcome = catch_panics(job.action, execute(t.provider.as_ref(), job, &cx)).await;
+    finished.elapsed = started.elapsed();
+    finished.outcome = Some(outcome);
+    finished
+}
 
-    fn not_attempted(&mut self, address: &str, because: String) {
-        let _ = self.events.send(Event::NotAttempted {
-            address: address.to_string(),
-            because: because.clone(),
-        });
-        self.report
-            .not_attempted
-            .push((address.to_string(), because));
-    }
-
-    /// Records the outcome of a job in the report and, when it succeeded, in the state.
-    fn finish(&mut self, job: &Job, elapsed: Duration, result: Result<Applied, ProviderError>) {
-        let error = match result {
-            Ok(applied) => {
-                if job.action == Action::Verify {
-                    self.report.verified.push(job.address.clone());
-                } else if job.action == Action::Delete {
-                    self.state.resources.remove(&job.address);
-                } else {
-                    let prev = self.state.resources.get(&job.address).cloned();
-                    let rec = record_instance(self.state, &job.instance, &applied, prev.as_ref());
-                    self.state.resources.insert(job.address.clone(), rec);
-                }
-                if job.action != Action::Verify {
-                    self.report.applied.push(job.address.clone());
-                }
-                None
-            }
-            Err(e) => {
-                let host = e
-                    .host
-                    .clone()
-                    .or_else(|| job.instance.host().map(String::from));
-                if e.unreachable
-                    && let Some(h) = &host
-                {
-                    self.report.unreachable_hosts.insert(h.clone());
-                }
-                let msg = match &host {
-                    Some(h) => format!("{}: {e}", self.hosts.label(h)),
-                    None => e.to_string(),
-                };
-                self.report.failed.push((job.address.clone(), msg.clone()));
-                Some(msg)
-            }
-        };
-        let _ = self.events.send(Event::Finished {
-            address: job.address.clone(),
-            action: job.action,
-            elapsed,
-            error,
-        });
-    }
+/// A provider that panics fails its own change, with the message, so that the change is
+/// reported by address and what waits on it is not attempted.
+async fn catch_panics(
+    action: Action,
+    run: impl Future<Output = Result<Applied, ProviderError>>,
+) -> Result<Applied, ProviderError> {
+    let mut run = Box::pin(run);
+    std::future::poll_fn(|task| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.as_mut().poll(task))) {
+            Ok(std::task::Poll::Ready(r)) => std::task::Poll::Ready(r),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(payload) => std::task::Poll::Ready(Err(ProviderError::new(
+                action.verb(),
+                crate::plan::panic_message(payload.as_ref()),
+            ))),
+        }
+    })
+    .await
 }
 
 async fn execute(

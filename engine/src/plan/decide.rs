@@ -30,41 +30,51 @@ pub(super) fn uncompared(
         .collect()
 }
 
-/// The change for one declared instance, or `None` when it is in sync (or, for the attributes
-/// [`uncompared`] names, when nothing else differs).
-pub(super) fn decide(
-    inst: &Instance,
-    force_new: &[&str],
-    state: Option<&State>,
-    recorded: Option<&BTreeMap<String, Attr>>,
-    observed: Option<&Observation>,
-    replace: bool,
-) -> Option<Change> {
-    let exists = observed.map_or(recorded.is_some(), |o| o.exists);
-    let before_of = |k: &str| -> Option<Attr> {
-        if let Some(v) = observed.and_then(|o| o.attrs.get(k)) {
+/// One instance as the plan sees it: what it declares, what its host holds, what the state
+/// recorded.
+struct Sides<'a> {
+    inst: &'a Instance,
+    state: Option<&'a State>,
+    recorded: Option<&'a BTreeMap<String, Attr>>,
+    observed: Option<&'a Observation>,
+    exists: bool,
+}
+
+impl Sides<'_> {
+    /// The value an attribute has now: observed on the host, else as recorded.
+    fn before_of(&self, k: &str) -> Option<Attr> {
+        if let Some(v) = self.observed.and_then(|o| o.attrs.get(k)) {
             // Observed values stay masked when the attribute holds a secret now or held one when
             // it was applied (the host's copy still contains it).
-            let sensitive = inst.attrs.get(k).is_some_and(|a| a.sensitive)
-                || recorded.and_then(|r| r.get(k)).is_some_and(|a| a.sensitive);
+            let sensitive = self.inst.attrs.get(k).is_some_and(|a| a.sensitive)
+                || self
+                    .recorded
+                    .and_then(|r| r.get(k))
+                    .is_some_and(|a| a.sensitive);
             return Some(Attr {
                 value: AttrValue::Known(v.clone()),
                 sensitive,
             });
         }
-        recorded.and_then(|r| r.get(k)).cloned()
-    };
-    let diff = |only_changed: bool| -> Vec<AttrChange> {
-        inst.attrs
+        self.recorded.and_then(|r| r.get(k)).cloned()
+    }
+
+    /// The attributes as changes: all of them, or only those that differ.
+    fn diff(&self, only_changed: bool) -> Vec<AttrChange> {
+        self.inst
+            .attrs
             .iter()
             .filter_map(|(k, desired)| {
-                let before = if exists { before_of(k) } else { None };
+                let before = if self.exists { self.before_of(k) } else { None };
                 // Observed attributes compare with the host; the others with the state, where a
                 // missing value means it was unset when applied (so setting it is a change).
-                let comparable =
-                    observed.is_some_and(|o| o.attrs.contains_key(k)) || recorded.is_some();
+                let comparable = self.observed.is_some_and(|o| o.attrs.contains_key(k))
+                    || self.recorded.is_some();
                 if only_changed
-                    && (!comparable || before.as_ref().is_some_and(|b| same(state, desired, b)))
+                    && (!comparable
+                        || before
+                            .as_ref()
+                            .is_some_and(|b| same(self.state, desired, b)))
                 {
                     return None;
                 }
@@ -77,87 +87,124 @@ pub(super) fn decide(
                 })
             })
             .collect()
-    };
-    let a = &inst.address;
-    let change = |action: Action, reason: Option<String>, attributes: Vec<AttrChange>| Change {
-        address: a.to_string(),
-        module: a.module.clone(),
-        kind: a.kind.clone(),
-        name: a.name.clone(),
-        host: a.host.clone(),
-        members: if a.host.is_some() {
-            Vec::new()
-        } else {
-            inst.members.clone()
-        },
-        service: None,
-        action,
-        reason,
-        attributes,
-    };
-    if replace && recorded.is_some() {
-        return Some(change(
-            Action::Replace,
-            Some("replacement requested with --replace".into()),
-            diff(false),
-        ));
     }
-    // An attribute that cannot change in place is compared with what exists when it can be read
-    // (an object made outside kz, or forgotten by the state, is replaced too), else the record.
-    for k in force_new {
-        let old = if exists {
-            before_of(k)
-        } else {
-            recorded.and_then(|r| r.get(*k)).cloned()
-        };
-        if let (Some(d), Some(old)) = (inst.attrs.get(*k), old)
-            && !same(state, d, &old)
-        {
-            let attributes = vec![AttrChange {
-                name: (*k).to_string(),
-                before: Some(shown(&old)),
-                after: Some(shown(d)),
-                sensitive: d.sensitive,
-                unknown: false,
-            }];
-            return Some(change(
-                Action::Replace,
-                Some(format!("`{k}` cannot change in place")),
-                attributes,
-            ));
+
+    fn change(
+        &self,
+        action: Action,
+        reason: Option<String>,
+        attributes: Vec<AttrChange>,
+    ) -> Change {
+        let a = &self.inst.address;
+        Change {
+            address: a.to_string(),
+            module: a.module.clone(),
+            kind: a.kind.clone(),
+            name: a.name.clone(),
+            host: a.host.clone(),
+            members: if a.host.is_some() {
+                Vec::new()
+            } else {
+                self.inst.members.clone()
+            },
+            service: None,
+            action,
+            reason,
+            attributes,
         }
     }
-    if !exists {
+
+    /// A replacement forced by an attribute that cannot change in place, compared with what
+    /// exists when it can be read (an object made outside kz, or forgotten by the state, is
+    /// replaced too), else with the record.
+    fn forced_replacement(&self, force_new: &[&str]) -> Option<Change> {
+        for k in force_new {
+            let old = if self.exists {
+                self.before_of(k)
+            } else {
+                self.recorded.and_then(|r| r.get(*k)).cloned()
+            };
+            if let (Some(d), Some(old)) = (self.inst.attrs.get(*k), old)
+                && !same(self.state, d, &old)
+            {
+                let attributes = vec![AttrChange {
+                    name: (*k).to_string(),
+                    before: Some(shown(&old)),
+                    after: Some(shown(d)),
+                    sensitive: d.sensitive,
+                    unknown: false,
+                }];
+                return Some(self.change(
+                    Action::Replace,
+                    Some(format!("`{k}` cannot change in place")),
+                    attributes,
+                ));
+            }
+        }
+        None
+    }
+
+    /// It exists, matches what could be compared, and is not recorded yet.
+    fn adoption(&self) -> Change {
+        let not_compared = uncompared(self.inst, self.recorded, self.observed);
+        let reason = if not_compared.is_empty() {
+            "exists and matches; apply records it without touching it".to_string()
+        } else {
+            let names: Vec<String> = not_compared.iter().map(|k| format!("`{k}`")).collect();
+            format!(
+                "exists; {} not compared: {} a secret that is not set",
+                names.join(", "),
+                if names.len() == 1 {
+                    "it uses"
+                } else {
+                    "they use"
+                }
+            )
+        };
+        self.change(Action::Adopt, Some(reason), Vec::new())
+    }
+}
+
+/// The change for one declared instance, or `None` when it is in sync.
+pub(super) fn decide(
+    inst: &Instance,
+    force_new: &[&str],
+    state: Option<&State>,
+    recorded: Option<&BTreeMap<String, Attr>>,
+    observed: Option<&Observation>,
+    replace: bool,
+) -> Option<Change> {
+    let sides = Sides {
+        inst,
+        state,
+        recorded,
+        observed,
+        exists: observed.map_or(recorded.is_some(), |o| o.exists),
+    };
+    if replace && recorded.is_some() {
+        return Some(sides.change(
+            Action::Replace,
+            Some("replacement requested with --replace".into()),
+            sides.diff(false),
+        ));
+    }
+    if let Some(c) = sides.forced_replacement(force_new) {
+        return Some(c);
+    }
+    if !sides.exists {
         let reason = match (recorded.is_some(), observed.and_then(|o| o.note.clone())) {
             (true, Some(note)) => Some(format!("{note}; recorded in state but gone from the host")),
             (true, None) => Some("recorded in state but gone from the host".into()),
             (false, note) => note,
         };
-        return Some(change(Action::Create, reason, diff(false)));
+        return Some(sides.change(Action::Create, reason, sides.diff(false)));
     }
-    let changed = diff(true);
+    let changed = sides.diff(true);
     match (recorded.is_some(), changed.is_empty()) {
         (true, true) => None,
-        (true, false) => Some(change(Action::Update, None, changed)),
-        (false, true) => {
-            let not_compared = uncompared(inst, recorded, observed);
-            let reason = if not_compared.is_empty() {
-                "exists and matches; apply records it without touching it".to_string()
-            } else {
-                let names: Vec<String> = not_compared.iter().map(|k| format!("`{k}`")).collect();
-                format!(
-                    "exists; {} not compared: {} a secret that is not set",
-                    names.join(", "),
-                    if names.len() == 1 {
-                        "it uses"
-                    } else {
-                        "they use"
-                    }
-                )
-            };
-            Some(change(Action::Adopt, Some(reason), Vec::new()))
-        }
-        (false, false) => Some(change(
+        (true, false) => Some(sides.change(Action::Update, None, changed)),
+        (false, true) => Some(sides.adoption()),
+        (false, false) => Some(sides.change(
             Action::Update,
             Some("exists on the host but is not managed by kz yet".into()),
             changed,

@@ -4,6 +4,7 @@
 //! `select` chooses the instances (`--target`), `read` reads them, `decide` makes each one's
 //! change; this file holds the plan document and strings them together.
 
+mod changes;
 mod decide;
 mod read;
 mod select;
@@ -22,7 +23,7 @@ use kz_state::State;
 use crate::graph::DepGraph;
 use crate::model::{Attr, AttrValue, Instance, Stack, Value};
 use crate::provider::{Placement, Providers, TransportFactory};
-use crate::record::{instance_from_state, read_attrs};
+use crate::record::instance_from_state;
 
 /// Version of the JSON plan document (`kz plan --json`, `kz plan --out`).
 pub const PLAN_FORMAT_VERSION: u32 = 2;
@@ -303,117 +304,19 @@ pub async fn plan(
     } else {
         read::Reads::default()
     };
-    let failed_hosts: HashSet<&str> = reads
-        .errors
-        .iter()
-        .filter(|e| e.address.is_none())
-        .map(|e| e.host.as_str())
-        .collect();
-    let failed_instances: HashSet<&str> = reads
-        .errors
-        .iter()
-        .filter_map(|e| e.address.as_deref())
-        .collect();
-
-    let mut changes = Vec::new();
-    let mut gates = Vec::new();
-    let mut summary = Summary::default();
-    let mut unknown_used = false;
-    let mut unverified = Vec::new();
-    for (i, inst) in instances.iter().enumerate() {
-        if !selected[i] {
-            continue;
-        }
-        let addr = inst.address.to_string();
-        if inst.host().is_some_and(|h| failed_hosts.contains(h))
-            || failed_instances.contains(addr.as_str())
-        {
-            continue;
-        }
-        let provider = runtime
-            .providers
-            .get(inst.kind())
-            .ok_or_else(|| PlanInputError::NoProvider(inst.kind().to_string()))?;
-        if inst.gate.is_some() {
-            let o = reads.observations.get(&i);
-            gates.push(GateStatus {
-                address: addr,
-                passing: o.map(|o| o.exists),
-                note: o.and_then(|o| o.note.clone()),
-                will_run: o.is_none_or(|o| !o.exists),
-            });
-            continue;
-        }
-        let recorded = state.and_then(|s| s.resources.get(&addr)).map(read_attrs);
-        let observed = reads.observations.get(&i);
-        let not_compared = decide::uncompared(inst, recorded.as_ref(), observed);
-        if !not_compared.is_empty() {
-            unverified.push(Unverified {
-                address: addr.clone(),
-                attributes: not_compared,
-            });
-        }
-        let decision = decide::decide(
-            inst,
-            provider.force_new(),
-            state,
-            recorded.as_ref(),
-            observed,
-            replace.contains(addr.as_str()),
-        );
-        unknown_used |= inst.attrs.values().any(|a| a.value == AttrValue::Unknown);
-        match decision {
-            None => summary.no_op += 1,
-            Some(mut c) => {
-                c.service = service_of(runtime, &c.kind, c.host.is_none() && c.members.is_empty());
-                changes.push(c);
-            }
-        }
-    }
-    let mut removed_modules: Vec<RemovedModule> = Vec::new();
-    for (_, r) in &deletes {
-        if stack.modules.contains_key(&r.module) {
-            continue;
-        }
-        match removed_modules.iter_mut().find(|m| m.module == r.module) {
-            Some(m) => m.deletes += 1,
-            None => removed_modules.push(RemovedModule {
-                module: r.module.clone(),
-                deletes: 1,
-            }),
-        }
-    }
-    // With --target, a module may lose only some of its instances: that is no removed module.
-    removed_modules.retain(|m| {
-        state.is_some_and(|s| {
-            s.resources
-                .values()
-                .filter(|r| r.module == m.module)
-                .count()
-                == m.deletes
-        })
-    });
-    removed_modules.sort_by(|a, b| a.module.cmp(&b.module));
+    let mut d = changes::decide_all(&instances, &selected, state, &reads, &replace, runtime);
+    let removed_modules = changes::removed_modules(stack, state, &deletes);
     for (addr, r) in deletes {
         let mut c = delete_change(addr, r, Some("no longer in the stack".into()));
         c.service = service_of(runtime, &c.kind, c.host.is_none() && c.members.is_empty());
-        changes.push(c);
+        d.changes.push(c);
     }
-    changes.sort_by_key(|c| (c.place(), c.address.clone()));
-    for c in &changes {
-        match c.action {
-            Action::Create => summary.create += 1,
-            Action::Update => summary.update += 1,
-            Action::Replace => summary.replace += 1,
-            Action::Delete => summary.delete += 1,
-            Action::Adopt => summary.adopt += 1,
-            Action::Verify => {}
-        }
-    }
-    summary.unverified = unverified.len();
-    mark_gates_below_changes(stack, &graph, &changes, &mut gates);
+    d.changes.sort_by_key(|c| (c.place(), c.address.clone()));
+    d.summary.count(&d.changes);
+    d.summary.unverified = d.unverified.len();
+    mark_gates_below_changes(stack, &graph, &d.changes, &mut d.gates);
     let mut warnings = Vec::new();
-    if unknown_used {
+    if d.unknown_used {
         warnings.push(format!(
             "secrets not set: {}; changes to attributes that use them cannot be detected until they are",
             stack.secrets.missing_vars().join(", ")
@@ -432,11 +335,11 @@ pub async fn plan(
         targets: opts.targets.clone(),
         warnings,
         removed_modules,
-        changes,
-        unverified,
-        gates,
+        changes: d.changes,
+        unverified: d.unverified,
+        gates: d.gates,
         errors: reads.errors,
-        summary,
+        summary: d.summary,
         read: reads.stats,
         stack_dir: None,
         secrets_digest: None,
@@ -492,7 +395,7 @@ fn mark_gates_below_changes(
 }
 
 /// The API an instance on no host lives behind, for plans to name it.
-fn service_of(runtime: &Runtime, kind: &str, on_no_host: bool) -> Option<String> {
+pub(super) fn service_of(runtime: &Runtime, kind: &str, on_no_host: bool) -> Option<String> {
     match runtime.providers.get(kind)?.placement() {
         Placement::Api { service } if on_no_host => Some(service.to_string()),
         _ => None,
