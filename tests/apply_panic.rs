@@ -49,7 +49,7 @@ impl Provider for Boom {
     async fn update(&self, _: &ApplyCtx) -> Result<Applied, ProviderError> {
         unreachable!()
     }
-    async fn delete(&self, _: &ApplyCtx) -> Result<(), ProviderError> {
+    async fn delete(&self, _: &ApplyCtx) -> Result<Applied, ProviderError> {
         unreachable!()
     }
 }

@@ -124,8 +124,8 @@ impl Provider for Replica {
         self.create(cx).await
     }
 
-    async fn delete(&self, _cx: &ApplyCtx) -> Result<(), ProviderError> {
-        Ok(())
+    async fn delete(&self, _cx: &ApplyCtx) -> Result<Applied, ProviderError> {
+        Ok(Applied::default())
     }
 }
 

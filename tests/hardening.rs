@@ -252,3 +252,46 @@ fn huge_durations_are_refused_when_parsed() {
     s.kz(&["apply", "--lock-timeout", "8760h", "DIR", "--yes"])
         .code(0);
 }
+
+#[test]
+fn destroy_says_what_it_only_forgot_and_titles_its_summary_destroy() {
+    let s = TestStack::new("forget");
+    s.write(
+        "01_app.toml",
+        r#"
+[[command]]
+name = "init"
+on = ["local"]
+run = "true"
+
+[[command]]
+name = "cleanup"
+on = ["local"]
+run = "touch @ROOT@/made"
+destroy = "rm -f @ROOT@/made"
+
+[[file]]
+name = "conf"
+on = ["local"]
+path = "@ROOT@/app.conf"
+content = "x\n"
+"#,
+    );
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    assert!(s.at("made").exists());
+    let r = s.kz(&["destroy", "DIR", "--yes"]);
+    r.code(0)
+        .stdout_has(
+            "01_app.command.init[local]: forgotten: it has no `destroy` command, so the host was not touched",
+        )
+        .stdout_has("01_app.command.cleanup[local]: deleted")
+        .stdout_has("01_app.file.conf[local]: deleted")
+        .stdout_has("Destroy: 3 applied, 0 failed, 0 not attempted.");
+    assert!(
+        !r.stdout.contains("command.init[local]: deleted"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("Apply:"), "{}", r.stdout);
+    assert!(!s.at("made").exists() && !s.at("app.conf").exists());
+}

@@ -249,6 +249,9 @@ pub enum Placement {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Applied {
     pub outputs: BTreeMap<String, Value>,
+    /// What happened, when the action's name would say more than was done ("forgotten: ..."
+    /// for a deletion that touched nothing).
+    pub note: Option<String>,
 }
 
 /// One resource type (`file`, `command`, ...): its schema, how to read it and how to change it.
@@ -326,7 +329,7 @@ pub trait Provider: Send + Sync {
     async fn update(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError>;
 
     /// Removes it. The instance comes from the stack when it is still declared, else from the state.
-    async fn delete(&self, cx: &ApplyCtx) -> Result<(), ProviderError>;
+    async fn delete(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError>;
 }
 
 /// The providers known to this build of kz, by resource type.

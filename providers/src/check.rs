@@ -134,7 +134,7 @@ impl Provider for CheckProvider {
         Ok(Applied::default())
     }
 
-    async fn delete(&self, _cx: &ApplyCtx) -> Result<(), ProviderError> {
-        Ok(())
+    async fn delete(&self, _cx: &ApplyCtx) -> Result<Applied, ProviderError> {
+        Ok(Applied::default())
     }
 }

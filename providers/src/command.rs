@@ -186,9 +186,17 @@ impl Provider for CommandProvider {
         Ok(Applied::default())
     }
 
-    async fn delete(&self, cx: &ApplyCtx) -> Result<(), ProviderError> {
+    async fn delete(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError> {
         match cx.instance().attr("destroy") {
-            None => return Ok(()),
+            None => {
+                return Ok(Applied {
+                    note: Some(
+                        "forgotten: it has no `destroy` command, so the host was not touched"
+                            .into(),
+                    ),
+                    ..Applied::default()
+                });
+            }
             Some(a) if a.known().is_none() => {
                 return Err(ProviderError::new(
                     "destroy",
@@ -197,6 +205,7 @@ impl Provider for CommandProvider {
             }
             Some(_) => {}
         }
-        run(cx, "destroy", "destroy").await
+        run(cx, "destroy", "destroy").await?;
+        Ok(Applied::default())
     }
 }

@@ -374,10 +374,10 @@ impl Provider for FileProvider {
         Ok(Applied::default())
     }
 
-    async fn delete(&self, cx: &ApplyCtx) -> Result<(), ProviderError> {
+    async fn delete(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError> {
         let inst = cx.instance();
         if wants_absent(inst) {
-            return Ok(());
+            return Ok(Applied::default());
         }
         let t = cx.own_transport().await?;
         let t = &*t;
@@ -386,7 +386,8 @@ impl Provider for FileProvider {
             "delete",
             format!("rm -f -- {}", shell_quote(path(inst)?)),
         )
-        .await
+        .await?;
+        Ok(Applied::default())
     }
 }
 

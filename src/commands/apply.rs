@@ -59,7 +59,7 @@ pub(super) async fn apply_cmd(shell: &Shell, args: ApplyArgs, command_line: &str
         return Ok(if p.errors.is_empty() { OK } else { FAILED });
     }
     confirmed(shell, args.yes, "\nApply these changes?")?;
-    Ok(execute(shell, a, &run_env, &p, par, command_line).await)
+    Ok(execute(shell, a, &run_env, &p, par, command_line, "Apply").await)
 }
 
 /// What every apply starts with: the stack, all its secrets, the lock, then the state.
@@ -105,7 +105,7 @@ async fn apply_saved(shell: &Shell, args: &ApplyArgs, command_line: &str) -> Cmd
     }
     let par = parallelism(&a.ws, args.parallelism);
     let run_env = runtime(&a.ws);
-    Ok(execute(shell, a, &run_env, &p, par, command_line).await)
+    Ok(execute(shell, a, &run_env, &p, par, command_line, "Apply").await)
 }
 
 /// Runs a plan with live progress; Ctrl-C once stops starting new changes, twice (or SIGTERM)
@@ -117,6 +117,7 @@ pub(super) async fn execute(
     p: &Plan,
     parallelism: usize,
     command_line: &str,
+    title: &str,
 ) -> i32 {
     let (tx, rx) = mpsc::unbounded_channel();
     let (cancel_tx, cancel_rx) = watch::channel(Interrupt::None);
@@ -137,7 +138,7 @@ pub(super) async fn execute(
         shell.draw_progress(p.changes.len(), rx)
     );
     interrupts.abort();
-    shell.out(&render_report(&report, &shell.style));
+    shell.out(&render_report(&report, &shell.style, title));
     if let Err(e) = sink.lock.release() {
         shell.warn(&format!(
             "could not clear the lock holder record: {}",

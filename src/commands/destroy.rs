@@ -35,5 +35,5 @@ pub(super) async fn destroy_cmd(shell: &Shell, args: DestroyArgs, command_line: 
     )?;
     let par = parallelism(&a.ws, args.parallelism);
     let run_env = runtime(&a.ws);
-    Ok(execute(shell, a, &run_env, &p, par, command_line).await)
+    Ok(execute(shell, a, &run_env, &p, par, command_line, "Destroy").await)
 }

@@ -37,6 +37,8 @@ pub enum Event {
         action: Action,
         elapsed: Duration,
         error: Option<String>,
+        /// What was done, when the action's name would say more (see [`Applied::note`]).
+        note: Option<String>,
     },
     NotAttempted {
         address: String,
@@ -524,7 +526,7 @@ async fn execute(
             }
             provider.create(cx).await
         }
-        Action::Delete => provider.delete(cx).await.map(|()| Applied::default()),
+        Action::Delete => provider.delete(cx).await,
         Action::Adopt => Ok(Applied::default()),
         Action::Verify => match &job.instance.gate {
             Some(g) => gate::verify(provider, cx, g).await,

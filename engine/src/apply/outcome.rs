@@ -77,8 +77,10 @@ impl Ctx<'_> {
         elapsed: Duration,
         result: Result<Applied, ProviderError>,
     ) {
+        let mut note = None;
         let error = match result {
             Ok(applied) => {
+                note.clone_from(&applied.note);
                 if job.action == Action::Verify {
                     self.report.verified.push(job.address.clone());
                 } else if job.action == Action::Delete {
@@ -116,6 +118,7 @@ impl Ctx<'_> {
             action: job.action,
             elapsed,
             error,
+            note,
         });
     }
 }

@@ -13,9 +13,22 @@ pub fn render_event(e: &Event, style: &Style) -> String {
         }
         Event::Finished {
             address,
+            elapsed,
+            error: None,
+            note: Some(note),
+            ..
+        } => format!(
+            "{}: {} {}",
+            style.safe(address),
+            style.cyan(&style.safe(note)),
+            style.dim(&format!("({})", seconds(*elapsed)))
+        ),
+        Event::Finished {
+            address,
             action,
             elapsed,
             error: None,
+            note: None,
         } => format!(
             "{}: {} {}",
             style.safe(address),
@@ -27,6 +40,7 @@ pub fn render_event(e: &Event, style: &Style) -> String {
             action,
             elapsed,
             error: Some(err),
+            ..
         } => format!(
             "{}: {} {} after {}: {}",
             style.safe(address),
@@ -69,7 +83,7 @@ pub fn render_event(e: &Event, style: &Style) -> String {
 }
 
 /// The closing lines of an apply.
-pub fn render_report(r: &ApplyReport, style: &Style) -> String {
+pub fn render_report(r: &ApplyReport, style: &Style, title: &str) -> String {
     let mut out = String::new();
     if !r.failed.is_empty() {
         let _ = writeln!(out, "\n{}", style.red("Failed:"));
@@ -112,7 +126,7 @@ pub fn render_report(r: &ApplyReport, style: &Style) -> String {
     let _ = writeln!(
         out,
         "\n{} {} applied{verified}, {} failed, {} not attempted.",
-        style.bold("Apply:"),
+        style.bold(&format!("{title}:")),
         r.applied.len(),
         r.failed.len(),
         r.not_attempted.len()

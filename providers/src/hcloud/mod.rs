@@ -517,7 +517,8 @@ impl Provider for LbProvider {
         Ok(Applied::default())
     }
 
-    async fn delete(&self, cx: &ApplyCtx) -> Result<(), ProviderError> {
-        self.delete_lb(cx.instance()).await
+    async fn delete(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError> {
+        self.delete_lb(cx.instance()).await?;
+        Ok(Applied::default())
     }
 }
