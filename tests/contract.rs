@@ -117,6 +117,7 @@ impl Provider for Replica {
         .map_err(|e| ProviderError::transport("upload", e).on(&primary))?;
         Ok(Applied {
             outputs: BTreeMap::from([("written_on".to_string(), Value::Text(primary))]),
+            note: None,
         })
     }
 

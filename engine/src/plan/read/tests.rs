@@ -60,7 +60,7 @@ mod panics {
         async fn update(&self, _: &ApplyCtx) -> Result<Applied, ProviderError> {
             unreachable!()
         }
-        async fn delete(&self, _: &ApplyCtx) -> Result<(), ProviderError> {
+        async fn delete(&self, _: &ApplyCtx) -> Result<Applied, ProviderError> {
             unreachable!()
         }
     }
