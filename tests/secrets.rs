@@ -7,8 +7,8 @@ mod support;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::TestStack;
 use support::sshd::{KeyPair, Sshd, keygen, ssh_stack_toml};
+use support::{TestStack, command_lines};
 
 /// A stack holding a `check` and a `command` whose check both carry the secret `tok` and sleep
 /// for `nap` seconds, so that the test can look at the process list while they run.
@@ -27,23 +27,6 @@ run = "true"
 check = "sleep {nap}; test -n '${{secret.tok}}'"
 "#
     )
-}
-
-/// Every process's command line, arguments joined by spaces.
-fn command_lines() -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .collect()
 }
 
 /// Reads every process's command line until `child` ends: whether `secret` was in one, and

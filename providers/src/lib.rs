@@ -50,6 +50,19 @@ impl Transports {
         self.ssh_at_depth(host, 0)
     }
 
+    /// Waits, boundedly, for every SSH transport's clean-ups (the kills of aborted commands on
+    /// their hosts): after an interrupt, nothing kz started may go on running.
+    pub async fn finish_all(&self) {
+        let all: Vec<Arc<ssh::SshTransport>> = self
+            .ssh
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for t in all {
+            t.finish().await;
+        }
+    }
+
     fn ssh_at_depth(
         &self,
         host: &Host,

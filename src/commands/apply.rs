@@ -16,7 +16,7 @@ use kz_state::{HeldLock, State};
 
 use super::{
     CmdResult, FAILED, Failure, OK, confirmed, lock, open_for_plan, parallelism, read_state,
-    runtime,
+    runtime, runtime_with, unless_interrupted,
 };
 use crate::cli::ApplyArgs;
 use crate::output::Shell;
@@ -50,10 +50,13 @@ pub(super) async fn apply_cmd(shell: &Shell, args: ApplyArgs, command_line: &str
         replace: args.replace.clone(),
         parallelism: par,
     };
-    let run_env = runtime(&a.ws);
-    let p = plan(&a.ws.stack, a.existed.then_some(&a.state), &opts, &run_env)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (run_env, transports) = runtime_with(&a.ws);
+    let p = unless_interrupted(
+        &transports,
+        plan(&a.ws.stack, a.existed.then_some(&a.state), &opts, &run_env),
+    )
+    .await?
+    .map_err(|e| e.to_string())?;
     shell.out(&render_plan(&p, &shell.style));
     if !p.has_changes() {
         return Ok(if p.errors.is_empty() { OK } else { FAILED });

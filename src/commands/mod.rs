@@ -12,6 +12,7 @@ mod trust;
 mod validate;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::CommandFactory;
@@ -93,10 +94,44 @@ pub async fn run(cli: Cli, shell: Shell) -> i32 {
 /// Providers and transports for one run: the transports are cached, so the plan and the apply of
 /// one command share each host's connection.
 fn runtime(ws: &Workspace) -> Runtime {
-    Runtime {
+    runtime_with(ws).0
+}
+
+/// The runtime, and its transports as such, to wait for their clean-ups after an interrupt.
+fn runtime_with(ws: &Workspace) -> (Runtime, Arc<kz_providers::Transports>) {
+    let transports = Arc::new(kz_providers::Transports::new(ws.stack.hosts.clone()));
+    let runtime = Runtime {
         providers: kz_providers::providers(),
-        transports: std::sync::Arc::new(kz_providers::Transports::new(ws.stack.hosts.clone())),
-    }
+        transports: Arc::clone(&transports) as Arc<dyn kz_engine::provider::TransportFactory>,
+    };
+    (runtime, transports)
+}
+
+/// Runs `work` (a plan: reads only) unless Ctrl-C or SIGTERM comes first; then what it started
+/// is stopped (local process groups killed as its futures drop, remote ones killed through their
+/// SSH sessions) before kz exits, and nothing was changed.
+async fn unless_interrupted<T>(
+    transports: &kz_providers::Transports,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, Failure> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let signal = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "an interrupt",
+            Some(()) = async {
+                match term.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => "SIGTERM",
+        }
+    };
+    let name = tokio::select! {
+        out = work => return Ok(out),
+        name = signal => name,
+    };
+    transports.finish_all().await;
+    Err(format!("stopped by {name}: the reads under way were ended; nothing was changed").into())
 }
 
 /// Loads a stack, printing every problem found; it needs no state backend.

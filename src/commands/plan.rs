@@ -4,7 +4,10 @@ use kz_engine::ops::write_plan_file;
 use kz_engine::plan::{PlanOptions, plan};
 use kz_engine::render::render_plan;
 
-use super::{CHANGES, CmdResult, FAILED, OK, open_for_plan, parallelism, read_state, runtime};
+use super::{
+    CHANGES, CmdResult, FAILED, OK, open_for_plan, parallelism, read_state, runtime_with,
+    unless_interrupted,
+};
 use crate::cli::PlanArgs;
 use crate::output::Shell;
 
@@ -21,9 +24,13 @@ pub(super) async fn plan_cmd(shell: &Shell, args: PlanArgs) -> CmdResult {
         replace: args.replace,
         parallelism: parallelism(&ws, args.parallelism),
     };
-    let mut p = plan(&ws.stack, state.as_ref(), &opts, &runtime(&ws))
-        .await
-        .map_err(|e| e.to_string())?;
+    let (run_env, transports) = runtime_with(&ws);
+    let mut p = unless_interrupted(
+        &transports,
+        plan(&ws.stack, state.as_ref(), &opts, &run_env),
+    )
+    .await?
+    .map_err(|e| e.to_string())?;
     if let Some(out) = &args.out {
         let dir = std::fs::canonicalize(&ws.stack.dir).unwrap_or_else(|_| ws.stack.dir.clone());
         p.stack_dir = Some(dir.to_string_lossy().into_owned());
