@@ -12,7 +12,7 @@ pub(super) async fn force_unlock(shell: &Shell, dir: &Path) -> CmdResult {
         return Ok(OK);
     };
     ws.backend.force_unlock().await?;
-    let who = holder.map_or_else(|| "an unknown process".to_string(), |h| h.to_string());
+    let who = holder.to_string();
     shell.outln(&format!(
         "Broke the lock held by {who}. If that process is still running, stop it: it no longer excludes others."
     ));

@@ -266,7 +266,7 @@ pub(crate) async fn lock(
     if !timeout.is_zero()
         && let Ok(Some(holder)) = ws.backend.lock_holder().await
     {
-        let who = holder.map_or_else(|| "another process".to_string(), |h| h.to_string());
+        let who = holder.to_string();
         shell.errln(&format!(
             "Waiting up to {} for the state lock held by {who}...",
             kz_engine::units::format_duration(timeout)

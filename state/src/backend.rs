@@ -64,8 +64,8 @@ pub trait Backend: Send + Sync {
         timeout: Duration,
     ) -> Result<Box<dyn HeldLock>, StateError>;
 
-    /// `None` when unlocked; `Some(None)` when locked by a holder that left no record.
-    async fn lock_holder(&self) -> Result<Option<Option<LockInfo>>, StateError>;
+    /// Who holds the lock; `None` when it is free.
+    async fn lock_holder(&self) -> Result<Option<crate::Holder>, StateError>;
 
     /// Breaks a lock whose holder cannot release it; returns the holder's record.
     async fn force_unlock(&self) -> Result<Option<LockInfo>, StateError>;
@@ -134,7 +134,7 @@ impl Backend for crate::LocalBackend {
         Ok(Box::new(crate::LocalBackend::lock(self, info, timeout)?))
     }
 
-    async fn lock_holder(&self) -> Result<Option<Option<LockInfo>>, StateError> {
+    async fn lock_holder(&self) -> Result<Option<crate::Holder>, StateError> {
         crate::LocalBackend::lock_holder(self)
     }
 

@@ -25,7 +25,7 @@ pub use config::BackendConfig;
 pub use error::{STALE_WRITE, StateError};
 pub use fsutil::ensure_kz_dir;
 pub use local::LocalBackend;
-pub use lock::{LockInfo, StateLock};
+pub use lock::{Holder, LockInfo, StateLock};
 pub use model::{AttrState, ModuleState, ResourceState, State, now_rfc3339};
 
 /// Version of the on-disk state format this crate reads and writes.

@@ -123,11 +123,11 @@ impl LocalBackend {
         lock::acquire(&self.lock_path(), info, timeout)
     }
 
-    /// Who holds the lock now: `None` when nobody does, `Some(Some(info))`
-    /// when a holder is recorded, and `Some(None)` when the lock is held but
+    /// Who holds the lock now: `None` when nobody does; a holder without a
+    /// record when the lock is held but
     /// its holder's information is missing or unreadable (e.g. it has just
     /// taken the lock and not written it yet). Does not create anything.
-    pub fn lock_holder(&self) -> Result<Option<Option<LockInfo>>, StateError> {
+    pub fn lock_holder(&self) -> Result<Option<crate::Holder>, StateError> {
         lock::holder(&self.lock_path())
     }
 
@@ -396,7 +396,10 @@ mod tests {
         let backend = LocalBackend::new(tmp.path());
         let info = LockInfo::current("kz apply");
         let lock = backend.lock(&info, Duration::ZERO).unwrap();
-        assert_eq!(backend.lock_holder().unwrap(), Some(Some(info.clone())));
+        assert_eq!(
+            backend.lock_holder().unwrap(),
+            Some(crate::Holder::Recorded(info.clone()))
+        );
         drop(lock);
         assert_eq!(backend.lock_holder().unwrap(), None);
         assert_eq!(fs::read(backend.lock_path()).unwrap(), b"");
@@ -422,7 +425,10 @@ mod tests {
         let lock = waiter.lock(&info, Duration::from_secs(10)).unwrap();
         assert!(start.elapsed() >= Duration::from_millis(150));
         releaser.join().unwrap();
-        assert_eq!(waiter.lock_holder().unwrap(), Some(Some(info)));
+        assert_eq!(
+            waiter.lock_holder().unwrap(),
+            Some(crate::Holder::Recorded(info))
+        );
         drop(lock);
     }
 
@@ -455,7 +461,10 @@ mod tests {
         let new = backend.lock(&info, Duration::ZERO).unwrap();
         // The old lock's drop only touches its orphaned file.
         drop(old);
-        assert_eq!(backend.lock_holder().unwrap(), Some(Some(info)));
+        assert_eq!(
+            backend.lock_holder().unwrap(),
+            Some(crate::Holder::Recorded(info))
+        );
         drop(new);
         assert_eq!(backend.force_unlock().unwrap(), None);
         assert_eq!(backend.force_unlock().unwrap(), None);
@@ -514,7 +523,10 @@ mod tests {
             .lock(&LockInfo::current("kz apply"), Duration::ZERO)
             .unwrap();
         fs::write(backend.lock_path(), "garbage").unwrap();
-        assert_eq!(backend.lock_holder().unwrap(), Some(None));
+        assert_eq!(
+            backend.lock_holder().unwrap(),
+            Some(crate::Holder::Unrecorded)
+        );
         drop(lock);
     }
 

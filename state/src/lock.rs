@@ -58,6 +58,40 @@ impl LockInfo {
     }
 }
 
+/// Who holds a state lock that is held.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Holder {
+    /// The holder recorded who it is.
+    Recorded(LockInfo),
+    /// Held, but the holder left no readable record (it may be between locking and writing it).
+    Unrecorded,
+}
+
+impl Holder {
+    /// The holder's record, if it left one.
+    pub fn info(self) -> Option<LockInfo> {
+        match self {
+            Holder::Recorded(i) => Some(i),
+            Holder::Unrecorded => None,
+        }
+    }
+}
+
+impl From<Option<LockInfo>> for Holder {
+    fn from(info: Option<LockInfo>) -> Holder {
+        info.map_or(Holder::Unrecorded, Holder::Recorded)
+    }
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Holder::Recorded(i) => i.fmt(f),
+            Holder::Unrecorded => f.write_str("a process that left no record"),
+        }
+    }
+}
+
 impl fmt::Display for LockInfo {
     /// E.g. ``pid 4242 (root@install-01, `kz apply stacks/prod`, since 2026-11-27T15:00:00Z)``.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -171,16 +205,13 @@ fn try_lock_file(file: File, path: &Path, info: &LockInfo) -> Result<Attempt, St
     Ok(Attempt::Acquired(lock))
 }
 
-/// Reports who holds the lock on `path`: `None` when nobody does,
-/// `Some(None)` when it is held but the holder's information is missing or
-/// unreadable (e.g. the holder is between locking and writing it), and
-/// `Some(Some(info))` otherwise.
+/// Reports who holds the lock on `path`: `None` when nobody does.
 ///
 /// The probe takes a shared lock, which conflicts with the holder's exclusive
 /// lock but not with other probes, so concurrent probes do not report each
 /// other as holders. A probe can still make a concurrent `lock` attempt fail
 /// once; lockers poll, so that only costs them one interval.
-pub(crate) fn holder(path: &Path) -> Result<Option<Option<LockInfo>>, StateError> {
+pub(crate) fn holder(path: &Path) -> Result<Option<Holder>, StateError> {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -189,7 +220,11 @@ pub(crate) fn holder(path: &Path) -> Result<Option<Option<LockInfo>>, StateError
     let free = sys::try_flock(&file, LockKind::Shared).map_err(StateError::io("lock", path))?;
     // Closing the file releases the probe's shared lock, if it was taken.
     drop(file);
-    Ok(if free { None } else { Some(read_info(path)) })
+    Ok(if free {
+        None
+    } else {
+        Some(read_info(path).into())
+    })
 }
 
 /// Removes the lock file so that the next locker creates and locks a fresh

@@ -498,7 +498,7 @@ impl Backend for PgBackend {
                     .await
                     .ok()
                     .flatten()
-                    .flatten()
+                    .and_then(crate::Holder::info)
                     .map(Box::new);
                 return Err(StateError::LockedRemote {
                     where_: format!(
@@ -544,7 +544,7 @@ impl Backend for PgBackend {
         }
     }
 
-    async fn lock_holder(&self) -> Result<Option<Option<LockInfo>>, StateError> {
+    async fn lock_holder(&self) -> Result<Option<crate::Holder>, StateError> {
         let (k1, k2) = self.keys();
         let locks = self.table("locks");
         let stack = self.settings.stack.clone();
@@ -568,14 +568,15 @@ impl Backend for PgBackend {
                 .await
                 .map_err(db)?;
             Ok(Some(
-                row.and_then(|r| serde_json::from_value(r.get(0)).ok()),
+                row.and_then(|r| serde_json::from_value::<LockInfo>(r.get(0)).ok())
+                    .into(),
             ))
         })
         .await
     }
 
     async fn force_unlock(&self) -> Result<Option<LockInfo>, StateError> {
-        let holder = self.lock_holder().await?.flatten();
+        let holder = self.lock_holder().await?.and_then(crate::Holder::info);
         let (k1, k2) = self.keys();
         let locks = self.table("locks");
         let stack = self.settings.stack.clone();

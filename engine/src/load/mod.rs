@@ -31,7 +31,7 @@ use crate::secrets::Secrets;
 
 /// Reads variables for `${env.*}` and `${secret.*}`; the real environment in production,
 /// a map in tests.
-pub type EnvFn<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub type VarLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Loads the stack in `dir` with the process environment.
 pub fn load_stack(dir: &Path, providers: &Providers) -> Result<Stack, Diagnostics> {
@@ -41,7 +41,7 @@ pub fn load_stack(dir: &Path, providers: &Providers) -> Result<Stack, Diagnostic
 pub fn load_stack_with_env(
     dir: &Path,
     providers: &Providers,
-    env: EnvFn<'_>,
+    env: VarLookup<'_>,
 ) -> Result<Stack, Diagnostics> {
     load(dir, providers, env, None)
 }
@@ -60,7 +60,7 @@ pub fn load_stack_with_overlay(
 fn load(
     dir: &Path,
     providers: &Providers,
-    env: EnvFn<'_>,
+    env: VarLookup<'_>,
     overlay: Option<&HostOverlay>,
 ) -> Result<Stack, Diagnostics> {
     let mut loader = Loader {
@@ -91,7 +91,7 @@ pub(crate) struct Loader<'a> {
     dir: PathBuf,
     diags: Diagnostics,
     digest: Sha256,
-    env: EnvFn<'a>,
+    env: VarLookup<'a>,
     overlay: Option<&'a HostOverlay>,
     providers: &'a Providers,
 }

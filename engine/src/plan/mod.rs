@@ -13,6 +13,7 @@ pub(crate) use read::panic_message;
 pub use read::{batch_script, split_batch};
 pub use select::{matches_target, select};
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -311,7 +312,8 @@ pub async fn plan(
         c.service = service_of(runtime, &c.kind, c.host.is_none() && c.members.is_empty());
         d.changes.push(c);
     }
-    d.changes.sort_by_key(|c| (c.place(), c.address.clone()));
+    d.changes
+        .sort_by_cached_key(|c| (c.place(), c.address.clone()));
     d.summary.count(&d.changes);
     d.summary.unverified = d.unverified.len();
     mark_gates_below_changes(stack, &graph, &d.changes, &mut d.gates);
@@ -403,17 +405,24 @@ pub(super) fn service_of(runtime: &Runtime, kind: &str, on_no_host: bool) -> Opt
 }
 
 /// The instances, each with the values its provider computed when it was last applied.
-fn with_outputs(instances: &[Instance], state: Option<&State>) -> Vec<Instance> {
-    instances
-        .iter()
-        .map(|i| {
-            let mut i = i.clone();
-            if let Some(r) = state.and_then(|s| s.resources.get(&i.address.to_string())) {
-                i.outputs = crate::record::read_outputs(r);
-            }
-            i
-        })
-        .collect()
+/// Borrowed as they are when the state records no output (nearly always): a copy of every
+/// instance would cost a large stack time and memory for nothing.
+fn with_outputs<'a>(instances: &'a [Instance], state: Option<&State>) -> Cow<'a, [Instance]> {
+    let Some(state) = state.filter(|s| s.resources.values().any(|r| !r.outputs.is_empty())) else {
+        return Cow::Borrowed(instances);
+    };
+    Cow::Owned(
+        instances
+            .iter()
+            .map(|i| {
+                let mut i = i.clone();
+                if let Some(r) = state.resources.get(&i.address.to_string()) {
+                    i.outputs = crate::record::read_outputs(r);
+                }
+                i
+            })
+            .collect(),
+    )
 }
 
 /// The deletion of a recorded instance, showing what it recorded.
