@@ -5,6 +5,7 @@
 #
 #   bash bench/compare.sh REV                # e.g. c6b6fe9
 #   SKIP_SSH=1 bash bench/compare.sh REV     # the plan-time part only
+#   SKIP_PLAN=1 bash bench/compare.sh REV    # the SSH part only
 #   RUNS=9 bash bench/compare.sh REV
 #
 # REV is built in a detached worktree (/tmp/kz-compare-REV) with its own target directory
@@ -43,12 +44,14 @@ cleanup() {
 }
 trap cleanup EXIT
 python3 "$ROOT/bench/gen-stack.py" --hosts 500 --files 10000 --out "$TMP/stack"
-for side in old new; do
-    bin=$OLD; [ "$side" = new ] && bin=$NEW
-    echo "== plan-time, $side ($bin/kz)"
-    python3 "$ROOT/bench/measure.py" --kz "$bin/kz" --stack "$TMP/stack" --demo "$ROOT/stacks/demo" \
-        --runs "$RUNS" --json "$TMP/plan-$side.json" || true
-done
+if [ -z "${SKIP_PLAN:-}" ]; then
+    for side in old new; do
+        bin=$OLD; [ "$side" = new ] && bin=$NEW
+        echo "== plan-time, $side ($bin/kz)"
+        python3 "$ROOT/bench/measure.py" --kz "$bin/kz" --stack "$TMP/stack" \
+            --demo "$ROOT/stacks/demo" --runs "$RUNS" --json "$TMP/plan-$side.json" || true
+    done
+fi
 if [ -z "${SKIP_SSH:-}" ]; then
     for side in old new; do
         bin=$OLD; [ "$side" = new ] && bin=$NEW

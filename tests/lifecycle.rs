@@ -399,7 +399,7 @@ fn destroy_runs_in_reverse_dependency_order() {
         .stderr_has("refusing to go on without --yes");
     s.kz(&["destroy", "DIR", "--yes"])
         .code(0)
-        .stdout_has("Apply: 4 applied");
+        .stdout_has("Destroy: 4 applied");
     let order: Vec<String> = read(&s.at("destroyed")).lines().map(String::from).collect();
     let pos = |n: &str| order.iter().position(|o| o == n).expect("destroyed");
     assert!(

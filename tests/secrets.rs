@@ -343,6 +343,7 @@ fn item10_ssh_output_past_the_limit_is_counted_not_kept() {
             script: "head -c 1000000 /dev/zero; head -c 3000 /dev/zero | tr '\\0' e >&2".into(),
             stdin: None,
             timeout: Duration::from_secs(20),
+            ..Default::default()
         }))
         .expect("run");
     assert_eq!(out.stdout.len(), 4096);
@@ -359,6 +360,7 @@ fn item10_ssh_output_past_the_limit_is_counted_not_kept() {
             script: "a='x\\y'\n  printf '%s|' \"$a\"; cat".into(),
             stdin: Some(b"payload".to_vec()),
             timeout: Duration::from_secs(20),
+            ..Default::default()
         }))
         .expect("run");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "x\\y|payload");

@@ -72,6 +72,7 @@ fn spec(script: &str, stdin: Option<Vec<u8>>, timeout: Duration) -> CommandSpec 
         script: script.into(),
         stdin,
         timeout,
+        ..Default::default()
     }
 }
 

@@ -14,11 +14,15 @@ pub use crate::apply::context::{ApplyCtx, HostSession};
 pub use crate::load::declare::{Declaration, Declared};
 
 /// A command to run on a host: a POSIX shell script, run non-interactively with `LC_ALL=C`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CommandSpec {
     pub script: String,
     pub stdin: Option<Vec<u8>>,
     pub timeout: Duration,
+    /// The script holds nothing secret (kz made it from values that use no secret), so it may
+    /// travel as an argument of `sh`, in the process list: a command with input of its own then
+    /// needs no bootstrap to read the script first. Otherwise scripts travel on standard input.
+    pub public_script: bool,
 }
 
 /// What a command left behind. Output is kept as bytes; rendering makes it safe to show.
@@ -54,6 +58,9 @@ pub struct UploadOptions {
     pub owner: Option<String>,
     pub group: Option<String>,
     pub timeout: Duration,
+    /// The path, owner and group use no secret: the upload's script may travel as an argument
+    /// (see [`CommandSpec::public_script`]).
+    pub public: bool,
 }
 
 /// Quotes a value for a POSIX shell, so that a value taken from TOML arrives literally.

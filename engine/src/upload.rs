@@ -3,7 +3,8 @@
 //! kz is killed, gets a second Ctrl-C or loses its SSH session in the middle.
 //!
 //! The script is told how many bytes to expect. The sender follows the content with an end line,
-//! `kz-end:` and the content's SHA-256. The script copies exactly that many bytes into a new
+//! `kz-end:` and a random token the script also knows (not a digest of the content: the script
+//! may travel in the process list, and a digest of a short secret could be brute-forced). The script copies exactly that many bytes into a new
 //! temporary file in the target's directory (`dd` with a byte count), then reads the end line
 //! itself: an input cut short leaves `dd` with fewer bytes and the end line missing, so the script
 //! removes its temporary file and fails instead of renaming a partial file over the target. Only
@@ -18,37 +19,38 @@
 //! Processes are few, because over SSH on a busy host each one counts (bench/README.md): `dd` and
 //! `mv` always, `mkdir`, `chmod`, `chown` only when needed, and `rm` only when leftovers are found.
 
-use sha2::{Digest, Sha256};
-
 use crate::provider::{CommandSpec, UploadOptions, shell_quote};
 
 /// Prefix of the temporary files of uploads, in the target's directory.
 pub const TEMP_PREFIX: &str = ".kz-upload.";
 
-/// The line that follows the content on the script's input: `kz-end:` and the content's SHA-256.
-pub fn end_line(digest_hex: &str) -> String {
-    format!("kz-end:{digest_hex}\n")
+/// The line that follows the content on the script's input: `kz-end:` and the upload's token.
+pub fn end_line(token: &str) -> String {
+    format!("kz-end:{token}\n")
 }
 
 /// The command that writes `bytes` to `path` atomically in one round trip: the script of
 /// [`upload_script`] with the content and its end line on standard input.
 pub fn upload_command(path: &str, mut bytes: Vec<u8>, opts: &UploadOptions) -> CommandSpec {
-    let digest = hex::encode(Sha256::digest(&bytes));
+    let token = crate::random_hex(16);
     let len = bytes.len() as u64;
-    bytes.extend_from_slice(end_line(&digest).as_bytes());
+    bytes.extend_from_slice(end_line(&token).as_bytes());
     CommandSpec {
-        script: upload_script(path, len, &digest, opts),
+        script: upload_script(path, len, &token, opts),
         stdin: Some(bytes),
         timeout: opts.timeout,
+        // The script holds the path, mode, owner and sizes: public unless the path or owner
+        // uses a secret.
+        public_script: opts.public,
     }
 }
 
 /// The shell script that writes the `len` bytes of its standard input to `path` atomically, once
-/// the end line carrying `digest_hex` has followed them: a new temporary file in the same
+/// the end line carrying `token` has followed them: a new temporary file in the same
 /// directory, created exclusively with the right mode, written and flushed to disk by `dd`, owner
 /// set, then renamed over the target. Without a mode or an owner, an existing file keeps its own,
 /// and a new one gets 0644.
-pub fn upload_script(path: &str, len: u64, digest_hex: &str, opts: &UploadOptions) -> String {
+pub fn upload_script(path: &str, len: u64, token: &str, opts: &UploadOptions) -> String {
     let p = shell_quote(path);
     let rand = crate::random_hex(6);
     let mut s =
@@ -92,7 +94,7 @@ pub fn upload_script(path: &str, len: u64, digest_hex: &str, opts: &UploadOption
     s.push_str(&format!(
         "dd bs=64K iflag=fullblock,count_bytes count={len} conv=fsync status=none > \"$t\"\n\
          e=\nIFS= read -r e || :\n\
-         if [ \"$e\" != kz-end:{digest_hex} ]; then\n\
+         if [ \"$e\" != kz-end:{token} ]; then\n\
          echo \"the input ended before its {len} bytes and their end line: nothing was written\" >&2\n\
          exit 1\nfi\n"
     ));
@@ -129,14 +131,20 @@ mod tests {
     fn the_input_is_the_content_then_its_end_line() {
         let c = upload_command("/etc/x", b"hello".to_vec(), &UploadOptions::default());
         let stdin = c.stdin.expect("stdin");
-        let digest = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
-        assert_eq!(stdin, format!("hellokz-end:{digest}\n").into_bytes());
+        let end = String::from_utf8(stdin[5..].to_vec()).expect("text");
+        assert_eq!(&stdin[..5], b"hello");
+        let token = end
+            .strip_prefix("kz-end:")
+            .and_then(|t| t.strip_suffix('\n'))
+            .expect("an end line");
+        assert_eq!(token.len(), 32);
         assert!(c.script.contains("count=5 "), "{}", c.script);
         assert!(
-            c.script.contains(&format!("kz-end:{digest}")),
+            c.script.contains(&format!("kz-end:{token}")),
             "{}",
             c.script
         );
+        assert!(!c.public_script, "not public unless the caller says so");
     }
 
     #[test]

@@ -99,6 +99,7 @@ async fn run(cx: &ApplyCtx, step: &str, attr: &str) -> Result<(), ProviderError>
         script: script.to_string(),
         stdin: None,
         timeout: timeout(inst, t),
+        ..Default::default()
     };
     // A long command tells how long it has been running, so a slow step never looks hung.
     let started = Instant::now();

@@ -221,6 +221,11 @@ fn upload_options(inst: &Instance, t: &dyn Transport) -> UploadOptions {
         owner: inst.text("owner").map(String::from),
         group: inst.text("group").map(String::from),
         timeout: t.command_timeout(),
+        // The upload's script names the path and owner: it may show in the process list only
+        // when none of them uses a secret.
+        public: ["path", "owner", "group"]
+            .iter()
+            .all(|k| inst.attr(k).is_none_or(|a| !a.sensitive)),
     }
 }
 
@@ -230,6 +235,7 @@ async fn run(t: &dyn Transport, step: &str, script: String) -> Result<(), Provid
             script,
             stdin: None,
             timeout: t.command_timeout(),
+            ..Default::default()
         })
         .await
         .map_err(|e| ProviderError::transport(step, e))?;

@@ -112,9 +112,10 @@ impl TransportFactory for Transports {
     }
 }
 
-/// How a transport hands a script to `sh`: always on standard input, never as an argument, so that
-/// whatever secrets it holds stay out of the process list (`ps`, `/proc/PID/cmdline`), on the host
-/// as on this machine. Returns the arguments of `sh` (no secret in them) and the bytes to feed it.
+/// How a transport hands a script to `sh`: on standard input, not as an argument, so that whatever
+/// secrets it holds stay out of the process list (`ps`, `/proc/PID/cmdline`), on the host as on
+/// this machine; only a script marked public (`CommandSpec::public_script`, passed as `public`) with input of its own
+/// goes as an argument. Returns the arguments of `sh` (no secret in them) and the bytes to feed it.
 ///
 /// Without input of its own, the script is all there is (`sh -s`), inside `{ } </dev/null` so
 /// that its commands still read nothing. With input, a fixed bootstrap (`sh -c` [`BOOTSTRAP`])
@@ -124,12 +125,16 @@ impl TransportFactory for Transports {
 pub(crate) fn shell_input(
     script: &str,
     stdin: Option<Vec<u8>>,
-) -> (&'static [&'static str], Vec<u8>) {
+    public: bool,
+) -> (Vec<String>, Vec<u8>) {
     match stdin {
         None => (
-            &["-s"],
+            vec!["-s".into()],
             format!("{{ {script}\n}} </dev/null\n").into_bytes(),
         ),
+        // A script that holds no secret goes as an argument: reading it first would cost a
+        // `read` per byte.
+        Some(payload) if public => (vec!["-c".into(), script.to_string()], payload),
         Some(payload) => {
             let mut text = script.to_string();
             if !text.is_empty() && !text.ends_with('\n') {
@@ -138,7 +143,7 @@ pub(crate) fn shell_input(
             let lines = text.bytes().filter(|b| *b == b'\n').count();
             let mut input = format!("{lines}\n{text}").into_bytes();
             input.extend_from_slice(&payload);
-            (&["-c", BOOTSTRAP], input)
+            (vec!["-c".into(), BOOTSTRAP.into()], input)
         }
     }
 }

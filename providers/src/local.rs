@@ -90,9 +90,9 @@ impl Transport for LocalTransport {
         self.command_timeout
     }
 
-    async fn run(&self, cmd: CommandSpec) -> Result<CommandOutput, TransportError> {
-        // The script travels on stdin, keeping whatever secrets it holds out of `ps`.
-        let (args, input) = shell_input(&cmd.script, cmd.stdin);
+    async fn run(&self, mut cmd: CommandSpec) -> Result<CommandOutput, TransportError> {
+        // The script travels on stdin unless it is public, keeping secrets out of `ps`.
+        let (args, input) = shell_input(&cmd.script, cmd.stdin.take(), cmd.public_script);
         let mut command = Command::new("sh");
         command.args(args).env_clear();
         // A clean environment: kz's own (`KZ_SECRET_*`, API tokens, database URLs) would be
@@ -178,6 +178,7 @@ mod tests {
             script: script.into(),
             stdin: stdin.map(<[u8]>::to_vec),
             timeout,
+            ..Default::default()
         }
     }
 
@@ -214,6 +215,20 @@ mod tests {
             .await
             .expect("runs");
         assert_eq!(empty.status, 0);
+    }
+
+    #[tokio::test]
+    async fn a_public_script_goes_as_an_argument_and_a_secret_one_never() {
+        // `$0` is `sh` either way; the command line shows the script only when it is public.
+        let script = "tr -d '\\n' < /proc/$$/cmdline; printf '|'; cat";
+        for public in [true, false] {
+            let mut cmd = spec(script, Some(b"input"), Duration::from_secs(5));
+            cmd.public_script = public;
+            let out = local().run(cmd).await.expect("runs");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(text.ends_with("|input"), "{text}");
+            assert_eq!(text.contains("cmdline"), public, "{text}");
+        }
     }
 
     #[tokio::test]

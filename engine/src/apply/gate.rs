@@ -91,6 +91,7 @@ async fn observe_now(
                 script,
                 stdin: None,
                 timeout: left.min(t.command_timeout()),
+                ..Default::default()
             })
             .await
             .map_err(|e| format!("{}: {e}", cx.host_label(host)))?;

@@ -268,6 +268,7 @@ async fn read_host(
             script,
             stdin: None,
             timeout,
+            ..Default::default()
         })
         .await;
     let connections = transport.connections();

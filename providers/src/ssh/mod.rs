@@ -184,15 +184,15 @@ impl SshTransport {
     async fn exec(
         &self,
         handle: &Arc<Handle<Client>>,
-        cmd: CommandSpec,
+        mut cmd: CommandSpec,
     ) -> Result<CommandOutput, TransportError> {
         let secs = cmd.timeout.as_millis().div_ceil(1000).max(1);
         // Non-interactive, no rc files, C locale; `timeout` kills the whole process group on the
         // host, which frees the session slot (closing the channel alone would not). The shell
         // first reports its pid, which `timeout` inherits through `exec` and makes its process
-        // group: an abort kills that group. The script always travels on stdin (see
+        // group: an abort kills that group. The script travels on stdin unless it is public (see
         // `shell_input`), keeping whatever secrets it holds out of the host's process list.
-        let (args, stdin) = shell_input(&cmd.script, cmd.stdin);
+        let (args, stdin) = shell_input(&cmd.script, cmd.stdin.take(), cmd.public_script);
         let args: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
         let wrapped = format!(
             "printf 'kz-pid:%s\\n' \"$$\" >&2; LC_ALL=C exec timeout -k 5 {secs} sh {}",
