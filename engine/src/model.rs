@@ -315,8 +315,8 @@ pub type Attrs = BTreeMap<String, Attr>;
 #[derive(Debug, Clone)]
 pub struct Instance {
     pub address: Address,
-    /// The hosts it is read and changed on: its own host, the group it spans, or none for a
-    /// resource behind an API.
+    /// The hosts of an instance spanning a group of hosts; empty for one on a single host (its
+    /// host is in its address) or behind an API. [`Instance::hosts`] gives the hosts of any.
     pub members: Vec<String>,
     pub attrs: Attrs,
     /// Instances this one waits for (direct `depends_on`, resolved); module order comes from barriers.
@@ -324,7 +324,7 @@ pub struct Instance {
     /// Values its provider computed when it was last applied (from the state).
     pub outputs: BTreeMap<String, Value>,
     /// It is a health check that gates what depends on it (see [`Gate`]).
-    pub gate: Option<Gate>,
+    pub gate: Option<std::sync::Arc<Gate>>,
 }
 
 /// How a gate runs at apply time: again, fresh, after anything it depends on changed, until it
@@ -359,6 +359,16 @@ impl Instance {
     /// The host of an instance that lives on one host.
     pub fn host(&self) -> Option<&str> {
         self.address.host.as_deref()
+    }
+
+    /// The hosts it is read and changed on: its own host, the group it spans, or none for a
+    /// resource behind an API.
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.address
+            .host
+            .as_deref()
+            .into_iter()
+            .chain(self.members.iter().map(String::as_str))
     }
     pub fn attr(&self, name: &str) -> Option<&Attr> {
         self.attrs.get(name)

@@ -87,7 +87,9 @@ impl HostOverlay {
     /// none); keeps dependencies only on what stays.
     pub(crate) fn filter_instances(&self, instances: &mut Vec<Instance>, gone: &[String]) -> usize {
         let before = instances.len();
-        instances.retain(|i| !i.members.is_empty() && !i.members.iter().any(|m| gone.contains(m)));
+        instances.retain(|i| {
+            i.hosts().next().is_some() && !i.hosts().any(|m| gone.iter().any(|g| g == m))
+        });
         let kept: std::collections::HashSet<String> =
             instances.iter().map(|i| i.address.to_string()).collect();
         for i in instances.iter_mut() {

@@ -62,10 +62,7 @@ pub fn read_attrs(r: &ResourceState) -> Attrs {
 /// Rebuilds an instance from its state entry (for deleting what the stack no longer declares).
 pub fn instance_from_state(r: &ResourceState) -> Instance {
     let host = (!r.host.is_empty()).then(|| r.host.clone());
-    let members = match &host {
-        Some(h) => vec![h.clone()],
-        None => r.members.clone(),
-    };
+    let members = r.members.clone();
     Instance {
         address: Address {
             module: r.module.clone(),
@@ -111,11 +108,7 @@ pub fn record_instance(
         kind: inst.address.kind.clone(),
         name: inst.address.name.clone(),
         host: inst.address.host.clone().unwrap_or_default(),
-        members: if inst.address.host.is_some() {
-            Vec::new()
-        } else {
-            inst.members.clone()
-        },
+        members: inst.members.clone(),
         attributes,
         outputs: applied
             .outputs

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kz_engine::lab::{Cidr, LabHost, LabOverlay, lab_dir};
-use kz_engine::model::Stack;
+use kz_engine::model::{Instance, Stack};
 
 use super::podman::Podman;
 use super::{STACK_LABEL, container_name, image, network_name};
@@ -40,7 +40,7 @@ pub async fn up(
         .instances
         .iter()
         .filter(|i| i.kind() == "container")
-        .flat_map(|i| i.members.iter().map(String::as_str))
+        .flat_map(Instance::hosts)
         .collect();
     let mut starts = tokio::task::JoinSet::new();
     for name in selected {

@@ -162,7 +162,7 @@ fn select_hosts(
             .instances
             .iter()
             .filter(|i| i.address.module == m)
-            .flat_map(|i| i.members.iter().cloned())
+            .flat_map(|i| i.hosts().map(String::from).collect::<Vec<_>>())
             .collect();
         on.sort();
         on.dedup();

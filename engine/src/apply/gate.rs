@@ -74,14 +74,14 @@ async fn observe_now(
     left: Duration,
 ) -> Result<Observation, String> {
     let inst = cx.instance();
-    if inst.members.is_empty() {
+    if inst.hosts().next().is_none() {
         return match provider.read(std::slice::from_ref(inst)).await {
             Some(mut r) if !r.is_empty() => r.remove(0),
             _ => Err("its provider cannot read it".into()),
         };
     }
     let mut outs = MemberOutputs::default();
-    for host in &inst.members {
+    for host in inst.hosts() {
         let Some(script) = provider.probe(inst, host) else {
             continue;
         };
@@ -96,7 +96,7 @@ async fn observe_now(
             .await
             .map_err(|e| format!("{}: {e}", cx.host_label(host)))?;
         outs.outputs.push((
-            host.clone(),
+            host.to_string(),
             ProbeOutput {
                 stdout: out.stdout,
                 status: out.status,

@@ -256,14 +256,13 @@ impl Loader<'_> {
                 None => Vec::new(),
             };
             let placed: Vec<(Option<&Host>, Vec<String>)> = match d.placement {
-                Placement::EachHost => selected
-                    .iter()
-                    .map(|h| (Some(*h), vec![h.name.clone()]))
-                    .collect(),
+                Placement::EachHost => selected.iter().map(|h| (Some(*h), Vec::new())).collect(),
                 Placement::Group if selected.is_empty() => Vec::new(),
                 Placement::Group => vec![(None, selected.iter().map(|h| h.name.clone()).collect())],
                 Placement::Api { .. } => vec![(None, Vec::new())],
             };
+            // One gate, shared by every instance of the resource.
+            let gate = d.declared.gate.clone().map(Arc::new);
             for (host, members) in placed {
                 if let Some(attrs) = self.instance_attrs(d, host, hosts, secrets_used) {
                     instances.push(Instance {
@@ -277,7 +276,7 @@ impl Loader<'_> {
                         attrs,
                         depends_on: Vec::new(),
                         outputs: BTreeMap::new(),
-                        gate: d.declared.gate.clone(),
+                        gate: gate.clone(),
                     });
                 }
             }

@@ -102,11 +102,7 @@ impl Sides<'_> {
             kind: a.kind.clone(),
             name: a.name.clone(),
             host: a.host.clone(),
-            members: if a.host.is_some() {
-                Vec::new()
-            } else {
-                self.inst.members.clone()
-            },
+            members: self.inst.members.clone(),
             service: None,
             action,
             reason,

@@ -29,7 +29,7 @@ fn instance(name: &str, host: String) -> Instance {
             name: name.into(),
             host: Some(host.clone()),
         },
-        members: vec![host],
+        members: Vec::new(),
         attrs: Attrs::new(),
         depends_on: Vec::new(),
         outputs: BTreeMap::new(),

@@ -136,7 +136,7 @@ mod panics {
                     name: "p".into(),
                     host: Some(n.to_string()),
                 },
-                members: vec![n.to_string()],
+                members: Vec::new(),
                 attrs: BTreeMap::from([("v".to_string(), Attr::plain(Value::Text("x".into())))]),
                 depends_on: Vec::new(),
                 outputs: BTreeMap::new(),
