@@ -2,8 +2,6 @@
 //! The CLI strings these together; nothing here prints.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -133,25 +131,10 @@ impl StateSink for BackendSink<'_> {
     }
 }
 
-/// Replaces a file atomically: a temporary file in the same directory with `mode`, written,
-/// fsynced, renamed over the target.
+/// Replaces a file atomically (see [`kz_state::write_file_atomically`], the one helper every file
+/// kz writes goes through).
 fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", crate::random_hex(6)));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(|e| e.to_string())
+    kz_state::write_file_atomically(path, bytes, mode).map_err(|e| error_chain(&e))
 }
 
 /// Replaces a text file atomically, keeping its mode.
@@ -185,16 +168,11 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 /// Writes a plan for `kz apply PLANFILE`, readable by its owner only. What the hosts hold is
 /// never written: the `before` side of every change goes in as a digest (see [`for_file`]).
 pub fn write_plan_file(path: &Path, plan: &Plan) -> Result<(), String> {
-    let json = serde_json::to_vec_pretty(&for_file(plan)).map_err(|e| e.to_string())?;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot write plan file {}: {e}", path.display()))?;
-    f.write_all(&json)
-        .and_then(|()| f.write_all(b"\n"))
+    let mut json = serde_json::to_vec_pretty(&for_file(plan)).map_err(|e| e.to_string())?;
+    json.push(b'\n');
+    // Atomically: an interrupted write never leaves half a plan that apply would then refuse,
+    // nor a truncated old one.
+    write_atomically(path, &json, 0o600)
         .map_err(|e| format!("cannot write plan file {}: {e}", path.display()))
 }
 

@@ -76,6 +76,13 @@ fn temporary_pid(file_name: &str, names: &[&str]) -> Option<u32> {
 /// it, fsync it, rename it over `target`, then fsync the directory so the
 /// rename itself is durable.
 pub(crate) fn atomic_write(target: &Path, contents: &[u8]) -> Result<(), StateError> {
+    write_file_atomically(target, contents, FILE_MODE)
+}
+
+/// The one way kz replaces a file it writes (state, saved plans, rescue files, stack.toml,
+/// the lab's files): a temporary file next to it with `mode`, written and fsynced, renamed over
+/// the target, the directory fsynced; on failure the temporary file is removed.
+pub fn write_file_atomically(target: &Path, contents: &[u8], mode: u32) -> Result<(), StateError> {
     let dir = target.parent().unwrap_or(Path::new("."));
     let name = target
         .file_name()
@@ -89,7 +96,7 @@ pub(crate) fn atomic_write(target: &Path, contents: &[u8]) -> Result<(), StateEr
         random_suffix()
     ));
 
-    let result = write_synced(&tmp, contents).and_then(|()| {
+    let result = write_synced(&tmp, contents, mode).and_then(|()| {
         fs::rename(&tmp, target).map_err(StateError::io("rename temporary file over", target))
     });
     if result.is_err() {
@@ -101,16 +108,16 @@ pub(crate) fn atomic_write(target: &Path, contents: &[u8]) -> Result<(), StateEr
     sync_dir(dir)
 }
 
-/// Creates `path` exclusively with mode 0600, writes `contents` and fsyncs.
-fn write_synced(path: &Path, contents: &[u8]) -> Result<(), StateError> {
+/// Creates `path` exclusively with `mode`, writes `contents` and fsyncs.
+fn write_synced(path: &Path, contents: &[u8], mode: u32) -> Result<(), StateError> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(FILE_MODE)
+        .mode(mode)
         .open(path)
         .map_err(StateError::io("create temporary file", path))?;
     // The mode given to open is reduced by the umask; make it exact.
-    file.set_permissions(Permissions::from_mode(FILE_MODE))
+    file.set_permissions(Permissions::from_mode(mode))
         .map_err(StateError::io("set permissions of", path))?;
     file.write_all(contents)
         .map_err(StateError::io("write temporary file", path))?;

@@ -24,6 +24,7 @@ pub use backend::{Backend, HeldLock, HistoryEntry, summarize};
 pub use config::BackendConfig;
 pub use error::{STALE_WRITE, StateError};
 pub use fsutil::ensure_kz_dir;
+pub use fsutil::write_file_atomically;
 pub use local::LocalBackend;
 pub use lock::{Holder, LockInfo, StateLock};
 pub use model::{AttrState, ModuleState, ResourceState, State, now_rfc3339};
