@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
-use kz_engine::apply::{ApplyOptions, Interrupt, StateSink, apply};
+use kz_engine::apply::{ApplyOptions, Interrupt, apply};
 use kz_engine::load::load_stack_with_env;
 use kz_engine::model::Instance;
 use kz_engine::plan::{PlanOptions, Runtime, plan};
@@ -20,6 +20,7 @@ use kz_engine::provider::{
 use kz_providers::Transports;
 use kz_state::State;
 use support::TestStack;
+use support::memory::Memory;
 
 /// `[[boom]]`: never exists, and panics when created.
 struct Boom;
@@ -51,17 +52,6 @@ impl Provider for Boom {
     }
     async fn delete(&self, _: &ApplyCtx) -> Result<Applied, ProviderError> {
         unreachable!()
-    }
-}
-
-struct Memory(Arc<Mutex<Option<State>>>);
-
-#[async_trait]
-impl StateSink for Memory {
-    async fn save(&mut self, state: &mut State) -> Result<(), String> {
-        state.serial += 1;
-        *self.0.lock().map_err(|e| e.to_string())? = Some(state.clone());
-        Ok(())
     }
 }
 

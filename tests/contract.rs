@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use toml::Spanned;
 
-use kz_engine::apply::{ApplyOptions, Event, Interrupt, StateSink, apply};
+use kz_engine::apply::{ApplyOptions, Event, Interrupt, apply};
 use kz_engine::load::declare::Template;
 use kz_engine::load::load_stack_with_env;
 use kz_engine::model::{Instance, Value};
@@ -26,6 +26,7 @@ use kz_engine::provider::{
 use kz_providers::Transports;
 use kz_state::State;
 use support::TestStack;
+use support::memory::Memory;
 use support::sshd::{KeyPair, Sshd, keygen, ssh_stack_toml};
 
 /// `[[replica]]`: a file that lives on every member as `PATH.HOST`, written on the primary only.
@@ -127,18 +128,6 @@ impl Provider for Replica {
 
     async fn delete(&self, _cx: &ApplyCtx) -> Result<Applied, ProviderError> {
         Ok(Applied::default())
-    }
-}
-
-/// The state, kept in memory.
-struct Memory(Arc<Mutex<Option<State>>>);
-
-#[async_trait]
-impl StateSink for Memory {
-    async fn save(&mut self, state: &mut State) -> Result<(), String> {
-        state.serial += 1;
-        *self.0.lock().map_err(|e| e.to_string())? = Some(state.clone());
-        Ok(())
     }
 }
 
