@@ -15,8 +15,8 @@ use kz_engine::render::{render_plan, render_report};
 use kz_state::{HeldLock, State};
 
 use super::{
-    CmdResult, FAILED, Failure, OK, confirmed, lock, open_for_plan, parallelism, read_state,
-    runtime, runtime_with, unless_interrupted,
+    CmdResult, FAILED, Failure, OK, Signals, Stop, confirmed, lock, open_for_plan, parallelism,
+    read_state, runtime, runtime_with, unless_interrupted,
 };
 use crate::cli::ApplyArgs;
 use crate::output::Shell;
@@ -154,24 +154,11 @@ pub(super) async fn execute(
 /// Turns Ctrl-C into `Stop` then `Abort`, and SIGTERM into `Abort` at once: what runs is
 /// aborted and what finished is recorded, so nothing is left running after kz exits.
 async fn forward_interrupts(cancel: watch::Sender<Interrupt>) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    loop {
-        let level = tokio::select! {
-            r = tokio::signal::ctrl_c() => {
-                if r.is_err() {
-                    break;
-                }
-                match *cancel.borrow() {
-                    Interrupt::None => Interrupt::Stop,
-                    _ => Interrupt::Abort,
-                }
-            }
-            Some(()) = async {
-                match term.as_mut() {
-                    Some(t) => t.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => Interrupt::Abort,
+    let mut signals = Signals::new();
+    while let Some(stop) = signals.next().await {
+        let level = match (stop, *cancel.borrow()) {
+            (Stop::Interrupt, Interrupt::None) => Interrupt::Stop,
+            _ => Interrupt::Abort,
         };
         if cancel.send(level).is_err() {
             break;

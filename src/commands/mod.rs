@@ -114,24 +114,51 @@ async fn unless_interrupted<T>(
     transports: &kz_providers::Transports,
     work: impl std::future::Future<Output = T>,
 ) -> Result<T, Failure> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let signal = async {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "an interrupt",
-            Some(()) = async {
-                match term.as_mut() {
-                    Some(t) => t.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => "SIGTERM",
-        }
-    };
+    let mut signals = Signals::new();
     let name = tokio::select! {
         out = work => return Ok(out),
-        name = signal => name,
+        Some(stop) = signals.next() => match stop {
+            Stop::Interrupt => "an interrupt",
+            Stop::Terminate => "SIGTERM",
+        },
     };
     transports.finish_all().await;
     Err(format!("stopped by {name}: the reads under way were ended; nothing was changed").into())
+}
+
+/// A signal that asks kz to stop.
+pub(crate) enum Stop {
+    /// Ctrl-C (SIGINT).
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+}
+
+/// Where kz learns of Ctrl-C and SIGTERM, for the plan's reads and for apply alike.
+pub(crate) struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    pub(crate) fn new() -> Signals {
+        Signals {
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// The next signal; `None` when Ctrl-C cannot be listened to (then none will come).
+    pub(crate) async fn next(&mut self) -> Option<Stop> {
+        let term = async {
+            match self.term.as_mut() {
+                Some(t) => t.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.ok().map(|()| Stop::Interrupt),
+            Some(()) = term => Some(Stop::Terminate),
+        }
+    }
 }
 
 /// Loads a stack, printing every problem found; it needs no state backend.

@@ -50,10 +50,10 @@ impl Job {
 /// state.
 pub(super) fn deletions(
     stack: &Stack,
+    declared: &HashMap<String, usize>,
     plan: &Plan,
     state: &State,
 ) -> (Vec<Instance>, Vec<Option<Job>>) {
-    let declared = by_address(stack);
     let mut instances = Vec::new();
     let mut jobs = Vec::new();
     for c in plan.changes.iter().filter(|c| c.action == Action::Delete) {
@@ -74,11 +74,11 @@ pub(super) fn deletions(
 /// no longer has fails, in `failed`.
 pub(super) fn changes(
     stack: &Stack,
+    declared: &HashMap<String, usize>,
     plan: &Plan,
     state: &State,
     failed: &mut Vec<(String, String)>,
 ) -> Vec<Option<Job>> {
-    let declared = by_address(stack);
     let mut jobs: Vec<Option<Job>> = (0..stack.instances.len()).map(|_| None).collect();
     for c in plan.changes.iter().filter(|c| c.action != Action::Delete) {
         let Some(&i) = declared.get(&c.address) else {
@@ -139,7 +139,8 @@ fn recorded_with_secrets(state: &State, r: &kz_state::ResourceState, inst: &Inst
     old
 }
 
-fn by_address(stack: &Stack) -> HashMap<String, usize> {
+/// Each declared instance's index, by address.
+pub(super) fn by_address(stack: &Stack) -> HashMap<String, usize> {
     stack
         .instances
         .iter()

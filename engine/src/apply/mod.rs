@@ -173,7 +173,8 @@ pub async fn apply(
         halt: watch::channel(false).0,
     };
     // Phase 1: deletions, dependents before their dependencies.
-    let (delete_instances, delete_jobs) = jobs::deletions(stack, plan, ctx.state);
+    let declared = jobs::by_address(stack);
+    let (delete_instances, delete_jobs) = jobs::deletions(stack, &declared, plan, ctx.state);
     if !delete_jobs.is_empty() {
         let modules = ctx
             .state
@@ -199,7 +200,7 @@ pub async fn apply(
             },
         );
     }
-    let jobs = jobs::changes(stack, plan, ctx.state, &mut ctx.report.failed);
+    let jobs = jobs::changes(stack, &declared, plan, ctx.state, &mut ctx.report.failed);
     if jobs.iter().any(Option::is_some) {
         match DepGraph::build(&stack.instances, &stack.modules) {
             Ok(g) => ctx.run_graph(&g, false, jobs).await,

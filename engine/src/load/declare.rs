@@ -56,17 +56,6 @@ pub enum Template {
     Map(BTreeMap<String, Template>),
 }
 
-impl Template {
-    /// A table of strings, each interpolated.
-    pub fn text_map(m: &BTreeMap<String, Spanned<String>>) -> Template {
-        Template::Map(
-            m.iter()
-                .map(|(k, v)| (k.clone(), Template::Text(v.clone())))
-                .collect(),
-        )
-    }
-}
-
 impl<'a> Declaration<'a> {
     /// Parses the table into the provider's own type (use `#[serde(deny_unknown_fields)]` and
     /// `Spanned` fields). A mistake becomes a diagnostic at its place; `None` then.

@@ -13,22 +13,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::service::{HealthCheck, Service};
-use super::spec::DEFAULT_TOKEN_ENV;
+use super::spec::{DEFAULT_TOKEN_ENV, text_list, text_map};
 
 /// The host-table key naming the Hetzner server behind a host, when its name differs.
 pub const SERVER_SETTING: &str = "hcloud_server";
-
-fn text_list(items: Vec<String>) -> Value {
-    Value::List(items.into_iter().map(Value::Text).collect())
-}
-
-fn text_map(m: &BTreeMap<String, String>) -> Value {
-    Value::Map(
-        m.iter()
-            .map(|(k, v)| (k.clone(), Value::Text(v.clone())))
-            .collect(),
-    )
-}
 
 /// A Hetzner Cloud load balancer, as written in a module file.
 #[derive(Debug, Deserialize)]

@@ -78,6 +78,20 @@ fn required_text(inst: &Instance, key: &str) -> Result<String, String> {
     text(inst, key)?.ok_or_else(|| format!("`{key}` is missing"))
 }
 
+/// A list of texts as a value: how targets and services are declared and observed alike.
+pub(super) fn text_list(items: Vec<String>) -> Value {
+    Value::List(items.into_iter().map(Value::Text).collect())
+}
+
+/// A table of texts as a value: how labels are declared and observed alike.
+pub(super) fn text_map(m: &BTreeMap<String, String>) -> Value {
+    Value::Map(
+        m.iter()
+            .map(|(k, v)| (k.clone(), Value::Text(v.clone())))
+            .collect(),
+    )
+}
+
 fn boolean(inst: &Instance, key: &str) -> Result<Option<bool>, String> {
     match value(inst, key)? {
         None => Ok(None),
@@ -515,21 +529,10 @@ pub fn observe(inst: &Instance, c: &Current) -> Observation {
         None => {}
     }
     if has("labels") {
-        put(
-            "labels",
-            Value::Map(
-                c.labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::Text(v.clone())))
-                    .collect(),
-            ),
-        );
+        put("labels", text_map(&c.labels));
     }
     if has("targets") {
-        put(
-            "targets",
-            Value::List(c.targets_seen().into_iter().map(Value::Text).collect()),
-        );
+        put("targets", text_list(c.targets_seen()));
     }
     if has("target_label") {
         put("target_label", Value::Text(c.target_label_seen()));
@@ -555,12 +558,7 @@ pub fn observe(inst: &Instance, c: &Current) -> Observation {
     if has("services") {
         put(
             "services",
-            Value::List(
-                c.services
-                    .iter()
-                    .map(|s| Value::Text(s.to_string()))
-                    .collect(),
-            ),
+            text_list(c.services.iter().map(ToString::to_string).collect()),
         );
     }
     if let Some(t) = inst.attr("token_env").and_then(|a| a.known()) {
