@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod command;
+pub mod container;
 pub mod file;
 pub mod hcloud;
 pub mod local;
@@ -24,6 +25,7 @@ pub fn providers() -> Providers {
         Arc::new(file::FileProvider),
         Arc::new(command::CommandProvider),
         Arc::new(check::CheckProvider),
+        Arc::new(container::ContainerProvider),
         Arc::new(hcloud::LbProvider::from_env()),
     ];
     Providers::new(list)
