@@ -307,3 +307,73 @@ fn docker_over_ssh_updates_in_place_and_sees_no_noise() {
     s.kz(&["destroy", "DIR", "--yes"]).code(0);
     assert_eq!(inspect("docker", &name, "{{.Id}}"), "");
 }
+
+#[test]
+fn an_image_built_from_the_stack_is_rebuilt_and_its_container_replaced() {
+    if !containers::podman_possible() {
+        return;
+    }
+    containers::setup_podman();
+    let name = unique("built");
+    let tag = format!("localhost/{}:1", unique("img"));
+    let _cleanup = Cleanup {
+        runtime: "podman",
+        names: vec![name.clone()],
+    };
+    let s = TestStack::new("ct-image");
+    s.write(
+        "ctx/Containerfile",
+        &format!("FROM {IMAGE}\nRUN echo built > /built\nCOPY hello.txt /hello.txt\n"),
+    );
+    s.write("ctx/hello.txt", "one\n");
+    s.write(
+        "01_app.toml",
+        &format!(
+            r#"[[image]]
+name = "app"
+on = {{ role = "app" }}
+tag = "{tag}"
+context = "ctx"
+
+[[container]]
+name = "{name}"
+on = {{ role = "app" }}
+depends_on = ["image.app"]
+image = "{tag}"
+pull = "never"
+network = "host"
+command = ["sh", "-c", "cat /hello.txt /built; exec sleep 3600"]
+stop_timeout = "1s"
+"#
+        ),
+    );
+    let r = s.kz(&["apply", "DIR", "--yes"]);
+    r.code(0);
+    assert!(
+        sh(&format!("podman logs {name}"))
+            .stdout
+            .starts_with(b"one\nbuilt\n")
+    );
+    s.kz(&["plan", "DIR", "--detailed-exitcode"]).code(0);
+
+    // A change in the context rebuilds the image; the tag then names another image than the
+    // container's, which the next plan says, and replaces it.
+    s.write("ctx/hello.txt", "two\n");
+    s.kz(&["plan", "DIR"])
+        .code(0)
+        .stdout_has("image.app[local] will be updated");
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    s.kz(&["plan", "DIR"])
+        .code(0)
+        .stdout_has("tag now names another image")
+        .stdout_has("replaced");
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    assert!(
+        sh(&format!("podman logs {name}"))
+            .stdout
+            .starts_with(b"two\n")
+    );
+    s.kz(&["plan", "DIR", "--detailed-exitcode"]).code(0);
+    s.kz(&["destroy", "DIR", "--yes"]).code(0);
+    assert!(!sh(&format!("podman image exists {tag}")).status.success());
+}

@@ -8,6 +8,7 @@ pub mod command;
 pub mod container;
 pub mod file;
 pub mod hcloud;
+pub mod image;
 pub mod local;
 pub mod ssh;
 #[allow(unsafe_code)]
@@ -26,6 +27,7 @@ pub fn providers() -> Providers {
         Arc::new(command::CommandProvider),
         Arc::new(check::CheckProvider),
         Arc::new(container::ContainerProvider),
+        Arc::new(image::ImageProvider),
         Arc::new(hcloud::LbProvider::from_env()),
     ];
     Providers::new(list)

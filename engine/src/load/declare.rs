@@ -103,6 +103,12 @@ impl<'a> Declaration<'a> {
         self.diags.is_empty()
     }
 
+    /// The stack directory, for a provider that reads a directory of it (a build context): it
+    /// lists the directory itself and reads each file through [`Declaration::read_source`].
+    pub fn stack_dir(&self) -> &Path {
+        self.stack_dir
+    }
+
     /// Reads a file named by the stack (`source = "files/x.conf"`), relative to the stack
     /// directory. Only a regular file inside the stack directory (after resolving links) and no
     /// larger than [`SOURCE_LIMIT`] is read: `source` cannot reach `/etc/shadow`, nor hang on a

@@ -10,6 +10,8 @@ mod read;
 mod run;
 mod wait;
 
+pub(crate) use declare::RUNTIMES;
+
 use async_trait::async_trait;
 
 use kz_engine::model::Instance;
