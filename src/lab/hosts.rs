@@ -35,13 +35,19 @@ pub async fn up(
     let (network, subnet) = lab_network(podman, stack, &owner).await?;
     let overlay = lab_addresses(stack, selected, &network, &subnet)?;
 
-    // Hosts running containers of their own need a privileged container (nested podman).
+    // Hosts running or building containers of their own need a privileged container (nested
+    // podman), with the lab image saved for them to load as `debian:12`.
     let nested: Vec<&str> = stack
         .instances
         .iter()
-        .filter(|i| i.kind() == "container")
+        .filter(|i| matches!(i.kind(), "container" | "image"))
         .flat_map(Instance::hosts)
         .collect();
+    let base_image = if privileged || selected.iter().any(|h| nested.contains(&h.as_str())) {
+        Some(image::save(podman).await?.display().to_string())
+    } else {
+        None
+    };
     let mut starts = tokio::task::JoinSet::new();
     for name in selected {
         let lab = overlay.hosts[name].clone();
@@ -53,6 +59,7 @@ pub async fn up(
             network: network.clone(),
             public_key: public.display().to_string(),
             privileged: privileged || nested.contains(&name.as_str()),
+            base_image: base_image.clone(),
         };
         starts.spawn(async move {
             let key = start_host(&podman, &spec, &lab).await;
@@ -208,7 +215,10 @@ struct ContainerSpec {
     host: String,
     network: String,
     public_key: String,
+    /// Runs containers of its own: privileged, with its own container storage and the lab image
+    /// (`base_image`, an archive on this machine) loaded as `debian:12`.
     privileged: bool,
+    base_image: Option<String>,
 }
 
 /// Starts (or restarts) one lab host and returns its ed25519 public host key, `TYPE BASE64`.
@@ -280,8 +290,16 @@ async fn start_host(
             "-v",
             &mount,
         ];
+        let base_mount = spec
+            .base_image
+            .as_ref()
+            .map(|b| format!("{b}:{NESTED_BASE}:ro"));
         if spec.privileged {
-            args.push("--privileged");
+            // Nested podman stores images on a volume: overlay cannot stack on the host's overlay.
+            args.extend(["--privileged", "-v", "/var/lib/containers"]);
+            if let Some(m) = &base_mount {
+                args.extend(["-v", m.as_str()]);
+            }
         }
         args.push(image::IMAGE);
         if let Err(e) = podman.run(&args).await {
@@ -304,8 +322,32 @@ async fn start_host(
         }
     };
     wait_for_ssh(&lab.address).await?;
+    if spec.privileged && spec.base_image.is_some() {
+        load_base_image(podman, c).await?;
+    }
     // `TYPE BASE64`, without the comment (root@host), as known_hosts wants.
     Ok(key.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+}
+
+/// Where a nested lab host finds the saved lab image.
+const NESTED_BASE: &str = "/var/lib/kz-lab/debian-12.tar";
+
+/// Makes the lab image `debian:12` in a lab host's own podman (once), so stacks build `FROM
+/// debian:12` with Debian's packages and no registry.
+async fn load_base_image(podman: &Podman, container: &str) -> Result<(), String> {
+    let script = format!(
+        "podman image exists debian:12 || {{ podman load -q -i {NESTED_BASE} >/dev/null && podman tag {} debian:12; }}",
+        image::IMAGE
+    );
+    podman
+        .run_with(
+            &["exec", container, "sh", "-c", &script],
+            None,
+            Duration::from_secs(300),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("cannot make debian:12 in the lab host: {e}"))
 }
 
 /// Waits until `address:22` accepts connections.
@@ -364,7 +406,8 @@ pub async fn down(podman: &Podman, stack: &str, dir: &Path) -> Result<(usize, bo
         .await?;
     let names: Vec<&str> = names.lines().filter(|l| !l.is_empty()).collect();
     if !names.is_empty() {
-        let mut args = vec!["rm", "-f", "-t", "0"];
+        // `-v`: the nested hosts' container storage goes with them.
+        let mut args = vec!["rm", "-f", "-v", "-t", "0"];
         args.extend(names.iter().copied());
         podman.run(&args).await?;
     }

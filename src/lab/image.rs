@@ -51,6 +51,37 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// Whether the base image is present and current.
+/// Where the lab image, saved as an archive, waits to be loaded into lab hosts that run
+/// containers: there it is also `debian:12`, so `FROM debian:12` builds with no registry.
+pub fn saved_path() -> PathBuf {
+    cache_dir().join(format!("kz-debian-12-v{IMAGE_VERSION}.tar"))
+}
+
+/// Saves the lab image as an archive once (`saved_path`), for nested podman to load.
+pub async fn save(podman: &Podman) -> Result<PathBuf, String> {
+    let path = saved_path();
+    if path.is_file() {
+        return Ok(path);
+    }
+    // Saved beside its final name, then renamed: an interrupted save is never taken for a whole one.
+    let tmp = cache_dir().join(format!(".kz-debian-12.{}.tar", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let tmp_s = tmp.display().to_string();
+    let saved = podman
+        .run_with(
+            &["save", "-q", "-o", &tmp_s, IMAGE],
+            None,
+            std::time::Duration::from_secs(600),
+        )
+        .await;
+    if let Err(e) = saved {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("cannot save {IMAGE} for nested podman: {e}"));
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
 pub async fn present(podman: &Podman) -> bool {
     podman
         .run(&[

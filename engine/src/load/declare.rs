@@ -54,6 +54,12 @@ pub enum Template {
     Value(Value),
     List(Vec<Template>),
     Map(BTreeMap<String, Template>),
+    /// A host setting the provider declared (`container_runtime`), as text: the host's own value,
+    /// else the stack's `[defaults]`, else `default`.
+    Setting {
+        key: &'static str,
+        default: &'static str,
+    },
 }
 
 impl<'a> Declaration<'a> {

@@ -204,6 +204,7 @@ impl Loader<'_> {
             .flat_map(|p| p.host_settings().iter().copied())
             .collect();
         let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        let defaults = self.setting_defaults(src, doc, &keys);
         let Some(hosts) = doc.get_mut("hosts") else {
             return out;
         };
@@ -214,6 +215,9 @@ impl Loader<'_> {
             let DeValue::Table(table) = host.get_mut() else {
                 continue;
             };
+            if !defaults.is_empty() {
+                out.insert(name.get_ref().to_string(), defaults.clone());
+            }
             for key in &keys {
                 let Some(v) = table.remove(*key) else {
                     continue;
@@ -229,6 +233,56 @@ impl Loader<'_> {
                         format!("`{key}` must be a string"),
                     )),
                 }
+            }
+        }
+        out
+    }
+
+    /// The stack-wide `[defaults]` of provider host settings (`container_runtime = "docker"`),
+    /// taken out of the stack file: every host starts from them and may override each one in its
+    /// own table.
+    fn setting_defaults(
+        &mut self,
+        src: &Arc<SourceFile>,
+        doc: &mut DeTable<'static>,
+        keys: &[&str],
+    ) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let Some(table) = doc.remove("defaults") else {
+            return out;
+        };
+        let DeValue::Table(table) = table.get_ref() else {
+            self.error(Diagnostic::at(
+                Location::new(src, table.span()),
+                "`defaults` must be a table of host settings",
+            ));
+            return out;
+        };
+        for (k, v) in table {
+            let key = k.get_ref();
+            if !keys.contains(&key.as_ref()) {
+                let known: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+                self.error(Diagnostic::at(
+                    Location::new(src, k.span()),
+                    format!(
+                        "unknown host setting `{key}` in [defaults]: expected one of {}",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+                continue;
+            }
+            match v.get_ref().as_str() {
+                Some(text) => {
+                    out.insert(key.to_string(), text.to_string());
+                }
+                None => self.error(Diagnostic::at(
+                    Location::new(src, v.span()),
+                    format!("`{key}` must be a string"),
+                )),
             }
         }
         out

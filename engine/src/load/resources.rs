@@ -329,6 +329,13 @@ impl Loader<'_> {
     ) -> Option<Option<Value>> {
         match t {
             Template::Value(v) => Some(Some(v.clone())),
+            Template::Setting { key, default } => {
+                let v = host
+                    .and_then(|h| h.settings.get(*key))
+                    .map_or(*default, String::as_str);
+                self.digest.update(v.as_bytes());
+                Some(Some(Value::Text(v.to_string())))
+            }
             Template::List(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 let mut unknown = false;
