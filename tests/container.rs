@@ -321,6 +321,12 @@ fn an_image_built_from_the_stack_is_rebuilt_and_its_container_replaced() {
         names: vec![name.clone()],
     };
     let s = TestStack::new("ct-image");
+    // The runtime comes from the stack's [defaults]; a host may override it.
+    s.write(
+        "stack.toml",
+        "[stack]\nname = \"ct-image\"\n\n[defaults]\ncontainer_runtime = \"podman\"\n\n\
+         [hosts.local]\ntransport = \"local\"\nlabels = { role = \"app\" }\n",
+    );
     s.write(
         "ctx/Containerfile",
         &format!("FROM {IMAGE}\nRUN echo built > /built\nCOPY hello.txt /hello.txt\n"),
@@ -376,4 +382,13 @@ stop_timeout = "1s"
     s.kz(&["plan", "DIR", "--detailed-exitcode"]).code(0);
     s.kz(&["destroy", "DIR", "--yes"]).code(0);
     assert!(!sh(&format!("podman image exists {tag}")).status.success());
+
+    s.write(
+        "stack.toml",
+        "[stack]\nname = \"ct-image\"\n\n[hosts.local]\ntransport = \"local\"\n\
+         labels = { role = \"app\" }\ncontainer_runtime = \"rkt\"\n",
+    );
+    s.kz(&["plan", "DIR"])
+        .code(1)
+        .stdout_has("unknown container runtime `rkt`");
 }

@@ -56,6 +56,14 @@ struct HealthDecl {
 /// The runtimes kz drives.
 pub(crate) const RUNTIMES: [&str; 2] = ["podman", "docker"];
 
+/// The host setting `container_runtime`, resolved per host by the loader.
+pub(crate) fn runtime_setting() -> Template {
+    Template::Setting {
+        key: "container_runtime",
+        default: "podman",
+    }
+}
+
 /// Text that names a secret: it must stay out of every command line.
 fn uses_secret(s: &str) -> bool {
     s.contains("${secret.")
@@ -156,13 +164,13 @@ pub(super) fn declare_container(decl: &mut Declaration<'_>) -> Option<Declared> 
         );
     }
     let mut attrs = vec![("image".to_string(), text(&d.image))];
-    // TODO(lead): `Template::Setting { key: "container_runtime", default: "podman" }` once the
-    // loader resolves host settings; until then the resource's own key or podman.
-    let runtime = d
-        .runtime
-        .as_ref()
-        .map_or("podman", |r| r.get_ref().as_str());
-    attrs.push(("runtime".into(), fixed(runtime)));
+    // The resource's own runtime, else the host's `container_runtime`, else the stack's
+    // `[defaults]`, else podman.
+    let runtime = match &d.runtime {
+        Some(r) => fixed(r.get_ref().clone()),
+        None => runtime_setting(),
+    };
+    attrs.push(("runtime".into(), runtime));
     if let Some(p) = &d.pull {
         attrs.push(("pull".into(), fixed(p.get_ref().clone())));
     }

@@ -10,7 +10,7 @@ mod read;
 mod run;
 mod wait;
 
-pub(crate) use declare::RUNTIMES;
+pub(crate) use declare::{RUNTIMES, runtime_setting};
 
 use async_trait::async_trait;
 
@@ -53,6 +53,17 @@ pub(crate) fn runtime_of(inst: &Instance) -> &'static str {
     match inst.text("runtime") {
         Some("docker") => "docker",
         _ => "podman",
+    }
+}
+
+/// Refuses a runtime kz does not drive, which a host setting may name (the resource's own key is
+/// checked at load time).
+pub(crate) fn check_runtime(inst: &Instance) -> Result<(), String> {
+    match inst.text("runtime") {
+        Some(r) if !RUNTIMES.contains(&r) => Err(format!(
+            "unknown container runtime `{r}` (host setting container_runtime): expected \"podman\" or \"docker\""
+        )),
+        _ => Ok(()),
     }
 }
 

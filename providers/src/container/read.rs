@@ -168,6 +168,7 @@ fn observe_one(
     inst: &Instance,
     reads: &BTreeMap<String, RuntimeRead>,
 ) -> Result<Observation, String> {
+    super::check_runtime(inst)?;
     let rt = runtime_of(inst);
     let read = reads
         .get(rt)

@@ -210,6 +210,7 @@ async fn run(
 /// Creates and starts the container, then waits until it runs (and is healthy).
 pub(super) async fn create(cx: &ApplyCtx) -> Result<Applied, ProviderError> {
     let inst = cx.instance();
+    super::check_runtime(inst).map_err(|e| ProviderError::new("runtime", e))?;
     let env = env_file(inst)?;
     let script = create_script(inst, env.is_some())?;
     let t = cx.own_transport().await?;

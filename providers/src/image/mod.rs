@@ -22,7 +22,7 @@ use kz_engine::provider::{
 };
 use kz_engine::units::{duration, format_duration, parse_duration};
 
-use crate::container::RUNTIMES;
+use crate::container::{RUNTIMES, runtime_setting};
 
 #[derive(Debug)]
 pub struct ImageProvider;
@@ -177,15 +177,11 @@ fn declare_image(decl: &mut Declaration<'_>) -> Option<Declared> {
     }
     let mut attrs = vec![
         ("tag".to_string(), Template::Value(Value::Text(tag.clone()))),
-        // TODO(lead): `Template::Setting { key: "container_runtime", default: "podman" }`.
         (
             "runtime".into(),
-            Template::Value(Value::Text(
-                d.runtime
-                    .as_ref()
-                    .map_or("podman", |r| r.get_ref())
-                    .to_string(),
-            )),
+            d.runtime.as_ref().map_or_else(runtime_setting, |r| {
+                Template::Value(Value::Text(r.get_ref().clone()))
+            }),
         ),
         ("context".into(), Template::Value(Value::Bytes(context))),
         ("file".into(), Template::Value(Value::Text(file))),
@@ -223,6 +219,7 @@ fn context_label(bytes: &[u8]) -> String {
 
 async fn build(cx: &ApplyCtx) -> Result<Applied, ProviderError> {
     let inst = cx.instance();
+    crate::container::check_runtime(inst).map_err(|e| ProviderError::new("runtime", e))?;
     let rt = shell_quote(runtime(inst));
     let context = inst
         .attr("context")
@@ -293,7 +290,8 @@ fn probe_line(inst: &Instance) -> Option<String> {
     ))
 }
 
-fn observe_line(inst: &Instance, line: &str) -> Observation {
+fn observe_line(inst: &Instance, line: &str) -> Result<Observation, String> {
+    crate::container::check_runtime(inst)?;
     let mut obs = Observation::default();
     match line.trim() {
         "!" => obs.note = Some(format!("runtime {} not found on host", runtime(inst))),
@@ -312,7 +310,7 @@ fn observe_line(inst: &Instance, line: &str) -> Observation {
             obs.attrs.insert("context".into(), v);
         }
     }
-    obs
+    Ok(obs)
 }
 
 #[async_trait]
@@ -335,7 +333,7 @@ impl Provider for ImageProvider {
 
     fn observe(&self, inst: &Instance, out: &MemberOutputs) -> Result<Observation, String> {
         let out = out.first().ok_or("no output")?;
-        Ok(observe_line(inst, &String::from_utf8_lossy(&out.stdout)))
+        observe_line(inst, &String::from_utf8_lossy(&out.stdout))
     }
 
     fn probe_batch(&self, insts: &[&Instance]) -> Option<String> {
@@ -356,7 +354,7 @@ impl Provider for ImageProvider {
         insts
             .iter()
             .zip(lines)
-            .map(|(i, l)| Ok(observe_line(i, l)))
+            .map(|(i, l)| observe_line(i, l))
             .collect()
     }
 
