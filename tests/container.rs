@@ -51,6 +51,32 @@ volumes = ["@ROOT@/data:/data"]
     )
 }
 
+/// The secret of a running container is nowhere but in its env: not in kz's output, not in its
+/// create command, not in the state, not in a leftover env file; its outputs are recorded.
+fn assert_secret_kept(s: &TestStack, name: &str, secret: &str, output: &str) {
+    assert!(!output.contains(secret));
+    assert_eq!(
+        inspect("podman", name, "{{.State.Health.Status}}"),
+        "healthy"
+    );
+    assert!(!inspect("podman", name, "{{.Config.CreateCommand}}").contains(secret));
+    assert!(!support::read(&s.path().join(".kz/state.json")).contains(secret));
+    let leftovers = sh(&format!(
+        "grep -rl {secret} /tmp --include='tmp.*' 2>/dev/null"
+    ));
+    assert!(leftovers.stdout.is_empty(), "an env file was left behind");
+    let id = inspect("podman", name, "{{.Id}}");
+    let state = s.state();
+    let outputs = &state["resources"][format!("01_app.container.{name}[local]")]["outputs"];
+    assert_eq!(
+        outputs["container_id"]["value"]
+            .as_str()
+            .or(outputs["container_id"].as_str()),
+        Some(id.as_str()),
+        "{outputs}"
+    );
+}
+
 #[test]
 fn podman_container_lifecycle_without_noise_or_leaks() {
     if !containers::podman_possible() {
@@ -79,27 +105,8 @@ fn podman_container_lifecycle_without_noise_or_leaks() {
     );
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(!leaked, "the secret showed in the process list");
-    assert!(!stdout.contains(secret) && !stderr.contains(secret));
-    assert_eq!(
-        inspect("podman", &name, "{{.State.Health.Status}}"),
-        "healthy"
-    );
-    assert!(!inspect("podman", &name, "{{.Config.CreateCommand}}").contains(secret));
-    assert!(!support::read(&s.path().join(".kz/state.json")).contains(secret));
-    let leftovers = sh(&format!(
-        "grep -rl {secret} /tmp --include='tmp.*' 2>/dev/null"
-    ));
-    assert!(leftovers.stdout.is_empty(), "an env file was left behind");
+    assert_secret_kept(&s, &name, secret, &format!("{stdout}{stderr}"));
     let id = inspect("podman", &name, "{{.Id}}");
-    let state = s.state();
-    let outputs = &state["resources"][format!("01_app.container.{name}[local]")]["outputs"];
-    assert_eq!(
-        outputs["container_id"]["value"]
-            .as_str()
-            .or(outputs["container_id"].as_str()),
-        Some(id.as_str()),
-        "{outputs}"
-    );
 
     // A second plan sees no change; a saved plan holds no secret.
     let plan_file = s.path().join("saved.plan");

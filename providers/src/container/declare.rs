@@ -194,75 +194,7 @@ pub(super) fn declare_container(decl: &mut Declaration<'_>) -> Option<Declared> 
     {
         decl.error(p, "`ports` cannot be published with network = \"host\": the container uses the host's ports");
     }
-    if let Some(env) = &d.env {
-        let mut m = BTreeMap::new();
-        for (k, v) in env {
-            if k.is_empty() || k.contains('=') || k.chars().any(char::is_whitespace) {
-                decl.error(v, format!("invalid variable name `{k}`"));
-            }
-            if v.get_ref().contains('\n') {
-                decl.error(
-                    v,
-                    format!("the value of `{k}` holds a newline, which an env file cannot carry"),
-                );
-            }
-            m.insert(k.clone(), text(v));
-        }
-        attrs.push(("env".into(), Template::Map(m)));
-    }
-    for (key, list, f) in [
-        (
-            "ports",
-            &d.ports,
-            normal::port as fn(&str) -> Result<String, String>,
-        ),
-        ("volumes", &d.volumes, normal::volume),
-    ] {
-        if let Some(list) = list {
-            for v in list {
-                check_form(decl, v, &key[..key.len() - 1], f);
-            }
-            attrs.push((key.into(), Template::List(list.iter().map(text).collect())));
-        }
-    }
-    if let Some(r) = &d.restart {
-        if normal::valid_restart(r.get_ref()) {
-            attrs.push(("restart".into(), fixed(r.get_ref().clone())));
-        } else {
-            decl.error(r, format!("invalid restart `{}`: expected \"no\", \"always\", \"unless-stopped\", \"on-failure\" or \"on-failure:N\"", r.get_ref()));
-        }
-    }
-    if let Some(l) = &d.labels {
-        for (k, v) in l {
-            if k.starts_with("io.kz.") {
-                decl.error(v, format!("label `{k}`: the prefix io.kz. is kz's own"));
-            }
-        }
-        let m = l.iter().map(|(k, v)| (k.clone(), text(v))).collect();
-        attrs.push(("labels".into(), Template::Map(m)));
-    }
-    for (key, list) in [("cap_add", &d.cap_add), ("cap_drop", &d.cap_drop)] {
-        if let Some(list) = list {
-            let mut caps = Vec::new();
-            for c in list {
-                if normal::valid_capability(c.get_ref()) {
-                    caps.push(normal::capability(c.get_ref()));
-                } else {
-                    decl.error(
-                        c,
-                        format!(
-                            "invalid capability `{}`: expected a name such as NET_ADMIN",
-                            c.get_ref()
-                        ),
-                    );
-                }
-            }
-            caps.sort();
-            caps.dedup();
-            let caps = caps.into_iter().map(Value::Text).collect();
-            attrs.push((key.into(), Template::Value(Value::List(caps))));
-        }
-    }
+    collections(decl, &d, &mut attrs);
     limits(decl, &d, &mut attrs);
     if let Some(h) = &d.health {
         health(decl, h, &mut attrs);
@@ -347,4 +279,77 @@ fn health(decl: &mut Declaration<'_>, h: &HealthDecl, attrs: &mut Vec<(String, T
     };
     m.insert("retries".to_string(), Template::Value(Value::Int(retries)));
     attrs.push(("health".into(), Template::Map(m)));
+}
+
+/// `env`, `ports`, `volumes`, `restart`, `labels` and the capabilities.
+fn collections(decl: &mut Declaration<'_>, d: &ContainerDecl, attrs: &mut Vec<(String, Template)>) {
+    if let Some(env) = &d.env {
+        let mut m = BTreeMap::new();
+        for (k, v) in env {
+            if k.is_empty() || k.contains('=') || k.chars().any(char::is_whitespace) {
+                decl.error(v, format!("invalid variable name `{k}`"));
+            }
+            if v.get_ref().contains('\n') {
+                decl.error(
+                    v,
+                    format!("the value of `{k}` holds a newline, which an env file cannot carry"),
+                );
+            }
+            m.insert(k.clone(), text(v));
+        }
+        attrs.push(("env".into(), Template::Map(m)));
+    }
+    for (key, list, f) in [
+        (
+            "ports",
+            &d.ports,
+            normal::port as fn(&str) -> Result<String, String>,
+        ),
+        ("volumes", &d.volumes, normal::volume),
+    ] {
+        if let Some(list) = list {
+            for v in list {
+                check_form(decl, v, &key[..key.len() - 1], f);
+            }
+            attrs.push((key.into(), Template::List(list.iter().map(text).collect())));
+        }
+    }
+    if let Some(r) = &d.restart {
+        if normal::valid_restart(r.get_ref()) {
+            attrs.push(("restart".into(), fixed(r.get_ref().clone())));
+        } else {
+            decl.error(r, format!("invalid restart `{}`: expected \"no\", \"always\", \"unless-stopped\", \"on-failure\" or \"on-failure:N\"", r.get_ref()));
+        }
+    }
+    if let Some(l) = &d.labels {
+        for (k, v) in l {
+            if k.starts_with("io.kz.") {
+                decl.error(v, format!("label `{k}`: the prefix io.kz. is kz's own"));
+            }
+        }
+        let m = l.iter().map(|(k, v)| (k.clone(), text(v))).collect();
+        attrs.push(("labels".into(), Template::Map(m)));
+    }
+    for (key, list) in [("cap_add", &d.cap_add), ("cap_drop", &d.cap_drop)] {
+        if let Some(list) = list {
+            let mut caps = Vec::new();
+            for c in list {
+                if normal::valid_capability(c.get_ref()) {
+                    caps.push(normal::capability(c.get_ref()));
+                } else {
+                    decl.error(
+                        c,
+                        format!(
+                            "invalid capability `{}`: expected a name such as NET_ADMIN",
+                            c.get_ref()
+                        ),
+                    );
+                }
+            }
+            caps.sort();
+            caps.dedup();
+            let caps = caps.into_iter().map(Value::Text).collect();
+            attrs.push((key.into(), Template::Value(Value::List(caps))));
+        }
+    }
 }

@@ -88,6 +88,27 @@ fn map_field(desired: &Value, observed: &BTreeMap<String, String>) -> Option<Val
     )
 }
 
+/// The container's env (from `KEY=VALUE` lines) or labels, as a map.
+fn string_map(k: &str, cfg: &Json) -> BTreeMap<String, String> {
+    if k == "env" {
+        return json_texts(&cfg["Env"])
+            .iter()
+            .filter_map(|e| {
+                e.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+    }
+    cfg["Labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The value of one declared attribute on the container; `None` when it cannot be read.
 pub(super) fn field(k: &str, c: &Json, desired: &Value) -> Option<Value> {
     let cfg = &c["Config"];
@@ -114,27 +135,7 @@ pub(super) fn field(k: &str, c: &Json, desired: &Value) -> Option<Value> {
             let have = cfg["User"].as_str().unwrap_or("").to_string();
             pick(have == want, desired, Value::Text(have))
         }
-        "env" => {
-            let env = json_texts(&cfg["Env"])
-                .iter()
-                .filter_map(|e| {
-                    e.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                })
-                .collect();
-            map_field(desired, &env)
-        }
-        "labels" => {
-            let labels = cfg["Labels"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                        .collect()
-                })
-                .unwrap_or_default();
-            map_field(desired, &labels)
-        }
+        "env" | "labels" => map_field(desired, &string_map(k, cfg)),
         "ports" => set_field(desired, ports(host), normal::port),
         "volumes" => set_field(desired, volumes(c), normal::volume),
         "network" => {
