@@ -179,6 +179,7 @@ fn declare_image(decl: &mut Declaration<'_>) -> Option<Declared> {
         ("tag".to_string(), Template::Value(Value::Text(tag.clone()))),
         (
             "runtime".into(),
+            // The host setting is declared once, by the container provider.
             d.runtime.as_ref().map_or_else(runtime_setting, |r| {
                 Template::Value(Value::Text(r.get_ref().clone()))
             }),
@@ -321,10 +322,6 @@ impl Provider for ImageProvider {
 
     fn declare(&self, decl: &mut Declaration<'_>) -> Option<Declared> {
         declare_image(decl)
-    }
-
-    fn host_settings(&self) -> &'static [&'static str] {
-        &["container_runtime"]
     }
 
     fn probe(&self, inst: &Instance, _host: &str) -> Option<String> {
