@@ -155,6 +155,14 @@ fn podman_container_lifecycle_without_noise_or_leaks() {
     assert!(inspect("podman", &name, "{{.Config.Env}}").contains("MODE=two"));
     s.kz(&["plan", "DIR", "--detailed-exitcode"]).code(0);
 
+    // Stopped by hand: planned for creation, and started again.
+    sh(&format!("podman stop -t 0 {name}"));
+    s.kz(&["plan", "DIR", "--detailed-exitcode"])
+        .code(2)
+        .stdout_has("container is exited");
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    assert_eq!(inspect("podman", &name, "{{.State.Status}}"), "running");
+
     // Removed by hand: planned for creation.
     sh(&format!("podman rm -f -t 0 {name}"));
     s.kz(&["plan", "DIR", "--detailed-exitcode"])

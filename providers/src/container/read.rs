@@ -191,6 +191,16 @@ fn observe_one(
     else {
         return Ok(Observation::default());
     };
+    // A container that does not run is not what was declared: it is created again (the
+    // creation removes the stopped one first).
+    let status = c["State"]["Status"].as_str().unwrap_or("unknown");
+    if !matches!(status, "running" | "restarting") {
+        return Ok(Observation {
+            exists: false,
+            attrs: BTreeMap::new(),
+            note: Some(format!("container is {status}")),
+        });
+    }
     Ok(Observation {
         exists: true,
         attrs: observed_attrs(inst, c, &read.images),

@@ -170,6 +170,11 @@ fn create_script(inst: &Instance, with_env: bool) -> Result<String, ProviderErro
         }
     }
     s.push_str(&pull_script(&rt, inst));
+    // A stopped container of that name (the plan saw it not running) makes way.
+    s.push_str(&format!(
+        "{rt} rm -f -- {} >/dev/null 2>&1\n",
+        shell_quote(container_name(inst))
+    ));
     s.push_str(&format!(
         "{rt} run {}\n",
         run_args(inst, with_env)?.join(" ")
