@@ -288,9 +288,23 @@ fn docker_over_ssh_updates_in_place_and_sees_no_noise() {
         )
     };
     s.write("01_app.toml", &toml("no", "64m"));
-    let r = s.kz(&["apply", "DIR", "--yes"]);
-    r.code(0);
-    assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret));
+    // The host is this machine: both sides' processes are in this /proc.
+    let child = s
+        .command(&["apply", "DIR", "--yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kz");
+    let (leaked, out) = watch(child, secret);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(!leaked, "the secret showed in the process list");
+    assert!(!all.contains(secret));
+    assert!(!inspect("docker", &name, "{{.Config.Env}}").is_empty());
     assert_eq!(
         inspect("docker", &name, "{{.State.Health.Status}}"),
         "healthy"
