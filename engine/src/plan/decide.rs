@@ -24,6 +24,7 @@ pub(super) fn uncompared(
         .iter()
         .filter(|(k, a)| {
             a.value == AttrValue::Unknown
+                && !observed.is_some_and(|o| o.not_applicable.contains_key(*k))
                 && (observed.is_some_and(|o| o.attrs.contains_key(*k)) || recorded.is_some())
         })
         .map(|(k, _)| k.clone())
@@ -64,6 +65,8 @@ impl Sides<'_> {
         self.inst
             .attrs
             .iter()
+            // What the host cannot change is left as it is: never a change, never applied.
+            .filter(|(k, _)| !self.observed.is_some_and(|o| o.not_applicable.contains_key(*k)))
             .filter_map(|(k, desired)| {
                 let before = if self.exists { self.before_of(k) } else { None };
                 // Observed attributes compare with the host; the others with the state, where a
