@@ -66,7 +66,11 @@ impl Sides<'_> {
             .attrs
             .iter()
             // What the host cannot change is left as it is: never a change, never applied.
-            .filter(|(k, _)| !self.observed.is_some_and(|o| o.not_applicable.contains_key(*k)))
+            .filter(|(k, _)| {
+                !self
+                    .observed
+                    .is_some_and(|o| o.not_applicable.contains_key(*k))
+            })
             .filter_map(|(k, desired)| {
                 let before = if self.exists { self.before_of(k) } else { None };
                 // Observed attributes compare with the host; the others with the state, where a

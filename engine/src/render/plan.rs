@@ -166,7 +166,11 @@ fn render_not_applicable(out: &mut String, plan: &Plan, style: &Style) {
     if plan.not_applicable.is_empty() {
         return;
     }
-    let _ = writeln!(out, "\n{}", style.bold("Not applicable here (left as they are):"));
+    let _ = writeln!(
+        out,
+        "\n{}",
+        style.bold("Not applicable here (left as they are):")
+    );
     for n in &plan.not_applicable {
         let _ = writeln!(
             out,
