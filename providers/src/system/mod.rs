@@ -198,8 +198,13 @@ impl Provider for SystemProvider {
     }
 
     async fn create(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError> {
-        let all: Vec<String> = PARTS.iter().map(ToString::to_string).collect();
-        self.apply_parts(cx, &all).await
+        // A system exists as soon as its host answers, so this runs only without a read
+        // (`--refresh=false` and no state): the change names every part the plan could apply.
+        if cx.changed().is_empty() {
+            let all: Vec<String> = PARTS.iter().map(ToString::to_string).collect();
+            return self.apply_parts(cx, &all).await;
+        }
+        self.apply_parts(cx, cx.changed()).await
     }
 
     async fn update(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError> {
