@@ -227,4 +227,55 @@ fn two_lab_hosts_get_their_base_and_kz_never_locks_itself_out() {
     s.write("02_base.toml", &module(&resolver, "", ""));
     s.kz(&["plan", "DIR", "--lab", "--detailed-exitcode"])
         .code(0);
+
+    // Another apt holds the dpkg lock (as unattended upgrades would) for a few seconds: the
+    // removal waits for it instead of failing.
+    let mut holder = Command::new("podman")
+        .args([
+            "exec",
+            &format!("kzlab-{name}-web-01"),
+            "python3",
+            "-c",
+            "import fcntl, time; f = open('/var/lib/dpkg/lock-frontend', 'w'); \
+             fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(6)",
+        ])
+        .env("CONTAINERS_CONF", "/var/cache/kz-lab/containers.conf")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let t = std::time::Instant::now();
+    s.write(
+        "02_base.toml",
+        &module(&resolver, "", "")
+            .replace(r#"["redis-sentinel"]"#, r#"["redis-sentinel", "haproxy"]"#),
+    );
+    s.kz(&[
+        "apply",
+        "DIR",
+        "--lab",
+        "--yes",
+        "--target",
+        "02_base.system.base[web-01]",
+    ])
+    .code(0)
+    .stdout_has("Apply: 1 applied, 0 failed, 0 not attempted.");
+    assert!(
+        t.elapsed() >= std::time::Duration::from_secs(4),
+        "the removal cannot have waited for the lock ({:?})",
+        t.elapsed()
+    );
+    let _ = holder.wait();
+    let haproxy = on_host(
+        &name,
+        "web-01",
+        "dpkg-query -W -f='${db:Status-Status}' haproxy",
+    );
+    assert_ne!(haproxy, "installed");
 }

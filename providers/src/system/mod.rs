@@ -220,3 +220,131 @@ impl Provider for SystemProvider {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use kz_engine::model::{Address, Attr};
+
+    use super::*;
+
+    fn inst(attrs: &[(&str, &[&str])]) -> Instance {
+        Instance {
+            address: Address {
+                module: "m".into(),
+                kind: "system".into(),
+                name: "base".into(),
+                host: Some("web-01".into()),
+            },
+            members: Vec::new(),
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| {
+                    let items = v.iter().map(|s| Value::Text((*s).into())).collect();
+                    ((*k).to_string(), Attr::plain(Value::List(items)))
+                })
+                .collect(),
+            depends_on: Vec::new(),
+            outputs: BTreeMap::new(),
+            gate: None,
+        }
+    }
+
+    fn texts(v: &Value) -> Vec<String> {
+        match v {
+            Value::List(l) => l.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+            other => vec![other.as_str().unwrap().to_string()],
+        }
+    }
+
+    const M: &str = "@@kz-system@@";
+
+    #[test]
+    fn each_part_is_read_back_as_declared_lines() {
+        let i = inst(&[
+            (
+                "packages",
+                &["curl present", "telnet absent", "ufw present"],
+            ),
+            ("sshd", &["PasswordAuthentication no"]),
+            ("dns", &["10.0.0.2"]),
+            ("sysctl", &["net.ipv4.ip_forward = 1", "vm.nope = 1"]),
+        ]);
+        let out = format!(
+            "{M} container\nno\n{M} ssh\n\n{M} packages\ncurl installed\ntelnet config-files\nufw installed\n\
+             {M} sshd\npresent\n# kz\nPasswordAuthentication   no\n\n\
+             {M} dns\nresolv.conf\n10.0.0.2\n10.0.0.3\n\
+             {M} sysctl\nnet.ipv4.ip_forward rw 0\nvm.nope missing\n"
+        );
+        let o = observe_system(&i, &Facts::parse(&out)).unwrap();
+        assert_eq!(
+            texts(&o.attrs["packages"]),
+            ["curl present", "telnet absent", "ufw present"]
+        );
+        assert_eq!(texts(&o.attrs["sshd"]), ["PasswordAuthentication no"]);
+        assert_eq!(texts(&o.attrs["dns"]), ["10.0.0.2", "10.0.0.3"]);
+        assert_eq!(
+            texts(&o.attrs["sysctl"]),
+            ["net.ipv4.ip_forward = 0", "vm.nope = (no such key)"]
+        );
+        assert!(o.not_applicable.is_empty());
+    }
+
+    #[test]
+    fn a_container_makes_swap_and_read_only_keys_not_applicable() {
+        let mut i = inst(&[("sysctl", &["net.ipv4.ip_forward = 1", "vm.swappiness = 10"])]);
+        i.attrs
+            .insert("swap".into(), Attr::plain(Value::Text("off".into())));
+        let out = format!(
+            "{M} container\nyes\n{M} ssh\n\n{M} swaps\n{M} fstab\n\
+             {M} sysctl\nnet.ipv4.ip_forward rw 0\nvm.swappiness ro 60\n"
+        );
+        let o = observe_system(&i, &Facts::parse(&out)).unwrap();
+        assert!(o.not_applicable.contains_key("swap"));
+        assert!(!o.attrs.contains_key("swap"));
+        assert!(o.not_applicable.contains_key("sysctl vm.swappiness"));
+        assert_eq!(
+            texts(&o.attrs["sysctl"]),
+            ["net.ipv4.ip_forward = 0", "vm.swappiness = 10"]
+        );
+        let all_ro = format!(
+            "{M} container\nyes\n{M} ssh\n\n{M} sysctl\nnet.ipv4.ip_forward ro 0\nvm.swappiness ro 60\n"
+        );
+        let o = observe_system(&i, &Facts::parse(&all_ro)).unwrap();
+        assert!(o.not_applicable["sysctl"].contains("vm.swappiness"));
+        assert!(!o.attrs.contains_key("sysctl"));
+    }
+
+    #[test]
+    fn swap_on_a_machine_is_read_from_proc_and_fstab() {
+        let mut i = inst(&[]);
+        i.attrs
+            .insert("swap".into(), Attr::plain(Value::Text("off".into())));
+        let out = format!(
+            "{M} container\nno\n{M} ssh\n\n{M} swaps\n/swap.img file 100 0 -2\n{M} fstab\n/swap.img none swap sw 0 0\n"
+        );
+        let o = observe_system(&i, &Facts::parse(&out)).unwrap();
+        assert_eq!(texts(&o.attrs["swap"]), ["on (1 active, 1 in /etc/fstab)"]);
+    }
+
+    #[test]
+    fn a_rule_set_that_cuts_ssh_makes_the_read_fail() {
+        let i = inst(&[(
+            "ufw",
+            &[
+                "status enabled",
+                "default incoming deny",
+                "default outgoing allow",
+            ],
+        )]);
+        let out = format!(
+            "{M} container\nno\n{M} ssh\n10.0.0.9 51000 10.0.0.11 2222\n{M} ufw\ninstalled\nENABLED=no\n{M} ufw4\n{M} ufw6\n"
+        );
+        let e = observe_system(&i, &Facts::parse(&out)).unwrap_err();
+        assert!(e.contains("refused on web-01"), "{e}");
+        assert!(e.contains("port 2222/tcp"), "{e}");
+        assert!(e.contains("10.0.0.9"), "{e}");
+    }
+}

@@ -48,8 +48,8 @@ pub fn observe(inst: &Instance, facts: &Facts) -> (Value, Vec<String>) {
                 fixed.push(k.clone());
                 want.clone()
             }
-            Some((_, v)) => v.split_whitespace().collect::<Vec<_>>().join(" "),
-            None => "(no such key)".to_string(),
+            Some(("ro" | "rw", v)) => v.split_whitespace().collect::<Vec<_>>().join(" "),
+            _ => "(no such key)".to_string(),
         };
         lines.push(Value::Text(format!("{k} = {now}")));
     }
