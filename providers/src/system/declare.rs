@@ -254,10 +254,8 @@ fn ufw_rules(decl: &mut Declaration<'_>, u: &Spanned<UfwDecl>) -> Option<Templat
     Some(Template::List(items))
 }
 
-/// The lines of one rule: one per source; a host or a label selector gives one line per host,
-/// whose address is interpolated per run (the lab's address under `--lab`).
-fn rule_lines(decl: &mut Declaration<'_>, r: &Spanned<RuleDecl>) -> Option<Vec<(Template, bool)>> {
-    let rd = r.get_ref();
+/// A rule's action, ports and protocol, checked; its source is still to be resolved.
+fn rule_base(decl: &mut Declaration<'_>, rd: &RuleDecl) -> Option<Rule> {
     let action = rd.action.get_ref();
     if !ACTIONS.contains(&action.as_str()) {
         decl.error(
@@ -272,13 +270,11 @@ fn rule_lines(decl: &mut Declaration<'_>, r: &Spanned<RuleDecl>) -> Option<Vec<(
         None => None,
         Some(p) if ["tcp", "udp"].contains(&p.get_ref().as_str()) => Some(p.get_ref().clone()),
         Some(p) => {
-            decl.error(
-                p,
-                format!(
-                    "invalid proto `{}`: expected \"tcp\" or \"udp\"",
-                    p.get_ref()
-                ),
+            let msg = format!(
+                "invalid proto `{}`: expected \"tcp\" or \"udp\"",
+                p.get_ref()
             );
+            decl.error(p, msg);
             return None;
         }
     };
@@ -295,57 +291,48 @@ fn rule_lines(decl: &mut Declaration<'_>, r: &Spanned<RuleDecl>) -> Option<Vec<(
                 return None;
             }
             if (s.contains(':') || s.contains(',')) && proto.is_none() {
-                decl.error(
-                    p,
-                    format!("port `{s}` is a range or a list: UFW needs `proto` with it"),
-                );
+                let msg = format!("port `{s}` is a range or a list: UFW needs `proto` with it");
+                decl.error(p, msg);
                 return None;
             }
             Some(s)
         }
     };
-    let rule = |from: Option<Source>| Rule {
+    Some(Rule {
         action: action.clone(),
-        ports: ports.clone(),
-        proto: proto.clone(),
-        from,
-    };
-    let Some(from) = &rd.from else {
-        return Some(vec![(
-            Template::Value(Value::Text(rule(None).line())),
-            false,
-        )]);
-    };
-    let hosts: Vec<String> = match from.get_ref() {
-        toml::Value::String(s) if s == "any" => {
-            return Some(vec![(
-                Template::Value(Value::Text(rule(None).line())),
-                false,
-            )]);
-        }
+        ports,
+        proto,
+        from: None,
+    })
+}
+
+/// Where a rule admits packets from, as declared.
+enum From {
+    Any,
+    Net(Source),
+    Hosts(Vec<String>),
+}
+
+/// Resolves `from`: `"any"`, an address or network, a host of the inventory, or labels (every
+/// host that has them).
+fn rule_from(decl: &mut Declaration<'_>, from: &Spanned<toml::Value>) -> Option<From> {
+    match from.get_ref() {
+        toml::Value::String(s) if s == "any" => Some(From::Any),
         toml::Value::String(s)
             if s.starts_with(|c: char| c.is_ascii_digit()) || s.contains(':') =>
         {
-            return match Source::parse(s) {
-                Ok(src) => {
-                    let v6 = src.addr.is_ipv6();
-                    Some(vec![(
-                        Template::Value(Value::Text(rule(Some(src)).line())),
-                        v6,
-                    )])
-                }
+            match Source::parse(s) {
+                Ok(src) => Some(From::Net(src)),
                 Err(e) => {
                     decl.error(from, format!("invalid `from`: {e}"));
                     None
                 }
-            };
-        }
-        toml::Value::String(s) => {
-            if !decl.hosts.contains_key(s) {
-                decl.error(from, format!("`from`: unknown host `{s}` (expected \"any\", an address, a network, a host of the inventory or a table of labels)"));
-                return None;
             }
-            vec![s.clone()]
+        }
+        toml::Value::String(s) if decl.hosts.contains_key(s) => Some(From::Hosts(vec![s.clone()])),
+        toml::Value::String(s) => {
+            decl.error(from, format!("`from`: unknown host `{s}` (expected \"any\", an address, a network, a host of the inventory or a table of labels)"));
+            None
         }
         toml::Value::Table(t) => {
             let want: Option<Vec<(String, String)>> = t
@@ -369,26 +356,58 @@ fn rule_lines(decl: &mut Declaration<'_>, r: &Spanned<RuleDecl>) -> Option<Vec<(
                 decl.error(from, "`from`: these labels match no host of the inventory");
                 return None;
             }
-            hosts
+            Some(From::Hosts(hosts))
         }
         _ => {
             decl.error(
                 from,
                 "`from`: expected \"any\", an address, a network, a host name or a table of labels",
             );
-            return None;
+            None
         }
-    };
-    let mut out = Vec::new();
-    for h in hosts {
-        let v6 = decl.hosts.get(&h).is_some_and(|h| h.address.contains(':'));
-        // The address is interpolated per run, after the lab overlay: the template's text ends in
-        // `${hosts.NAME.address}`, which the loader replaces.
-        let base = rule(None).line();
-        let text = format!("{} ${{hosts.{h}.address}}", base.trim_end_matches(" any"));
-        out.push((Template::Text(Spanned::new(from.span(), text)), v6));
     }
-    Some(out)
+}
+
+/// The lines of one rule, each with whether its source is IPv6: one per source; a host or a
+/// label selector gives one line per host, whose address is interpolated per run (the lab's
+/// address under `--lab`).
+fn rule_lines(decl: &mut Declaration<'_>, r: &Spanned<RuleDecl>) -> Option<Vec<(Template, bool)>> {
+    let rd = r.get_ref();
+    let base = rule_base(decl, rd)?;
+    let from = match &rd.from {
+        None => From::Any,
+        Some(f) => rule_from(decl, f)?,
+    };
+    let fixed = |rule: Rule, v6: bool| Some(vec![(Template::Value(Value::Text(rule.line())), v6)]);
+    match from {
+        From::Any => fixed(base, false),
+        From::Net(src) => {
+            let v6 = src.addr.is_ipv6();
+            fixed(
+                Rule {
+                    from: Some(src),
+                    ..base
+                },
+                v6,
+            )
+        }
+        From::Hosts(hosts) => {
+            let span = rd.from.as_ref().map(Spanned::span).unwrap_or_default();
+            let head = base.line();
+            let head = head.trim_end_matches(" any");
+            Some(
+                hosts
+                    .iter()
+                    .map(|h| {
+                        let v6 = decl.hosts.get(h).is_some_and(|h| h.address.contains(':'));
+                        // The loader replaces `${hosts.NAME.address}` after the lab overlay.
+                        let text = format!("{head} ${{hosts.{h}.address}}");
+                        (Template::Text(Spanned::new(span.clone(), text)), v6)
+                    })
+                    .collect(),
+            )
+        }
+    }
 }
 
 #[cfg(test)]

@@ -112,6 +112,10 @@ fn observe_system(inst: &Instance, facts: &Facts) -> Result<Observation, String>
             "ufw".into(),
             Value::List(seen.into_iter().map(Value::Text).collect()),
         );
+        // A host's address interpolated into a rule must be an IP address for UFW.
+        for l in list(inst, "ufw").iter().skip(3) {
+            ufw::Rule::parse(l).map_err(|e| format!("ufw: {e}"))?;
+        }
         // Refused before anything is sent: the plan fails on this host, and apply sends nothing
         // for an instance it could not read.
         if let Some((client, port)) = facts.ssh
