@@ -11,6 +11,7 @@ pub mod local;
 pub mod ssh;
 #[allow(unsafe_code)]
 mod sys;
+pub mod system;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ pub fn providers() -> Providers {
         Arc::new(command::CommandProvider),
         Arc::new(check::CheckProvider),
         Arc::new(hcloud::LbProvider::from_env()),
+        Arc::new(system::SystemProvider),
     ];
     Providers::new(list)
 }
