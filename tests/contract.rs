@@ -97,6 +97,7 @@ impl Provider for Replica {
             exists,
             attrs,
             note: None,
+            ..Default::default()
         })
     }
 

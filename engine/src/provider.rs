@@ -109,6 +109,14 @@ pub trait Transport: Send + Sync {
     /// Waits, boundedly, for clean-ups still under way (the kill of an aborted remote command).
     async fn finish(&self) {}
 
+    /// Proves that a brand-new login still works, without disturbing the connection in use: for
+    /// SSH, a new connection (same address, jump host, user, keys and known hosts, under
+    /// `connect_timeout`) that authenticates, runs `true` and closes. Changes to how the host lets
+    /// kz in (sshd settings) call it before they are kept. Transports with no login say yes.
+    async fn verify_new_login(&self) -> Result<(), TransportError> {
+        Ok(())
+    }
+
     /// Runs a command under its deadline. A non-zero exit is not an error here: the caller reads `status`.
     async fn run(&self, cmd: CommandSpec) -> Result<CommandOutput, TransportError>;
 
@@ -149,6 +157,11 @@ pub struct Observation {
     pub attrs: BTreeMap<String, Value>,
     /// Why it is absent (or failing), in a few words (e.g. "check failed (exit 1)").
     pub note: Option<String>,
+    /// Parts this host cannot change (swap inside a container), by attribute name, with the
+    /// reason: such an attribute is taken as in sync, so it is neither a change nor a failure,
+    /// and plans list it. A key that is no attribute (`sysctl vm.swappiness`, a part of one) is
+    /// only listed: the provider reports that part as in sync itself.
+    pub not_applicable: BTreeMap<String, String>,
 }
 
 /// The output of one probe, cut out of the host's batched read.

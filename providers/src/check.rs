@@ -122,6 +122,7 @@ impl Provider for CheckProvider {
                     format!("exit {code}: {}", said.join(" / "))
                 }
             }),
+            ..Default::default()
         })
     }
 

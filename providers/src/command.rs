@@ -166,6 +166,7 @@ impl Provider for CommandProvider {
             exists: code == 0,
             attrs: Default::default(),
             note: (code != 0).then(|| format!("check exited {code}")),
+            ..Default::default()
         })
     }
 

@@ -433,6 +433,7 @@ fn observe_file(inst: &Instance, out: &ProbeOutput) -> Result<Observation, Strin
             exists: true,
             attrs,
             note: None,
+            ..Default::default()
         });
     }
     if !present {
@@ -440,6 +441,7 @@ fn observe_file(inst: &Instance, out: &ProbeOutput) -> Result<Observation, Strin
             exists: false,
             attrs,
             note: Some("file absent".into()),
+            ..Default::default()
         });
     }
     let f: Vec<&str> = fields.collect();
@@ -474,6 +476,7 @@ fn observe_file(inst: &Instance, out: &ProbeOutput) -> Result<Observation, Strin
         exists: true,
         attrs,
         note: None,
+        ..Default::default()
     })
 }
 

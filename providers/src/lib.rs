@@ -13,6 +13,7 @@ pub mod local;
 pub mod ssh;
 #[allow(unsafe_code)]
 mod sys;
+pub mod system;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,7 @@ pub fn providers() -> Providers {
         Arc::new(container::ContainerProvider),
         Arc::new(image::ImageProvider),
         Arc::new(hcloud::LbProvider::from_env()),
+        Arc::new(system::SystemProvider),
     ];
     Providers::new(list)
 }

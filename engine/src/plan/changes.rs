@@ -6,7 +6,8 @@ use kz_state::State;
 
 use super::read::Reads;
 use super::{
-    Action, Change, GateStatus, RemovedModule, Runtime, Summary, Unverified, decide, service_of,
+    Action, Change, GateStatus, NotApplicable, RemovedModule, Runtime, Summary, Unverified, decide,
+    service_of,
 };
 use crate::model::{AttrValue, Instance, Stack};
 use crate::record::read_attrs;
@@ -17,6 +18,7 @@ pub(super) struct Decisions {
     pub changes: Vec<Change>,
     pub gates: Vec<GateStatus>,
     pub unverified: Vec<Unverified>,
+    pub not_applicable: Vec<NotApplicable>,
     pub summary: Summary,
     /// An attribute uses a secret that is not set.
     pub unknown_used: bool,
@@ -63,6 +65,14 @@ pub(super) fn decide_all(
                 will_run: observed.is_none_or(|o| !o.exists),
             });
             continue;
+        }
+        if let Some(o) = observed {
+            d.not_applicable
+                .extend(o.not_applicable.iter().map(|(k, why)| NotApplicable {
+                    address: addr.clone(),
+                    attribute: k.clone(),
+                    reason: why.clone(),
+                }));
         }
         let recorded = state.and_then(|s| s.resources.get(&addr)).map(read_attrs);
         let not_compared = decide::uncompared(inst, recorded.as_ref(), observed);

@@ -24,6 +24,7 @@ pub(super) fn uncompared(
         .iter()
         .filter(|(k, a)| {
             a.value == AttrValue::Unknown
+                && !observed.is_some_and(|o| o.not_applicable.contains_key(*k))
                 && (observed.is_some_and(|o| o.attrs.contains_key(*k)) || recorded.is_some())
         })
         .map(|(k, _)| k.clone())
@@ -64,6 +65,12 @@ impl Sides<'_> {
         self.inst
             .attrs
             .iter()
+            // What the host cannot change is left as it is: never a change, never applied.
+            .filter(|(k, _)| {
+                !self
+                    .observed
+                    .is_some_and(|o| o.not_applicable.contains_key(*k))
+            })
             .filter_map(|(k, desired)| {
                 let before = if self.exists { self.before_of(k) } else { None };
                 // Observed attributes compare with the host; the others with the state, where a
@@ -205,5 +212,63 @@ pub(super) fn decide(
             Some("exists on the host but is not managed by kz yet".into()),
             changed,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::{Address, Value};
+
+    fn instance() -> Instance {
+        Instance {
+            address: Address {
+                module: "m".into(),
+                kind: "system".into(),
+                name: "base".into(),
+                host: Some("web-01".into()),
+            },
+            members: Vec::new(),
+            attrs: BTreeMap::from([
+                (
+                    "dns".to_string(),
+                    Attr::plain(Value::Text("10.0.0.2".into())),
+                ),
+                ("swap".to_string(), Attr::plain(Value::Text("off".into()))),
+            ]),
+            depends_on: Vec::new(),
+            outputs: BTreeMap::new(),
+            gate: None,
+        }
+    }
+
+    #[test]
+    fn a_part_not_applicable_is_neither_a_change_nor_applied() {
+        let inst = instance();
+        let mut seen = Observation {
+            exists: true,
+            attrs: BTreeMap::from([
+                ("dns".to_string(), Value::Text("10.0.0.2".into())),
+                ("swap".to_string(), Value::Text("on".into())),
+            ]),
+            ..Default::default()
+        };
+        let differs = decide(&inst, &[], None, None, Some(&seen), false).map(|c| c.attributes);
+        assert_eq!(differs.map(|a| a.len()), Some(1), "swap differs");
+        seen.not_applicable
+            .insert("swap".into(), "inside a container".into());
+        let c = decide(&inst, &[], None, None, Some(&seen), false);
+        assert_eq!(c.as_ref().map(|c| c.action), Some(Action::Adopt), "{c:?}");
+        let recorded: BTreeMap<String, Attr> = inst.attrs.clone();
+        assert_eq!(
+            decide(&inst, &[], None, Some(&recorded), Some(&seen), false),
+            None
+        );
+        // Even when it must be made whole (no read), the part is never part of the change.
+        seen.exists = false;
+        let c = decide(&inst, &[], None, None, Some(&seen), false).expect("a creation");
+        assert!(c.attributes.iter().all(|a| a.name != "swap"), "{c:?}");
     }
 }

@@ -111,6 +111,16 @@ pub struct Unverified {
     pub attributes: Vec<String>,
 }
 
+/// A part of an instance its host cannot change (swap inside a container): left as it is, and
+/// shown so that its absence from the changes is explained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotApplicable {
+    pub address: String,
+    /// The attribute, or a part of one (`sysctl vm.swappiness`).
+    pub attribute: String,
+    pub reason: String,
+}
+
 /// A module gone from the stack, and how many instances of it the plan deletes (all it has).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemovedModule {
@@ -188,6 +198,9 @@ pub struct Plan {
     /// whether they changed is not known.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unverified: Vec<Unverified>,
+    /// Parts the hosts cannot change, left as they are (see [`NotApplicable`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_applicable: Vec<NotApplicable>,
     /// The health checks that gate what depends on them, as read now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<GateStatus>,
@@ -339,6 +352,7 @@ pub async fn plan(
         removed_modules,
         changes: d.changes,
         unverified: d.unverified,
+        not_applicable: d.not_applicable,
         gates: d.gates,
         errors: reads.errors,
         summary: d.summary,

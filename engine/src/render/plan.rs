@@ -72,6 +72,7 @@ pub fn render_plan(plan: &Plan, style: &Style) -> String {
         let _ = writeln!(out, "\n{} {}", style.yellow("warning:"), style.safe(w));
     }
     render_unverified(&mut out, plan, style);
+    render_not_applicable(&mut out, plan, style);
     render_gates(&mut out, plan, style);
     out.push('\n');
     let unverified = plan.unverified.len();
@@ -156,6 +157,28 @@ fn render_unverified(out: &mut String, plan: &Plan, style: &Style) {
             style.yellow("?"),
             style.safe(&u.address),
             style.safe(&attrs.join(", "))
+        );
+    }
+}
+
+/// The parts the hosts cannot change, each on its line under its instance's address.
+fn render_not_applicable(out: &mut String, plan: &Plan, style: &Style) {
+    if plan.not_applicable.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{}",
+        style.bold("Not applicable here (left as they are):")
+    );
+    for n in &plan.not_applicable {
+        let _ = writeln!(
+            out,
+            "  {} {}  {}: not applicable here ({})",
+            style.dim("-"),
+            style.safe(&n.address),
+            style.safe(&n.attribute),
+            style.safe(&n.reason)
         );
     }
 }

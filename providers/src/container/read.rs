@@ -178,6 +178,7 @@ fn observe_one(
             exists: false,
             attrs: BTreeMap::new(),
             note: Some(format!("runtime {rt} not found on host")),
+            ..Default::default()
         });
     }
     if let Some(e) = &read.failed {
@@ -199,12 +200,13 @@ fn observe_one(
             exists: false,
             attrs: BTreeMap::new(),
             note: Some(format!("container is {status}")),
+            ..Default::default()
         });
     }
     Ok(Observation {
         exists: true,
         attrs: observed_attrs(inst, c, &read.images),
-        note: None,
+        ..Default::default()
     })
 }
 

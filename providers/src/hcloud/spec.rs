@@ -568,5 +568,6 @@ pub fn observe(inst: &Instance, c: &Current) -> Observation {
         exists: true,
         attrs,
         note: None,
+        ..Default::default()
     }
 }

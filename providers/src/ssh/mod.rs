@@ -392,4 +392,41 @@ impl Transport for SshTransport {
     async fn finish(&self) {
         self.wait_cleanups().await;
     }
+
+    async fn verify_new_login(&self) -> Result<(), TransportError> {
+        // A connection of its own, never cached: the shared one was authenticated before the
+        // change and proves nothing about the next login.
+        let limit = self.host.ssh.connect_timeout;
+        let handle = match tokio::time::timeout(limit, self.open(None)).await {
+            Ok(r) => Arc::new(r?),
+            Err(_) => {
+                return Err(TransportError::Connect(format!(
+                    "timed out after {}",
+                    after(limit)
+                )));
+            }
+        };
+        let out = self
+            .exec(
+                &handle,
+                CommandSpec {
+                    script: "true".into(),
+                    timeout: limit,
+                    public_script: true,
+                    ..Default::default()
+                },
+            )
+            .await;
+        let _ = handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+        match out {
+            Ok(o) if o.status == 0 => Ok(()),
+            Ok(o) => Err(TransportError::Io(format!(
+                "a new login ran `true` but it exited {}",
+                o.status
+            ))),
+            Err(e) => Err(e),
+        }
+    }
 }

@@ -52,6 +52,7 @@ mod panics {
                 exists: true,
                 attrs: BTreeMap::from([("v".to_string(), Value::Text("x".into()))]),
                 note: None,
+                ..Default::default()
             })
         }
         async fn create(&self, _: &ApplyCtx) -> Result<Applied, ProviderError> {

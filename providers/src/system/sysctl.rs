@@ -1,0 +1,114 @@
+//! The sysctl part of `system`: each key set now (`sysctl -w`) and at boot (a file under
+//! /etc/sysctl.d/). A key the kernel refuses is an error naming it; a key a container cannot
+//! write (its /proc/sys is read-only) is not applicable there.
+
+use std::collections::BTreeMap;
+
+use kz_engine::model::{Instance, Value};
+use kz_engine::provider::{ProviderError, Transport, UploadOptions, shell_quote};
+
+use super::list;
+use super::probe::{Facts, IN_CONTAINER, PATH};
+
+/// The declared `key = value` lines, by key.
+fn wanted(inst: &Instance) -> BTreeMap<String, String> {
+    list(inst, "sysctl")
+        .iter()
+        .filter_map(|l| l.split_once(" = "))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The declared keys.
+pub fn keys(inst: &Instance) -> Vec<String> {
+    wanted(inst).into_keys().collect()
+}
+
+/// kz's file under /etc/sysctl.d/, named after the resource.
+fn path(inst: &Instance) -> String {
+    format!("/etc/sysctl.d/90-kz-{}.conf", inst.address.name)
+}
+
+/// The observed lines, and the keys this host cannot change (read-only inside a container),
+/// which are reported as they are declared.
+pub fn observe(inst: &Instance, facts: &Facts) -> (Value, Vec<String>) {
+    let read: BTreeMap<&str, (&str, &str)> = facts
+        .section("sysctl")
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ' ');
+            Some((f.next()?, (f.next()?, f.next().unwrap_or(""))))
+        })
+        .collect();
+    let mut lines = Vec::new();
+    let mut fixed = Vec::new();
+    for (k, want) in wanted(inst) {
+        let now = match read.get(k.as_str()) {
+            Some(("ro", _)) if facts.container => {
+                fixed.push(k.clone());
+                want.clone()
+            }
+            Some(("ro" | "rw", v)) => v.split_whitespace().collect::<Vec<_>>().join(" "),
+            _ => "(no such key)".to_string(),
+        };
+        lines.push(Value::Text(format!("{k} = {now}")));
+    }
+    (Value::List(lines), fixed)
+}
+
+pub async fn apply(inst: &Instance, t: &dyn Transport) -> Result<(), ProviderError> {
+    let want = wanted(inst);
+    let pairs: Vec<String> = want
+        .iter()
+        .map(|(k, v)| shell_quote(&format!("{k}={v}")))
+        .collect();
+    // Every key is tried, and each refusal named with the kernel's reason; the boot file is
+    // written only once all of them took.
+    let script = format!(
+        "{PATH}\nfail=0\nfor kv in {}; do k=${{kv%%=*}}; f=/proc/sys/$(printf %s \"$k\" | tr . /)\n\
+         if {IN_CONTAINER} && [ -e \"$f\" ] && ! [ -w \"$f\" ]; then continue; fi\n\
+         if ! err=$(sysctl -q -w \"$kv\" 2>&1 >/dev/null); then echo \"kz-refused $k: $err\" >&2; fail=1; fi\n\
+         done\nexit $fail\n",
+        pairs.join(" ")
+    );
+    let out = t
+        .run(kz_engine::provider::CommandSpec {
+            script,
+            timeout: t.command_timeout(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ProviderError::transport("sysctl", e))?;
+    if out.status != 0 {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let refused: Vec<String> = err
+            .lines()
+            .filter_map(|l| l.strip_prefix("kz-refused "))
+            .map(String::from)
+            .collect();
+        let msg = if refused.is_empty() {
+            format!(
+                "exit status {}: {}",
+                out.status,
+                crate::tail(&out.stderr, 5)
+            )
+        } else {
+            format!("the kernel refused {}", refused.join("; "))
+        };
+        return Err(ProviderError::new("sysctl", msg));
+    }
+    let mut content = String::from("# Written by kz: changes made here are overwritten.\n");
+    for (k, v) in &want {
+        content.push_str(&format!("{k} = {v}\n"));
+    }
+    let opts = UploadOptions {
+        mode: Some(0o644),
+        timeout: t.command_timeout(),
+        public: true,
+        ..Default::default()
+    };
+    t.upload(&path(inst), content.into_bytes(), &opts)
+        .await
+        .map_err(|e| ProviderError::transport("sysctl", e))?;
+    Ok(())
+}
