@@ -12,27 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{TestStack, read};
-
-/// Root and the lab's tools: without them the lab cannot run here. CI has them.
-fn lab_possible() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            == Some("0")
-    });
-    let tools = ["podman", "runc", "debootstrap"].iter().all(|t| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !(root && tools) {
-        eprintln!("skipping: kz lab needs root, podman, runc and debootstrap");
-    }
-    root && tools
-}
+use support::{TestStack, lab, read};
 
 /// The lab stack of the repository, under a name of its own so that its containers and network
 /// cannot meet those of another run.
@@ -46,41 +26,20 @@ fn lab_stack(name: &str) -> TestStack {
     s
 }
 
-fn podman(args: &[&str]) -> (bool, String) {
-    let o = Command::new("podman")
-        .args(args)
-        .env("CONTAINERS_CONF", "/var/cache/kz-lab/containers.conf")
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).trim().to_string(),
-    )
-}
-
 /// A file on a lab host, read with podman (not through kz).
 fn remote(name: &str, host: &str, path: &str) -> String {
-    podman(&["exec", &format!("kzlab-{name}-{host}"), "cat", path]).1
-}
-
-/// Takes the lab down however the test ends, so no container outlives it.
-struct LabGuard<'a>(&'a TestStack);
-
-impl Drop for LabGuard<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.kz(&["lab", "down", "DIR"]);
-    }
+    lab::podman(&["exec", &format!("kzlab-{name}-{host}"), "cat", path]).1
 }
 
 #[test]
 fn a_lab_is_made_applied_to_survives_a_frozen_host_and_leaves_nothing_behind() {
-    if !lab_possible() {
+    if !lab::possible() {
         return;
     }
     let started = Instant::now();
     let name = format!("kzt{}", std::process::id());
     let s = lab_stack(&name);
-    let _guard = LabGuard(&s);
+    let _guard = lab::Guard(&s);
 
     let up = s.kz(&["lab", "up", "DIR"]);
     up.code(0)
@@ -107,7 +66,7 @@ fn a_lab_is_made_applied_to_survives_a_frozen_host_and_leaves_nothing_behind() {
     let lab: serde_json::Value =
         serde_json::from_str(&read(&s.path().join(".kz/lab/lab.json"))).unwrap();
     let master = lab["hosts"]["redis-01"]["address"].as_str().unwrap();
-    let (_, replication) = podman(&[
+    let (_, replication) = lab::podman(&[
         "exec",
         &format!("kzlab-{name}-redis-03"),
         "redis-cli",
@@ -172,9 +131,9 @@ fn a_lab_is_made_applied_to_survives_a_frozen_host_and_leaves_nothing_behind() {
     // Down leaves no container, network, process or overlay behind.
     s.kz(&["lab", "down", "DIR"]).code(0).stdout_has("3 hosts");
     let filter = format!("label=io.kz.lab.stack={name}");
-    let (_, left) = podman(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]);
+    let (_, left) = lab::podman(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]);
     assert_eq!(left, "", "containers left behind");
-    let (exists, _) = podman(&["network", "exists", &format!("kzlab-{name}")]);
+    let (exists, _) = lab::podman(&["network", "exists", &format!("kzlab-{name}")]);
     assert!(!exists, "network left behind");
     let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
     let ps = String::from_utf8_lossy(&ps.stdout);

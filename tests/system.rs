@@ -9,47 +9,7 @@
 
 mod support;
 
-use std::process::Command;
-
-use support::TestStack;
-
-fn lab_possible() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            == Some("0")
-    });
-    let tools = ["podman", "runc", "debootstrap"].iter().all(|t| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !(root && tools) {
-        eprintln!("skipping: the system tests need root, podman, runc and debootstrap");
-    }
-    root && tools
-}
-
-/// A command run inside a lab host with podman, not through kz: what the host really holds.
-fn on_host(stack: &str, host: &str, script: &str) -> String {
-    let o = Command::new("podman")
-        .args(["exec", &format!("kzlab-{stack}-{host}"), "sh", "-c", script])
-        .env("CONTAINERS_CONF", "/var/cache/kz-lab/containers.conf")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Takes the lab down however the test ends.
-struct LabGuard<'a>(&'a TestStack);
-
-impl Drop for LabGuard<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.kz(&["lab", "down", "DIR"]);
-    }
-}
+use support::{TestStack, lab};
 
 const STACK: &str = r#"[stack]
 name = "NAME"
@@ -106,17 +66,17 @@ fn module(resolver: &str, rule: &str, sshd: &str) -> String {
 
 #[test]
 fn two_lab_hosts_get_their_base_and_kz_never_locks_itself_out() {
-    if !lab_possible() {
+    if !lab::possible() {
         return;
     }
     let name = format!("kzsys{}", std::process::id());
     let s = TestStack::new(&name);
     s.write("stack.toml", &STACK.replace("NAME", &name));
-    let _guard = LabGuard(&s);
+    let _guard = lab::Guard(&s);
     s.kz(&["lab", "up", "DIR"]).code(0).stdout_has("running");
 
     // The lab's own resolver stays first, so the hosts keep resolving.
-    let resolver = on_host(
+    let resolver = lab::on_host(
         &name,
         "web-01",
         "sed -n 's/^nameserver //p' /etc/resolv.conf",
@@ -140,6 +100,7 @@ fn two_lab_hosts_get_their_base_and_kz_never_locks_itself_out() {
     s.kz(&["plan", "DIR", "--lab"])
         .code(0)
         .stdout_has("02_base.system.base[web-02]  swap: not applicable here (inside a container)")
+        .stdout_has("dns: not applicable here (inside a container: the container runtime owns /etc/resolv.conf)")
         .stdout_has("+ allow 22/tcp from any")
         .stdout_has("+ redis-sentinel absent");
 
@@ -147,19 +108,20 @@ fn two_lab_hosts_get_their_base_and_kz_never_locks_itself_out() {
         .code(0)
         .stdout_has("Apply: 4 applied, 0 failed, 0 not attempted.");
     for host in ["web-01", "web-02"] {
-        let status = on_host(&name, host, "ufw status");
+        let status = lab::on_host(&name, host, "ufw status");
         assert!(status.contains("Status: active"), "{status}");
         assert!(status.contains("6379/tcp"), "{status}");
-        let dropin = on_host(&name, host, "cat /etc/ssh/sshd_config.d/10-kz.conf");
+        let dropin = lab::on_host(&name, host, "cat /etc/ssh/sshd_config.d/10-kz.conf");
         assert!(dropin.contains("MaxAuthTries 4"), "{dropin}");
-        let sentinel = on_host(
+        let sentinel = lab::on_host(
             &name,
             host,
             "dpkg-query -W -f='${db:Status-Status}' redis-sentinel",
         );
         assert_ne!(sentinel, "installed");
-        let resolv = on_host(&name, host, "cat /etc/resolv.conf");
-        assert!(resolv.contains("nameserver 127.0.0.1"), "{resolv}");
+        // The container runtime owns a lab host's resolv.conf: the lab's resolver stays.
+        let resolv = lab::on_host(&name, host, "cat /etc/resolv.conf");
+        assert!(!resolv.contains("nameserver 127.0.0.1"), "{resolv}");
     }
     s.kz(&["plan", "DIR", "--lab", "--detailed-exitcode"])
         .code(0)
@@ -167,7 +129,7 @@ fn two_lab_hosts_get_their_base_and_kz_never_locks_itself_out() {
 
     // A rule that blocks SSH from kz's address, before the rule that allows it: the plan fails
     // on both hosts, and apply sends nothing, not even the sshd change beside it.
-    let before = on_host(&name, "web-01", "cat /etc/ufw/user.rules");
+    let before = lab::on_host(&name, "web-01", "cat /etc/ufw/user.rules");
     s.write(
         "02_base.toml",
         &module(
@@ -180,8 +142,11 @@ fn two_lab_hosts_get_their_base_and_kz_never_locks_itself_out() {
         .code(1)
         .stdout_has("ufw: refused on web-01: the rule `deny 22/tcp from 10.0.0.0/8` would block SSH (port 22/tcp) from ")
         .stdout_has("ufw: refused on web-02");
-    assert_eq!(on_host(&name, "web-01", "cat /etc/ufw/user.rules"), before);
-    let dropin = on_host(&name, "web-01", "cat /etc/ssh/sshd_config.d/10-kz.conf");
+    assert_eq!(
+        lab::on_host(&name, "web-01", "cat /etc/ufw/user.rules"),
+        before
+    );
+    let dropin = lab::on_host(&name, "web-01", "cat /etc/ssh/sshd_config.d/10-kz.conf");
     assert!(!dropin.contains("LoginGraceTime"), "{dropin}");
 
     // An sshd setting that lets root in no more: sshd -t accepts it, the new login fails, the
@@ -201,7 +166,7 @@ fn two_lab_hosts_get_their_base_and_kz_never_locks_itself_out() {
     .code(1)
     .stdout_has("sshd: the new settings would lock kz out (a new login failed: auth:")
     .stdout_has("the previous drop-in was restored and sshd reloaded; kz gets in again");
-    let dropin = on_host(&name, "web-01", "cat /etc/ssh/sshd_config.d/10-kz.conf");
+    let dropin = lab::on_host(&name, "web-01", "cat /etc/ssh/sshd_config.d/10-kz.conf");
     assert!(dropin.contains("MaxAuthTries 4"), "{dropin}");
     assert!(!dropin.contains("AllowUsers"), "{dropin}");
 
@@ -220,7 +185,7 @@ fn two_lab_hosts_get_their_base_and_kz_never_locks_itself_out() {
     ])
     .code(1)
     .stdout_has("sshd -t: sshd refused the settings");
-    let dropin = on_host(&name, "web-01", "cat /etc/ssh/sshd_config.d/10-kz.conf");
+    let dropin = lab::on_host(&name, "web-01", "cat /etc/ssh/sshd_config.d/10-kz.conf");
     assert!(!dropin.contains("NoSuchOption"), "{dropin}");
 
     // Back to module 2: nothing to do, and kz got in all along.
@@ -230,7 +195,7 @@ fn two_lab_hosts_get_their_base_and_kz_never_locks_itself_out() {
 
     // Another apt holds the dpkg lock (as unattended upgrades would) for a few seconds: the
     // removal waits for it instead of failing.
-    let mut holder = Command::new("podman")
+    let mut holder = std::process::Command::new("podman")
         .args([
             "exec",
             &format!("kzlab-{name}-web-01"),
@@ -272,7 +237,7 @@ fn two_lab_hosts_get_their_base_and_kz_never_locks_itself_out() {
         t.elapsed()
     );
     let _ = holder.wait();
-    let haproxy = on_host(
+    let haproxy = lab::on_host(
         &name,
         "web-01",
         "dpkg-query -W -f='${db:Status-Status}' haproxy",

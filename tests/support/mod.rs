@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod lab;
 pub mod memory;
 pub mod pg;
 pub mod sshd;

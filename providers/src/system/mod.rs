@@ -130,22 +130,33 @@ fn observe_system(inst: &Instance, facts: &Facts) -> Result<Observation, String>
         obs.attrs.insert("sshd".into(), sshd::observe(facts));
     }
     if inst.attr("dns").is_some() {
-        obs.attrs.insert("dns".into(), dns::observe(facts));
+        // A container's resolv.conf is the runtime's (a bind mount it rewrites): a lab host keeps
+        // the lab's resolver, so it never sends a query to the resolvers production declares.
+        if facts.section("dns").lines().next() == Some("runtime") {
+            obs.not_applicable.insert(
+                "dns".into(),
+                format!("{IN_A_CONTAINER}: the container runtime owns /etc/resolv.conf"),
+            );
+        } else {
+            obs.attrs.insert("dns".into(), dns::observe(facts));
+        }
     }
     if inst.attr("sysctl").is_some() {
         let (seen, fixed) = sysctl::observe(inst, facts);
         let all = sysctl::keys(inst).len();
         if !fixed.is_empty() && fixed.len() == all {
+            let keys: Vec<String> = fixed
+                .iter()
+                .map(|(k, why)| format!("{k} ({why})"))
+                .collect();
             obs.not_applicable.insert(
                 "sysctl".into(),
-                format!("{IN_A_CONTAINER}, read-only: {}", fixed.join(", ")),
+                format!("{IN_A_CONTAINER}: {}", keys.join(", ")),
             );
         } else {
-            for k in fixed {
-                obs.not_applicable.insert(
-                    format!("sysctl {k}"),
-                    format!("{IN_A_CONTAINER}, read-only"),
-                );
+            for (k, why) in fixed {
+                obs.not_applicable
+                    .insert(format!("sysctl {k}"), format!("{IN_A_CONTAINER}, {why}"));
             }
             obs.attrs.insert("sysctl".into(), seen);
         }
@@ -294,6 +305,37 @@ mod tests {
             ["net.ipv4.ip_forward = 0", "vm.nope = (no such key)"]
         );
         assert!(o.not_applicable.is_empty());
+    }
+
+    #[test]
+    fn a_privileged_container_never_changes_the_machine_kernel() {
+        let i = inst(&[(
+            "sysctl",
+            &["net.core.somaxconn = 1024", "vm.overcommit_memory = 1"],
+        )]);
+        let out = format!(
+            "{M} container\nyes\n{M} ssh\n\n\
+             {M} sysctl\nnet.core.somaxconn rw 4096\nvm.overcommit_memory rw 0\n"
+        );
+        let o = observe_system(&i, &Facts::parse(&out)).unwrap();
+        assert!(o.not_applicable["sysctl vm.overcommit_memory"].contains("not namespaced"));
+        assert_eq!(
+            texts(&o.attrs["sysctl"]),
+            ["net.core.somaxconn = 4096", "vm.overcommit_memory = 1"]
+        );
+    }
+
+    #[test]
+    fn a_container_runtime_owns_resolv_conf() {
+        let mut i = inst(&[]);
+        i.attrs.insert(
+            "dns".into(),
+            Attr::plain(Value::List(vec![Value::Text("1.1.1.1".into())])),
+        );
+        let out = format!("{M} container\nyes\n{M} ssh\n\n{M} dns\nruntime\n");
+        let o = observe_system(&i, &Facts::parse(&out)).unwrap();
+        assert!(o.not_applicable["dns"].contains("owns /etc/resolv.conf"));
+        assert!(!o.attrs.contains_key("dns"));
     }
 
     #[test]

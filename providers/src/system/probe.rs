@@ -60,6 +60,7 @@ pub fn script(inst: &Instance) -> String {
     if inst.attr("dns").is_some() {
         s.push_str(&format!(
             "mark dns; if {}; then echo resolved; sed -n 's/^DNS=//p' {} 2>/dev/null; \
+             elif {IN_CONTAINER} && grep -q ' /etc/resolv.conf ' /proc/self/mountinfo 2>/dev/null; then echo runtime; \
              else echo resolv.conf; sed -n 's/^nameserver[[:space:]]*//p' /etc/resolv.conf 2>/dev/null; fi\n",
             super::dns::RESOLVED_ACTIVE,
             super::dns::RESOLVED_DROP_IN

@@ -31,7 +31,22 @@ fn path(inst: &Instance) -> String {
 
 /// The observed lines, and the keys this host cannot change (read-only inside a container),
 /// which are reported as they are declared.
-pub fn observe(inst: &Instance, facts: &Facts) -> (Value, Vec<String>) {
+/// Keys a container has its own copy of (its network and IPC namespaces). Any other key, even
+/// writable in a privileged container, is the kernel of the machine running it: a lab host must
+/// never change it.
+pub fn namespaced(key: &str) -> bool {
+    ["net.", "kernel.shm", "kernel.msg", "fs.mqueue."]
+        .iter()
+        .any(|p| key.starts_with(p))
+        || key == "kernel.sem"
+}
+
+/// The shell pattern of [`namespaced`] keys, for `case`.
+const NAMESPACED_CASE: &str = "net.*|kernel.shm*|kernel.msg*|fs.mqueue.*|kernel.sem";
+
+/// What the kernel holds for each declared key, and the keys a container cannot change, each with
+/// why.
+pub fn observe(inst: &Instance, facts: &Facts) -> (Value, Vec<(String, &'static str)>) {
     let read: BTreeMap<&str, (&str, &str)> = facts
         .section("sysctl")
         .lines()
@@ -45,7 +60,14 @@ pub fn observe(inst: &Instance, facts: &Facts) -> (Value, Vec<String>) {
     for (k, want) in wanted(inst) {
         let now = match read.get(k.as_str()) {
             Some(("ro", _)) if facts.container => {
-                fixed.push(k.clone());
+                fixed.push((k.clone(), "read-only"));
+                want.clone()
+            }
+            Some(_) if facts.container && !namespaced(&k) => {
+                fixed.push((
+                    k.clone(),
+                    "not namespaced: it belongs to the machine's kernel",
+                ));
                 want.clone()
             }
             Some(("ro" | "rw", v)) => v.split_whitespace().collect::<Vec<_>>().join(" "),
@@ -66,7 +88,8 @@ pub async fn apply(inst: &Instance, t: &dyn Transport) -> Result<(), ProviderErr
     // written only once all of them took.
     let script = format!(
         "{PATH}\nfail=0\nfor kv in {}; do k=${{kv%%=*}}; f=/proc/sys/$(printf %s \"$k\" | tr . /)\n\
-         if {IN_CONTAINER} && [ -e \"$f\" ] && ! [ -w \"$f\" ]; then continue; fi\n\
+         if {IN_CONTAINER}; then [ -e \"$f\" ] && ! [ -w \"$f\" ] && continue\n\
+         case $k in {NAMESPACED_CASE}) ;; *) continue ;; esac; fi\n\
          if ! err=$(sysctl -q -w \"$kv\" 2>&1 >/dev/null); then echo \"kz-refused $k: $err\" >&2; fail=1; fi\n\
          done\nexit $fail\n",
         pairs.join(" ")
