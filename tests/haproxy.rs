@@ -105,11 +105,13 @@ run = "runuser -u redis -- redis-server /etc/redis/kz.conf && sleep 0.2 && redis
 timeout = "30s"
 "#;
 
-/// HAProxy on the two load balancers; `EXTRA` is replaced by tests.
+/// HAProxy on the two load balancers; `EXTRA` (global lines) and `RAW` (lines at the end) are
+/// replaced by tests.
 const LB: &str = r#"[[haproxy]]
 name = "lb"
 on = { role = "lb" }
 extra_global = [EXTRA]
+extra = [RAW]
 
 [haproxy.defaults]
 "timeout client" = "1h"
@@ -128,7 +130,11 @@ port = 6379
 "#;
 
 fn lb(extra: &str) -> String {
-    LB.replace("EXTRA", extra)
+    lb_raw(extra, "")
+}
+
+fn lb_raw(extra: &str, raw: &str) -> String {
+    LB.replace("EXTRA", extra).replace("RAW", raw)
 }
 
 /// A `SET` through the HAProxy of `lb`, sent from redis-03 (lab hosts reach each other); true
@@ -252,6 +258,33 @@ fn two_haproxy_hosts_follow_the_redis_master_and_refuse_a_bad_configuration() {
         ""
     );
     routes_to(&name, &lbs, "redis-02", "kept", Duration::from_secs(5));
+
+    // A configuration HAProxy accepts but cannot serve (port 22 is sshd's): the reload fails,
+    // the previous file comes back and serves again.
+    s.write(
+        "20_lb.toml",
+        &lb_raw(
+            r#""maxconn 2000""#,
+            r#""listen clash", "    bind *:22", "    server s 127.0.0.1:1""#,
+        ),
+    );
+    s.kz(&[
+        "apply",
+        "DIR",
+        "--lab",
+        "--yes",
+        "--target",
+        "20_lb.haproxy.lb[lb-01]",
+    ])
+    .code(1)
+    .stdout_has("HAProxy did not take the new configuration")
+    .stdout_has("cannot bind socket (Address already in use) for [0.0.0.0:22]")
+    .stdout_has("the previous configuration was restored and serves again");
+    assert_eq!(
+        on_host(&name, "lb-01", "cat /etc/haproxy/haproxy.cfg"),
+        live
+    );
+    routes_to(&name, &lbs, "redis-02", "rollback", Duration::from_secs(10));
 
     // HAProxy stopped behind kz's back: the plan says so, the apply starts it again.
     s.write("20_lb.toml", &lb(r#""maxconn 2000""#));

@@ -89,6 +89,10 @@ kz_serve() {{
     if [ -n "$m" ]; then
       for w in $(kz_workers "$m"); do case "$before" in *" $w "*) ;; *) echo "serving: master $m, new worker $w"; return 0;; esac; done
     fi
+    # A master kz started says at once when the new configuration did not load.
+    if [ "$mode" = master ] && tail -c "+$((kz_log0+1))" "$lg" 2>/dev/null | grep -q 'Loading failure'; then
+      echo "HAProxy's master reported a loading failure" >&2; return 1
+    fi
     sleep 0.1; i=$((i+1))
   done
   echo "no new HAProxy worker within {CONFIRM_SECS}s" >&2
