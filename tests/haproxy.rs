@@ -299,3 +299,131 @@ fn two_haproxy_hosts_follow_the_redis_master_and_refuse_a_bad_configuration() {
     s.kz(&["plan", "DIR", "--lab", "--detailed-exitcode"])
         .code(0);
 }
+
+/// Every kind of line, rendered: the ready-made checks, servers by labels and by hosts, per-host
+/// parameters, directives over kz's base settings, raw lines.
+const RENDERED: &str = r#"[[haproxy]]
+name = "snap"
+on = { role = "app" }
+path = "@ROOT@/haproxy.cfg"
+reload = "master"
+extra_global = ["maxconn 4000"]
+extra = ["listen stats", "    mode http", "    bind 127.0.0.1:8404", "    stats enable"]
+
+[haproxy.global]
+"hard-stop-after" = "30s"
+"stats timeout" = false
+
+[haproxy.defaults]
+"timeout client" = "1h"
+option = ["dontlognull", "redispatch"]
+
+[[haproxy.frontend]]
+name = "redis"
+bind = ["127.0.0.1:6379", "${host.address}:6380"]
+default_backend = "redis"
+
+[[haproxy.backend]]
+name = "redis"
+balance = "first"
+check = "redis_master"
+servers = { role = "redis" }
+port = 6379
+server_params = "maxconn 1000"
+host_params = { redis-02 = "backup" }
+
+[[haproxy.backend]]
+name = "pg-primary"
+check = "patroni_primary"
+servers = ["db-01", "db-02"]
+port = 5432
+
+[[haproxy.backend]]
+name = "pg-replicas"
+balance = "roundrobin"
+check = "patroni_replica"
+servers = ["db-02", "db-01"]
+port = 5432
+
+[[haproxy.backend]]
+name = "rabbitmq"
+check = "rabbitmq"
+servers = ["db-01"]
+port = 5672
+
+[[haproxy.backend]]
+name = "pgbouncer"
+check = "pgbouncer"
+servers = ["db-01"]
+port = 6432
+extra = ["timeout server 2h"]
+
+[[haproxy.backend]]
+name = "plain"
+check = "tcp"
+servers = ["db-02"]
+port = 9000
+"#;
+
+const HOSTS: &str = r#"
+[hosts.redis-01]
+address = "10.0.0.11"
+labels = { role = "redis" }
+
+[hosts.redis-02]
+address = "10.0.0.12"
+labels = { role = "redis" }
+
+[hosts.db-01]
+address = "10.0.0.21"
+
+[hosts.db-02]
+address = "10.0.0.22"
+"#;
+
+/// The rendered file as the plan of a first apply shows it (every line added).
+fn rendered(plan: &str) -> String {
+    plan.lines()
+        .skip_while(|l| l.trim() != "config:")
+        .skip(2)
+        .take_while(|l| l.starts_with("        +"))
+        .map(|l| format!("{}\n", &l["        +".len()..]))
+        .collect()
+}
+
+#[test]
+fn the_configuration_renders_deterministically_and_reads_in_one_round_trip() {
+    let s = TestStack::new("haproxy-render");
+    let stack = std::fs::read_to_string(s.path().join("stack.toml")).unwrap();
+    s.write("stack.toml", &format!("{stack}{HOSTS}"));
+    s.write("10_lb.toml", RENDERED);
+    let plan = s.kz(&["plan", "DIR"]);
+    plan.code(0)
+        .stdout_has("will be created (no configuration file (HAProxy run by master))");
+    let text = rendered(&plan.stdout);
+    insta::assert_snapshot!("haproxy_rendered", text);
+    // The same declaration renders the same bytes every time.
+    assert_eq!(rendered(&s.kz(&["plan", "DIR"]).stdout), text);
+    let json = s.kz(&["plan", "DIR", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(json["read"]["round_trips"], 1, "{json}");
+    assert!(!s.at("haproxy.cfg").exists(), "a plan writes nothing");
+}
+
+#[test]
+fn a_configuration_holding_a_secret_is_never_shown() {
+    let s = TestStack::new("haproxy-secret").env("KZ_SECRET_STATS_PW", "s3cr3t-pa55");
+    s.write(
+        "10_lb.toml",
+        r#"[[haproxy]]
+name = "lb"
+on = { role = "app" }
+path = "@ROOT@/haproxy.cfg"
+reload = "master"
+extra = ["userlist ops", "    user admin insecure-password ${secret.STATS_PW}"]
+"#,
+    );
+    let plan = s.kz(&["plan", "DIR"]);
+    plan.code(0).stdout_has("config:  (sensitive)");
+    assert!(!plan.stdout.contains("s3cr3t"), "{}", plan.stdout);
+}
