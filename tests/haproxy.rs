@@ -177,6 +177,53 @@ fn routes_to(name: &str, lbs: &[String], master: &str, tag: &str, limit: Duratio
     start.elapsed()
 }
 
+/// A bad configuration never serves: refused by `haproxy -c` (nothing reloaded), or taken by
+/// `haproxy -c` but not by the reload (rolled back). Either way the previous one keeps serving.
+fn refusals(s: &TestStack, name: &str, lbs: &[String]) {
+    // An invalid directive fails at validation with HAProxy's words; the live file stays, and
+    // HAProxy still serves it.
+    let live = on_host(name, "lb-01", "cat /etc/haproxy/haproxy.cfg");
+    s.write("20_lb.toml", &lb(r#""maxconn 2000", "bogus-directive 1""#));
+    s.kz(&["apply", "DIR", "--lab", "--yes"])
+        .code(1)
+        .stdout_has("validate: HAProxy refused the configuration (haproxy -c); the live file is untouched and nothing was reloaded")
+        .stdout_has("unknown keyword 'bogus-directive' in 'global' section");
+    assert_eq!(on_host(name, "lb-01", "cat /etc/haproxy/haproxy.cfg"), live);
+    assert_eq!(
+        on_host(
+            name,
+            "lb-01",
+            "ls /etc/haproxy/haproxy.cfg.kz-new 2>/dev/null"
+        ),
+        ""
+    );
+    routes_to(name, lbs, "redis-02", "kept", Duration::from_secs(5));
+
+    // A configuration HAProxy accepts but cannot serve (port 22 is sshd's): the reload fails,
+    // the previous file comes back and serves again.
+    s.write(
+        "20_lb.toml",
+        &lb_raw(
+            r#""maxconn 2000""#,
+            r#""listen clash", "    bind *:22", "    server s 127.0.0.1:1""#,
+        ),
+    );
+    s.kz(&[
+        "apply",
+        "DIR",
+        "--lab",
+        "--yes",
+        "--target",
+        "20_lb.haproxy.lb[lb-01]",
+    ])
+    .code(1)
+    .stdout_has("HAProxy did not take the new configuration")
+    .stdout_has("cannot bind socket (Address already in use) for [0.0.0.0:22]")
+    .stdout_has("the previous configuration was restored and serves again");
+    assert_eq!(on_host(name, "lb-01", "cat /etc/haproxy/haproxy.cfg"), live);
+    routes_to(name, lbs, "redis-02", "rollback", Duration::from_secs(10));
+}
+
 #[test]
 fn two_haproxy_hosts_follow_the_redis_master_and_refuse_a_bad_configuration() {
     if !lab_possible() {
@@ -237,54 +284,7 @@ fn two_haproxy_hosts_follow_the_redis_master_and_refuse_a_bad_configuration() {
     assert_ne!(workers("lb-01"), before);
     routes_to(&name, &lbs, "redis-02", "reload", Duration::from_secs(10));
 
-    // An invalid directive fails at validation with HAProxy's words; the live file stays, and
-    // HAProxy still serves it.
-    let live = on_host(&name, "lb-01", "cat /etc/haproxy/haproxy.cfg");
-    s.write("20_lb.toml", &lb(r#""maxconn 2000", "bogus-directive 1""#));
-    s.kz(&["apply", "DIR", "--lab", "--yes"])
-        .code(1)
-        .stdout_has("validate: HAProxy refused the configuration (haproxy -c); the live file is untouched and nothing was reloaded")
-        .stdout_has("unknown keyword 'bogus-directive' in 'global' section");
-    assert_eq!(
-        on_host(&name, "lb-01", "cat /etc/haproxy/haproxy.cfg"),
-        live
-    );
-    assert_eq!(
-        on_host(
-            &name,
-            "lb-01",
-            "ls /etc/haproxy/haproxy.cfg.kz-new 2>/dev/null"
-        ),
-        ""
-    );
-    routes_to(&name, &lbs, "redis-02", "kept", Duration::from_secs(5));
-
-    // A configuration HAProxy accepts but cannot serve (port 22 is sshd's): the reload fails,
-    // the previous file comes back and serves again.
-    s.write(
-        "20_lb.toml",
-        &lb_raw(
-            r#""maxconn 2000""#,
-            r#""listen clash", "    bind *:22", "    server s 127.0.0.1:1""#,
-        ),
-    );
-    s.kz(&[
-        "apply",
-        "DIR",
-        "--lab",
-        "--yes",
-        "--target",
-        "20_lb.haproxy.lb[lb-01]",
-    ])
-    .code(1)
-    .stdout_has("HAProxy did not take the new configuration")
-    .stdout_has("cannot bind socket (Address already in use) for [0.0.0.0:22]")
-    .stdout_has("the previous configuration was restored and serves again");
-    assert_eq!(
-        on_host(&name, "lb-01", "cat /etc/haproxy/haproxy.cfg"),
-        live
-    );
-    routes_to(&name, &lbs, "redis-02", "rollback", Duration::from_secs(10));
+    refusals(&s, &name, &lbs);
 
     // HAProxy stopped behind kz's back: the plan says so, the apply starts it again.
     s.write("20_lb.toml", &lb(r#""maxconn 2000""#));

@@ -274,6 +274,47 @@ fn server_hosts(decl: &mut Declaration<'_>, s: &Spanned<toml::Value>) -> Vec<Str
     }
 }
 
+/// The server lines of a backend: the check's parameters, `server_params`, then the host's own.
+fn servers(
+    decl: &mut Declaration<'_>,
+    b: &BackendDecl,
+    hosts: Vec<String>,
+    port: u16,
+    check: Option<&checks::Check>,
+) -> Vec<Server> {
+    let name = b.name.get_ref();
+    let common = match &b.server_params {
+        Some(p) => one_line(decl, p, "`server_params`").unwrap_or_default(),
+        None => String::new(),
+    };
+    let mut per_host = BTreeMap::new();
+    for (h, p) in b.host_params.iter().flatten() {
+        if !hosts.contains(h) {
+            decl.error(
+                p,
+                format!("`host_params`: `{h}` is not a server of backend `{name}`"),
+            );
+        } else if let Some(l) = one_line(decl, p, "`host_params`") {
+            per_host.insert(h.clone(), l);
+        }
+    }
+    hosts
+        .into_iter()
+        .map(|host| {
+            let params: Vec<&str> = [check.map_or("", |c| c.server), &common]
+                .into_iter()
+                .chain(per_host.get(&host).map(String::as_str))
+                .filter(|s| !s.is_empty())
+                .collect();
+            Server {
+                params: params.join(" "),
+                host,
+                port,
+            }
+        })
+        .collect()
+}
+
 fn backend(decl: &mut Declaration<'_>, b: &BackendDecl) -> Option<Section> {
     let name = b.name.get_ref();
     if !valid_name(name) {
@@ -337,36 +378,7 @@ fn backend(decl: &mut Declaration<'_>, b: &BackendDecl) -> Option<Section> {
         },
         (None, None) => 0,
     };
-    let common = match &b.server_params {
-        Some(p) => one_line(decl, p, "`server_params`").unwrap_or_default(),
-        None => String::new(),
-    };
-    let mut per_host = BTreeMap::new();
-    for (h, p) in b.host_params.iter().flatten() {
-        if !hosts.contains(h) {
-            decl.error(
-                p,
-                format!("`host_params`: `{h}` is not a server of backend `{name}`"),
-            );
-        } else if let Some(l) = one_line(decl, p, "`host_params`") {
-            per_host.insert(h.clone(), l);
-        }
-    }
-    let servers = hosts
-        .into_iter()
-        .map(|host| {
-            let params: Vec<&str> = [check.map_or("", |c| c.server), &common]
-                .into_iter()
-                .chain(per_host.get(&host).map(String::as_str))
-                .filter(|s| !s.is_empty())
-                .collect();
-            Server {
-                params: params.join(" "),
-                host,
-                port,
-            }
-        })
-        .collect();
+    let servers = servers(decl, b, hosts, port, check);
     Some(Section {
         name: name.clone(),
         lines: out,
