@@ -7,6 +7,7 @@ pub mod check;
 pub mod command;
 pub mod container;
 pub mod file;
+pub mod haproxy;
 pub mod hcloud;
 pub mod image;
 pub mod local;
@@ -31,6 +32,7 @@ pub fn providers() -> Providers {
         Arc::new(image::ImageProvider),
         Arc::new(hcloud::LbProvider::from_env()),
         Arc::new(system::SystemProvider),
+        Arc::new(haproxy::HaproxyProvider),
     ];
     Providers::new(list)
 }

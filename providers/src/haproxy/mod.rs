@@ -1,0 +1,242 @@
+//! The `haproxy` resource: a typed HAProxy configuration, one instance per host. Declared as
+//! data (`declare.rs`), rendered into one text (`render.rs`) with ready-made health checks
+//! (`checks.rs`), read with the host's batched read (the live file and whether HAProxy runs),
+//! and put in service safely (`service.rs`): validated beside the live file, swapped, reloaded,
+//! confirmed by a new worker, and rolled back when HAProxy does not take it.
+
+mod checks;
+mod declare;
+mod render;
+mod service;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use kz_engine::model::{Instance, Value};
+use kz_engine::provider::{
+    Applied, ApplyCtx, CommandSpec, Declaration, Declared, MemberOutputs, Observation, Provider,
+    ProviderError, Transport, UploadOptions,
+};
+
+#[derive(Debug)]
+pub struct HaproxyProvider;
+
+fn path(inst: &Instance) -> Result<&str, ProviderError> {
+    inst.text("path")
+        .ok_or_else(|| ProviderError::new("haproxy", "no known `path`"))
+}
+
+fn reload(inst: &Instance) -> &str {
+    inst.text("reload").unwrap_or("auto")
+}
+
+/// What the read printed: `mode M`, `running`/`stopped`, `present` and the file, or `absent`.
+fn observe_haproxy(out: &[u8]) -> Result<Observation, String> {
+    let mut rest = out;
+    let mut line = || -> Result<String, String> {
+        let nl = rest
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or("the read of HAProxy was cut short")?;
+        let l = String::from_utf8_lossy(&rest[..nl]).into_owned();
+        rest = &rest[nl + 1..];
+        Ok(l)
+    };
+    let mode = line()?;
+    let mode = mode
+        .strip_prefix("mode ")
+        .ok_or_else(|| format!("unexpected answer `{mode}`"))?
+        .to_string();
+    let running = match line()?.as_str() {
+        "running" => true,
+        "stopped" => false,
+        other => return Err(format!("unexpected answer `{other}`")),
+    };
+    let present = match line()?.as_str() {
+        "present" => true,
+        "absent" => false,
+        other => return Err(format!("unexpected answer `{other}`")),
+    };
+    let mut attrs = BTreeMap::new();
+    attrs.insert("running".to_string(), Value::Bool(running));
+    if present {
+        let text = String::from_utf8(rest.to_vec())
+            .map_err(|_| "the configuration is not UTF-8".to_string())?;
+        attrs.insert("config".to_string(), Value::Text(text));
+    }
+    Ok(Observation {
+        exists: present,
+        attrs,
+        note: (!present).then(|| format!("no configuration file (HAProxy run by {mode})")),
+        ..Default::default()
+    })
+}
+
+/// HAProxy's own lines out of a failed script's error output: the alerts name the file and line.
+fn haproxy_lines(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let alerts: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("[ALERT]") && !l.contains("Fatal errors found"))
+        .collect();
+    if alerts.is_empty() {
+        crate::tail(stderr, 10)
+    } else {
+        alerts.join("\n")
+    }
+}
+
+/// Runs the script that puts the configuration in service and turns its exit into an error.
+async fn serve(t: &dyn Transport, inst: &Instance, swap: bool) -> Result<(), ProviderError> {
+    let p = path(inst)?;
+    let script = service::serve(p, reload(inst), &inst.address.name, swap);
+    let timeout = t.command_timeout().max(std::time::Duration::from_secs(
+        u64::from(service::CONFIRM_SECS) * 3,
+    ));
+    let out = t
+        .run(CommandSpec {
+            script,
+            timeout,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ProviderError::transport("reload", e))?;
+    match out.status {
+        0 => Ok(()),
+        3 => Err(ProviderError::new(
+            "validate",
+            format!(
+                "HAProxy refused the configuration (haproxy -c); {}:\n{}",
+                if swap {
+                    "the live file is untouched and nothing was reloaded"
+                } else {
+                    "HAProxy was not started"
+                },
+                haproxy_lines(&out.stderr)
+            ),
+        )),
+        5 => Err(ProviderError::new("reload", crate::tail(&out.stderr, 16))),
+        n => Err(ProviderError::new(
+            "swap",
+            format!("exit status {n}: {}", crate::tail(&out.stderr, 5)),
+        )),
+    }
+}
+
+async fn put_in_service(cx: &ApplyCtx) -> Result<Applied, ProviderError> {
+    let inst = cx.instance();
+    let t = cx.own_transport().await?;
+    let t: &dyn Transport = &*t;
+    let p = path(inst)?;
+    let swap = cx.changed().is_empty() || cx.changed().iter().any(|c| c == "config");
+    if swap {
+        let attr = inst.attr("config");
+        let text = attr
+            .and_then(|a| a.known())
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                ProviderError::new(
+                    "upload",
+                    "the configuration is not known (is a secret unset?)",
+                )
+            })?;
+        let sensitive = attr.is_some_and(|a| a.sensitive);
+        let opts = UploadOptions {
+            // A configuration holding a secret is for root's eyes only; HAProxy reads it as root.
+            mode: Some(if sensitive { 0o600 } else { 0o644 }),
+            timeout: t.command_timeout(),
+            public: !inst.attr("path").is_some_and(|a| a.sensitive),
+            ..Default::default()
+        };
+        cx.progress("uploading beside the live file");
+        t.upload(&format!("{p}.kz-new"), text.as_bytes().to_vec(), &opts)
+            .await
+            .map_err(|e| ProviderError::transport("upload", e))?;
+        cx.progress("validating, swapping and reloading");
+    } else {
+        cx.progress("starting HAProxy");
+    }
+    serve(t, inst, swap).await?;
+    Ok(Applied::default())
+}
+
+#[async_trait]
+impl Provider for HaproxyProvider {
+    fn kind(&self) -> &'static str {
+        "haproxy"
+    }
+
+    fn declare(&self, decl: &mut Declaration<'_>) -> Option<Declared> {
+        declare::declare(decl)
+    }
+
+    fn probe(&self, inst: &Instance, _host: &str) -> Option<String> {
+        Some(service::probe(
+            inst.text("path")?,
+            reload(inst),
+            &inst.address.name,
+        ))
+    }
+
+    fn observe(&self, _inst: &Instance, out: &MemberOutputs) -> Result<Observation, String> {
+        let out = out.first().ok_or("no output")?;
+        if out.status != 0 {
+            return Err(format!("cannot read HAProxy (exit {})", out.status));
+        }
+        observe_haproxy(&out.stdout)
+    }
+
+    fn force_new(&self) -> &'static [&'static str] {
+        &["path"]
+    }
+
+    async fn create(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError> {
+        put_in_service(cx).await
+    }
+
+    async fn update(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError> {
+        if !cx.changed().iter().any(|c| c == "config" || c == "running") {
+            // Only the recorded reload mode differs: nothing on the host to change.
+            return Ok(Applied::default());
+        }
+        put_in_service(cx).await
+    }
+
+    /// Removing a `[[haproxy]]` forgets it: stopping a load balancer is not a side effect
+    /// anyone wants from deleting a few lines of a stack.
+    async fn delete(&self, _cx: &ApplyCtx) -> Result<Applied, ProviderError> {
+        Ok(Applied {
+            note: Some("forgotten: the host keeps HAProxy running with its configuration".into()),
+            ..Default::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_read_gives_the_file_and_whether_haproxy_runs() {
+        let o = observe_haproxy(b"mode master\nstopped\npresent\nglobal\n").expect("parses");
+        assert!(o.exists);
+        assert_eq!(o.attrs["running"], Value::Bool(false));
+        assert_eq!(o.attrs["config"], Value::Text("global\n".into()));
+        let o = observe_haproxy(b"mode systemd\nrunning\nabsent\n").expect("parses");
+        assert!(!o.exists);
+        assert!(o.note.expect("note").contains("systemd"));
+        assert!(observe_haproxy(b"mode master\n").is_err());
+    }
+
+    #[test]
+    fn haproxy_alerts_are_the_message() {
+        let err = b"[NOTICE]   (21) : haproxy version is 2.6.12\n\
+            [ALERT]    (21) : config : parsing [/x.cfg:22] : unknown keyword 'bogus' in 'backend' section\n\
+            [ALERT]    (21) : config : Fatal errors found in configuration.\n";
+        assert_eq!(
+            haproxy_lines(err),
+            "[ALERT]    (21) : config : parsing [/x.cfg:22] : unknown keyword 'bogus' in 'backend' section"
+        );
+    }
+}
