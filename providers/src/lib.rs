@@ -10,6 +10,7 @@ pub mod file;
 pub mod hcloud;
 pub mod image;
 pub mod local;
+pub mod sentinel;
 pub mod ssh;
 #[allow(unsafe_code)]
 mod sys;
@@ -31,6 +32,7 @@ pub fn providers() -> Providers {
         Arc::new(image::ImageProvider),
         Arc::new(hcloud::LbProvider::from_env()),
         Arc::new(system::SystemProvider),
+        Arc::new(sentinel::SentinelProvider),
     ];
     Providers::new(list)
 }
