@@ -201,7 +201,7 @@ fn nodes_text(members: &[Member]) -> String {
 pub fn assess(members: &[Member]) -> Verdict {
     let seen = monitoring(members);
     let nodes = up(members);
-    if seen.is_empty() && nodes.iter().all(|(_, r)| r.master) && !nodes.is_empty() {
+    if seen.is_empty() && nodes.iter().all(|(_, r)| r.master) {
         return Verdict::New;
     }
     if let Some((m, _)) = seen.iter().find(|(_, v)| v.failover_in_progress()) {
