@@ -11,6 +11,7 @@ pub mod haproxy;
 pub mod hcloud;
 pub mod image;
 pub mod local;
+pub mod sentinel;
 pub mod ssh;
 #[allow(unsafe_code)]
 mod sys;
@@ -33,6 +34,7 @@ pub fn providers() -> Providers {
         Arc::new(hcloud::LbProvider::from_env()),
         Arc::new(system::SystemProvider),
         Arc::new(haproxy::HaproxyProvider),
+        Arc::new(sentinel::SentinelProvider),
     ];
     Providers::new(list)
 }

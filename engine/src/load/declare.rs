@@ -60,6 +60,10 @@ pub enum Template {
         key: &'static str,
         default: &'static str,
     },
+    /// For an instance on a group of hosts: a map from each member host to the template
+    /// interpolated on that member (its `${host.*}`), so that a provider learns its members'
+    /// addresses as the run sees them (after a lab overlay) without naming them in the stack.
+    PerMember(Box<Template>),
 }
 
 impl<'a> Declaration<'a> {

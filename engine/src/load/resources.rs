@@ -264,7 +264,7 @@ impl Loader<'_> {
             // One gate, shared by every instance of the resource.
             let gate = d.declared.gate.clone().map(Arc::new);
             for (host, members) in placed {
-                if let Some(attrs) = self.instance_attrs(d, host, hosts, secrets_used) {
+                if let Some(attrs) = self.instance_attrs(d, host, &members, hosts, secrets_used) {
                     instances.push(Instance {
                         address: Address {
                             module: d.module.clone(),
@@ -292,6 +292,7 @@ impl Loader<'_> {
         &mut self,
         d: &Decl,
         host: Option<&Host>,
+        members: &[String],
         hosts: &BTreeMap<String, Host>,
         secrets_used: &mut BTreeSet<String>,
     ) -> Option<Attrs> {
@@ -299,7 +300,8 @@ impl Loader<'_> {
         let mut ok = true;
         for (attr_name, t) in &d.declared.attrs {
             let mut sensitive = false;
-            match self.template(d, t, host, hosts, secrets_used, &mut sensitive) {
+            let at = At { host, members };
+            match self.template(d, t, at, hosts, secrets_used, &mut sensitive) {
                 Some(value) => {
                     attrs.insert(
                         attr_name.clone(),
@@ -322,12 +324,30 @@ impl Loader<'_> {
         &mut self,
         d: &Decl,
         t: &Template,
-        host: Option<&Host>,
+        at: At<'_>,
         hosts: &BTreeMap<String, Host>,
         secrets_used: &mut BTreeSet<String>,
         sensitive: &mut bool,
     ) -> Option<Option<Value>> {
+        let host = at.host;
         match t {
+            Template::PerMember(inner) => {
+                let mut out = BTreeMap::new();
+                let mut unknown = false;
+                for m in at.members {
+                    let on = At {
+                        host: hosts.get(m),
+                        members: at.members,
+                    };
+                    match self.template(d, inner, on, hosts, secrets_used, sensitive)? {
+                        Some(v) => {
+                            out.insert(m.clone(), v);
+                        }
+                        None => unknown = true,
+                    }
+                }
+                Some((!unknown).then_some(Value::Map(out)))
+            }
             Template::Value(v) => Some(Some(v.clone())),
             Template::Setting { key, default } => {
                 let v = host
@@ -340,7 +360,7 @@ impl Loader<'_> {
                 let mut out = Vec::with_capacity(items.len());
                 let mut unknown = false;
                 for item in items {
-                    match self.template(d, item, host, hosts, secrets_used, sensitive)? {
+                    match self.template(d, item, at, hosts, secrets_used, sensitive)? {
                         Some(v) => out.push(v),
                         None => unknown = true,
                     }
@@ -351,7 +371,7 @@ impl Loader<'_> {
                 let mut out = BTreeMap::new();
                 let mut unknown = false;
                 for (k, item) in m {
-                    match self.template(d, item, host, hosts, secrets_used, sensitive)? {
+                    match self.template(d, item, at, hosts, secrets_used, sensitive)? {
                         Some(v) => {
                             out.insert(k.clone(), v);
                         }
@@ -395,7 +415,17 @@ impl Loader<'_> {
             }
         }
     }
+}
 
+/// Where a template is interpolated: on one host, or on none (a group's instance, with its
+/// members).
+#[derive(Clone, Copy)]
+struct At<'a> {
+    host: Option<&'a Host>,
+    members: &'a [String],
+}
+
+impl Loader<'_> {
     /// Points an interpolation error at the `${...}` in the source when it can be found there.
     fn interp_error(
         &mut self,
