@@ -100,7 +100,7 @@ fn sections<'a>(
         if !selected[i] {
             continue;
         }
-        match (&inst.address.host, inst.members.is_empty()) {
+        match (inst.read_host(), inst.members.is_empty()) {
             (Some(h), _) => by_kind.entry((h, inst.kind())).or_default().push(i),
             (None, true) => api.entry(inst.kind()).or_default().push(i),
             (None, false) => {
