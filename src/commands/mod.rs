@@ -10,6 +10,7 @@ mod plan;
 mod state;
 mod trust;
 mod validate;
+mod verify;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -77,6 +78,7 @@ pub async fn run(cli: Cli, shell: Shell) -> i32 {
         Command::Plan(args) => plan::plan_cmd(&shell, args).await,
         Command::Apply(args) => apply::apply_cmd(&shell, args, &command_line).await,
         Command::Destroy(args) => destroy::destroy_cmd(&shell, args, &command_line).await,
+        Command::Verify(args) => verify::verify_cmd(&shell, args).await,
         Command::State(cmd) => state::run(&shell, cmd, &command_line).await,
         Command::ForceUnlock { dir } => lock::force_unlock(&shell, &dir).await,
         Command::Trust { dir, host, yes } => trust::trust(&shell, &dir, &host, yes).await,

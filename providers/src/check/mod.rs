@@ -14,10 +14,11 @@ mod tests;
 
 use async_trait::async_trait;
 
-use kz_engine::model::Instance;
+use kz_engine::model::{Instance, Value};
 use kz_engine::provider::{
     Applied, ApplyCtx, Declaration, Declared, MemberOutputs, Observation, Provider, ProviderError,
 };
+use kz_engine::verify::ELAPSED_ATTR;
 
 #[derive(Debug)]
 pub struct CheckProvider;
@@ -81,6 +82,23 @@ impl Kind {
     }
 }
 
+/// The name of the timer's variables and of the line that ends a probe's output.
+const TIMER: &str = "KZ_CHECK_T";
+
+/// The probe's output without its timer line, and how long it ran, in milliseconds.
+fn split_timer(text: &str) -> (&str, Option<i64>) {
+    let Some(at) = text.rfind(&format!("\n{TIMER} ")) else {
+        return (text, None);
+    };
+    let mut f = text[at..].split_whitespace().skip(1);
+    let ns = |s: Option<&str>| s.and_then(|v| v.parse::<i64>().ok());
+    let ms = match (ns(f.next()), ns(f.next())) {
+        (Some(a), Some(b)) if b >= a => Some((b - a) / 1_000_000),
+        _ => None,
+    };
+    (&text[..at], ms)
+}
+
 #[async_trait]
 impl Provider for CheckProvider {
     fn kind(&self) -> &'static str {
@@ -92,16 +110,27 @@ impl Provider for CheckProvider {
     }
 
     fn probe(&self, inst: &Instance, _host: &str) -> Option<String> {
-        probe::probe(Kind::of(inst), inst)
+        // Timed on the host, so that `kz verify` says how long each check took, not its
+        // host's whole read; where `date` has no nanoseconds the line is ignored.
+        Some(format!(
+            "{TIMER}0=$(date +%s%N 2>/dev/null)\n{}\n{TIMER}1=$(date +%s%N 2>/dev/null); printf '\\n{TIMER} %s %s\\n' \"${TIMER}0\" \"${TIMER}1\"",
+            probe::probe(Kind::of(inst), inst)?
+        ))
     }
 
     fn observe(&self, inst: &Instance, out: &MemberOutputs) -> Result<Observation, String> {
         let out = out.first().ok_or("no output")?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let (passes, note) = observe::judge(Kind::of(inst), inst, &text)?;
+        let (text, elapsed_ms) = split_timer(&text);
+        let (passes, note) = observe::judge(Kind::of(inst), inst, text)?;
+        let mut attrs = std::collections::BTreeMap::new();
+        if let Some(ms) = elapsed_ms {
+            attrs.insert(ELAPSED_ATTR.to_string(), Value::Int(ms));
+        }
         Ok(Observation {
             exists: passes,
             note: (!note.is_empty()).then_some(note),
+            attrs,
             ..Default::default()
         })
     }

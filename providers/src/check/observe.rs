@@ -83,7 +83,10 @@ fn tcp(inst: &Instance, text: &str) -> Verdict {
                 .lines()
                 .filter(|l| !l.starts_with("exit "))
                 .collect::<Vec<_>>();
-            (false, format!("{target}: {}", gist(&said.join("\n"), 1)))
+            // bash says `bash: line 1: /dev/tcp/H/P: Connection refused`: the last part is news.
+            let said = gist(&said.join("\n"), 1);
+            let said = said.rsplit(": ").next().unwrap_or(&said).to_string();
+            (false, format!("{target}: {said}"))
         }
     }
 }

@@ -1,0 +1,126 @@
+//! The `kz verify` report as text: the status report operators used to write by hand, one
+//! section per module in stack order, each check with its evidence, then a summary line per
+//! module. ASCII marks under `--ascii` (or a locale that is not UTF-8).
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::{Style, seconds};
+use crate::verify::{CheckResult, ModuleStatus, VerifyReport};
+
+fn mark(style: &Style, r: CheckResult) -> String {
+    let (utf8, ascii) = match r {
+        CheckResult::Pass => ("✓", "[ok]  "),
+        CheckResult::Fail => ("✗", "[FAIL]"),
+        CheckResult::Unreachable => ("⚠", "[UNRE]"),
+        CheckResult::Error => ("?", "[ERR] "),
+    };
+    let m = if style.ascii { ascii } else { utf8 };
+    match r {
+        CheckResult::Pass => style.green(m),
+        CheckResult::Fail | CheckResult::Error => style.red(m),
+        CheckResult::Unreachable => style.yellow(m),
+    }
+}
+
+fn status(style: &Style, s: ModuleStatus) -> String {
+    let l = s.label();
+    match s {
+        ModuleStatus::Ok => style.green(l),
+        ModuleStatus::Failing => style.red(l),
+        ModuleStatus::Unreachable | ModuleStatus::NotDeployed => style.yellow(l),
+        ModuleStatus::Unchecked => style.dim(l),
+    }
+}
+
+fn result_word(r: CheckResult) -> &'static str {
+    match r {
+        CheckResult::Pass => "pass",
+        CheckResult::Fail => "FAIL",
+        CheckResult::Unreachable => "UNREACHABLE",
+        CheckResult::Error => "ERROR",
+    }
+}
+
+/// The human form of a verify report.
+pub fn render_verify(report: &VerifyReport, style: &Style) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {}{} ({}, {})",
+        style.bold("Verify of stack"),
+        style.bold(&style.safe(&report.stack)),
+        if report.lab { " (lab)" } else { "" },
+        report.started,
+        seconds(Duration::from_millis(report.duration_ms))
+    );
+    for m in &report.modules {
+        let _ = writeln!(
+            out,
+            "\n{} {} {}",
+            style.bold(&style.safe(&m.module)),
+            style.rule(),
+            status(style, m.status)
+        );
+        if m.checks.is_empty() {
+            let _ = writeln!(out, "  {}", style.dim("no checks"));
+        }
+        for c in &m.checks {
+            let _ = writeln!(
+                out,
+                "  {} {} {} on {}: {}",
+                mark(style, c.result),
+                result_word(c.result),
+                style.safe(&c.address),
+                style.safe(&c.host),
+                style.safe(&c.observed)
+            );
+            let _ = writeln!(
+                out,
+                "      {}",
+                style.dim(&format!(
+                    "at {}, took {}",
+                    c.at,
+                    seconds(Duration::from_millis(c.duration_ms))
+                ))
+            );
+        }
+    }
+    let _ = writeln!(out, "\n{}", style.bold("Summary:"));
+    let width = report
+        .modules
+        .iter()
+        .map(|m| m.module.chars().count())
+        .max()
+        .unwrap_or(0);
+    for m in &report.modules {
+        let failing = m
+            .checks
+            .iter()
+            .filter(|c| c.result != CheckResult::Pass)
+            .count();
+        let detail = if m.checks.is_empty() {
+            String::new()
+        } else if failing == 0 {
+            format!(" ({} of {} checks pass)", m.checks.len(), m.checks.len())
+        } else {
+            format!(" ({failing} of {} checks not passing)", m.checks.len())
+        };
+        let _ = writeln!(
+            out,
+            "  {:<width$}  {}{detail}",
+            style.safe(&m.module),
+            status(style, m.status)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{}",
+        if report.passed {
+            style.green("Verified: every module with checks passes.")
+        } else {
+            style.red("Not verified: see the modules above.")
+        }
+    );
+    out
+}
