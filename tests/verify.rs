@@ -265,6 +265,22 @@ on = ["h1"]
 kind = "redis_role"
 role = "master"
 depends_on = ["command.redis"]
+
+[[command]]
+name = "sentinel"
+on = ["h1"]
+depends_on = ["command.redis"]
+check = "redis-cli -p 26379 ping | grep -q PONG"
+run = '''printf 'port 26379\nsentinel monitor mymaster 127.0.0.1 6379 1\n' > /tmp/kz-sentinel.conf && redis-sentinel /tmp/kz-sentinel.conf --daemonize yes && sleep 0.5 && redis-cli -p 26379 ping'''
+timeout = "30s"
+
+[[check]]
+name = "quorum"
+on = ["h1"]
+kind = "sentinel_quorum"
+master = "mymaster"
+sentinels = 1
+depends_on = ["command.sentinel"]
 "#;
 
 const LAB_CACHE: &str = r#"
@@ -335,6 +351,9 @@ fn verify_on_the_lab_names_the_healthy_the_failing_and_the_paused() {
         .code(1)
         .stdout_has("01_redis ── OK")
         .stdout_has("pass 01_redis.check.master[h1] on h1: role:master on h1")
+        .stdout_has(
+            "pass 01_redis.check.quorum[h1] on h1: mymaster: quorum reachable, 1 sentinels usable",
+        )
         .stdout_has("02_cache ── FAILING")
         .stdout_has("03_far ── OK")
         .stdout_has("pass 03_far.check.reaches-redis[h1] on h2: ");
