@@ -314,6 +314,23 @@ kind = "tcp"
 port = 6379
 "#;
 
+/// A replica on h2 following h1: one master among the two.
+const LAB_PAIR: &str = r#"
+[[command]]
+name = "replica"
+on = ["h2"]
+check = "redis-cli -p 6379 ping | grep -q PONG"
+run = "redis-server --daemonize yes --bind 0.0.0.0 --protected-mode no --replicaof ${hosts.h1.address} 6379 && sleep 0.3 && redis-cli ping"
+timeout = "30s"
+
+[[check]]
+name = "one-master"
+on = ["h1"]
+kind = "redis_role"
+one_master_among = ["h1", "h2"]
+depends_on = ["command.replica"]
+"#;
+
 fn statuses(doc: &serde_json::Value) -> Vec<(String, String)> {
     doc["modules"]
         .as_array()
@@ -339,6 +356,7 @@ fn verify_on_the_lab_names_the_healthy_the_failing_and_the_paused() {
     s.write("01_redis.toml", LAB_REDIS);
     s.write("02_cache.toml", LAB_CACHE);
     s.write("03_far.toml", LAB_FAR);
+    s.write("05_pair.toml", LAB_PAIR);
     let _guard = LabGuard(&s);
     s.kz(&["lab", "up", "DIR"]).code(0);
     s.kz(&["apply", "DIR", "--lab", "--yes"])
@@ -356,7 +374,12 @@ fn verify_on_the_lab_names_the_healthy_the_failing_and_the_paused() {
         )
         .stdout_has("02_cache ── FAILING")
         .stdout_has("03_far ── OK")
-        .stdout_has("pass 03_far.check.reaches-redis[h1] on h2: ");
+        .stdout_has("pass 03_far.check.reaches-redis[h1] on h2: ")
+        .stdout_has(
+            "pass 05_pair.check.one-master[h1] on h1: one master, h1 (h1 master, h2 replica)",
+        );
+    // The pair would wait on h2's frozen Redis: it leaves before the pause.
+    s.remove("05_pair.toml");
 
     // A module never applied, and h2 frozen: TCP connects, SSH never answers.
     s.write(

@@ -230,30 +230,35 @@ pub(super) fn declare_check(decl: &mut Declaration<'_>) -> Option<Declared> {
     if kind == Kind::RedisRole
         && let Some(among) = &d.one_master_among
     {
-        // The hosts' addresses, interpolated after a lab overlay like every address.
-        let names: Vec<Template> = among
-            .get_ref()
-            .iter()
-            .map(|h| Template::Text(h.clone()))
-            .collect();
-        let addrs: Vec<Template> = among
-            .get_ref()
-            .iter()
-            .map(|h| {
-                Template::Text(Spanned::new(
-                    h.span(),
-                    format!("${{hosts.{}.address}}", h.get_ref()),
-                ))
-            })
-            .collect();
-        attrs.retain(|(k, _)| k != "one_master_among");
-        attrs.push(("one_master_among".into(), Template::List(names)));
-        attrs.push(("addresses".into(), Template::List(addrs)));
+        one_master_attrs(among, &mut attrs);
     }
     Some(Declared {
         attrs,
         gate: Some(gate),
     })
+}
+
+/// The hosts of `one_master_among` by name, and their addresses, interpolated after a lab
+/// overlay like every address.
+fn one_master_attrs(among: &Spanned<Vec<Spanned<String>>>, attrs: &mut Vec<(String, Template)>) {
+    let names: Vec<Template> = among
+        .get_ref()
+        .iter()
+        .map(|h| Template::Text(h.clone()))
+        .collect();
+    let addrs: Vec<Template> = among
+        .get_ref()
+        .iter()
+        .map(|h| {
+            Template::Text(Spanned::new(
+                h.span(),
+                format!("${{hosts.{}.address}}", h.get_ref()),
+            ))
+        })
+        .collect();
+    attrs.retain(|(k, _)| k != "one_master_among");
+    attrs.push(("one_master_among".into(), Template::List(names)));
+    attrs.push(("addresses".into(), Template::List(addrs)));
 }
 
 /// Where a check looks when it is not told: the instance's own host (its lab address under
