@@ -207,6 +207,50 @@ expect = "leader"
     assert!(!r.stdout.contains("not-used-by-trust-auth"));
 }
 
+#[test]
+fn a_check_password_never_reaches_a_command_line() {
+    let pg = Postgres::start();
+    let secret = "s3cret-check-password-91";
+    let s = TestStack::new("verifyps").env("KZ_SECRET_PG_PASSWORD", secret);
+    s.write(
+        "01_db.toml",
+        &format!(
+            r#"
+[[check]]
+name = "slow"
+on = ["local"]
+kind = "postgres"
+address = "127.0.0.1"
+port = {port}
+user = "kz"
+password = "${{secret.PG_PASSWORD}}"
+query = "select pg_sleep(1.5), 'kz-witness'"
+timeout = "10s"
+"#,
+            port = pg.port
+        ),
+    );
+    let mut child = s
+        .command(&["verify", "DIR"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut leaked, mut seen) = (false, false);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        for line in support::command_lines() {
+            leaked |= line.contains(secret);
+            seen |= line.contains("psql");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(seen, "psql was never seen running");
+    assert!(!leaked, "the password showed in the process list");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(secret));
+}
+
 fn lab_possible() -> bool {
     let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()

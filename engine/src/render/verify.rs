@@ -124,3 +124,89 @@ pub fn render_verify(report: &VerifyReport, style: &Style) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::{CheckReport, ModuleReport};
+
+    fn report() -> VerifyReport {
+        let check = |address: &str, host: &str, result, observed: &str| CheckReport {
+            address: address.into(),
+            host: host.into(),
+            result,
+            observed: observed.into(),
+            at: "2026-01-22T10:00:00Z".into(),
+            duration_ms: 120,
+        };
+        VerifyReport {
+            format_version: 1,
+            stack: "keybuzz".into(),
+            started: "2026-01-22T10:00:00Z".into(),
+            duration_ms: 3100,
+            lab: false,
+            modules: vec![
+                ModuleReport {
+                    module: "04_redis".into(),
+                    status: ModuleStatus::Failing,
+                    checks: vec![check(
+                        "04_redis.check.one-master[redis-01]",
+                        "redis-01",
+                        CheckResult::Fail,
+                        "no master (redis-01 replica, redis-02 replica, redis-03 replica) – é",
+                    )],
+                },
+                ModuleReport {
+                    module: "07_galera".into(),
+                    status: ModuleStatus::Unreachable,
+                    checks: vec![check(
+                        "07_galera.check.synced[maria-01]",
+                        "maria-01",
+                        CheckResult::Unreachable,
+                        "maria-01 (10.0.0.170): connect: timed out after 3s",
+                    )],
+                },
+                ModuleReport {
+                    module: "10_lb".into(),
+                    status: ModuleStatus::NotDeployed,
+                    checks: Vec::new(),
+                },
+            ],
+            passed: false,
+        }
+    }
+
+    #[test]
+    fn the_ascii_report_names_every_module_and_check_in_ascii_only() {
+        let text = render_verify(
+            &report(),
+            &Style {
+                ascii: true,
+                color: false,
+            },
+        );
+        assert!(text.is_ascii(), "{text}");
+        assert!(text.contains("04_redis -- FAILING"), "{text}");
+        assert!(
+            text.contains("[FAIL] FAIL 04_redis.check.one-master[redis-01] on redis-01: no master")
+        );
+        assert!(text.contains("[UNRE] UNREACHABLE 07_galera.check.synced[maria-01] on maria-01"));
+        assert!(
+            text.contains("      at 2026-01-22T10:00:00Z, took 0.12s"),
+            "{text}"
+        );
+        assert!(text.contains("  10_lb      NOT DEPLOYED\n"), "{text}");
+        assert!(
+            text.contains("  07_galera  UNREACHABLE (1 of 1 checks not passing)"),
+            "{text}"
+        );
+        assert!(text.contains("Not verified"), "{text}");
+    }
+
+    #[test]
+    fn the_utf8_report_uses_marks() {
+        let text = render_verify(&report(), &Style::default());
+        assert!(text.contains("✗ FAIL 04_redis"), "{text}");
+        assert!(text.contains("04_redis ── FAILING"), "{text}");
+    }
+}

@@ -242,3 +242,14 @@ fn postgres_and_tcp_and_http_verdicts() {
         (false, "status 503, expected 200".into())
     );
 }
+
+#[test]
+fn the_timer_line_is_cut_off_and_read() {
+    let (text, ms) = super::split_timer("0\nok\n\nKZ_CHECK_T 1000000000 1250000000\n");
+    assert_eq!(text, "0\nok\n");
+    assert_eq!(ms, Some(250));
+    // busybox `date` prints `%N` as is: no duration, the text intact.
+    let (text, ms) = super::split_timer("0\n\nKZ_CHECK_T 1700000000N 1700000001N\n");
+    assert_eq!(text, "0\n");
+    assert_eq!(ms, None);
+}
