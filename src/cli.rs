@@ -39,6 +39,9 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Delete everything kz manages in this stack, in reverse dependency order.
     Destroy(DestroyArgs),
+    /// Run every health check once, read-only, and report module by module; exit 0 only when
+    /// everything passes.
+    Verify(VerifyArgs),
     /// Print the dependency graph in Graphviz DOT, modules as clusters.
     Graph { dir: PathBuf },
     /// Inspect or edit the state.
@@ -93,6 +96,23 @@ pub struct PlanArgs {
     #[arg(long)]
     pub parallelism: Option<usize>,
     /// Plan against the stack's lab hosts (`kz lab up`) and the lab's own state.
+    #[arg(long)]
+    pub lab: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    pub dir: PathBuf,
+    /// Only this module (repeatable).
+    #[arg(long = "module", value_name = "MODULE")]
+    pub modules: Vec<String>,
+    /// Print the report as a JSON document.
+    #[arg(long)]
+    pub json: bool,
+    /// How many hosts to read at once.
+    #[arg(long)]
+    pub parallelism: Option<usize>,
+    /// Verify the stack's lab hosts (`kz lab up`), with the lab's own state.
     #[arg(long)]
     pub lab: bool,
 }

@@ -116,6 +116,7 @@ impl LabOverlay {
         Ok(HostOverlay {
             name: "the lab".into(),
             hosts,
+            keep_api: false,
         })
     }
 

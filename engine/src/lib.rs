@@ -22,6 +22,7 @@ pub mod render;
 pub mod secrets;
 pub mod units;
 pub mod upload;
+pub mod verify;
 
 /// `2 * bytes` random hex digits, for markers no output can forge.
 pub fn random_hex(bytes: usize) -> String {

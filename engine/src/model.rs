@@ -339,6 +339,9 @@ pub struct Gate {
     pub successes: u32,
     /// No try starts after this much time.
     pub deadline: Duration,
+    /// The host that runs it, when not the instance's own (`from`): its probe joins that
+    /// host's read, and an unreachable `from` host fails it.
+    pub from: Option<String>,
 }
 
 impl Default for Gate {
@@ -348,6 +351,7 @@ impl Default for Gate {
             interval: Duration::from_secs(2),
             successes: 1,
             deadline: Duration::from_secs(60),
+            from: None,
         }
     }
 }
@@ -369,6 +373,13 @@ impl Instance {
             .as_deref()
             .into_iter()
             .chain(self.members.iter().map(String::as_str))
+    }
+    /// The host whose read holds its probe: a gate's `from` host, else its own host.
+    pub fn read_host(&self) -> Option<&str> {
+        self.gate
+            .as_ref()
+            .and_then(|g| g.from.as_deref())
+            .or(self.address.host.as_deref())
     }
     pub fn attr(&self, name: &str) -> Option<&Attr> {
         self.attrs.get(name)

@@ -13,6 +13,9 @@ pub struct HostOverlay {
     /// What the overlay is, in messages ("the lab").
     pub name: String,
     pub hosts: BTreeMap<String, HostReach>,
+    /// Keep the instances behind an API: the binary sets it only when the API is a stand-in
+    /// on this machine's loopback (so a lab run never reaches a real API).
+    pub keep_api: bool,
 }
 
 /// One host's address and SSH settings under the overlay (user, port, keys, known_hosts, no jump
@@ -84,11 +87,12 @@ impl HostOverlay {
     }
 
     /// Leaves out the instances on a left-out host, and those behind an API (an overlay has
-    /// none); keeps dependencies only on what stays.
+    /// none, unless `keep_api`); keeps dependencies only on what stays.
     pub(crate) fn filter_instances(&self, instances: &mut Vec<Instance>, gone: &[String]) -> usize {
         let before = instances.len();
         instances.retain(|i| {
-            i.hosts().next().is_some() && !i.hosts().any(|m| gone.iter().any(|g| g == m))
+            (self.keep_api || i.hosts().next().is_some())
+                && !i.hosts().any(|m| gone.iter().any(|g| g == m))
         });
         let kept: std::collections::HashSet<String> =
             instances.iter().map(|i| i.address.to_string()).collect();

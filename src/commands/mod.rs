@@ -10,6 +10,7 @@ mod plan;
 mod state;
 mod trust;
 mod validate;
+mod verify;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -77,6 +78,7 @@ pub async fn run(cli: Cli, shell: Shell) -> i32 {
         Command::Plan(args) => plan::plan_cmd(&shell, args).await,
         Command::Apply(args) => apply::apply_cmd(&shell, args, &command_line).await,
         Command::Destroy(args) => destroy::destroy_cmd(&shell, args, &command_line).await,
+        Command::Verify(args) => verify::verify_cmd(&shell, args).await,
         Command::State(cmd) => state::run(&shell, cmd, &command_line).await,
         Command::ForceUnlock { dir } => lock::force_unlock(&shell, &dir).await,
         Command::Trust { dir, host, yes } => trust::trust(&shell, &dir, &host, yes).await,
@@ -220,10 +222,13 @@ pub(crate) fn open(shell: &Shell, dir: &Path) -> Result<Workspace, Failure> {
 /// Loads a stack, points it at its lab when `lab` is set (`--lab`), and opens its state backend.
 fn open_in(shell: &Shell, dir: &Path, lab: bool) -> Result<Workspace, Failure> {
     let lab_overlay = lab.then(|| LabOverlay::load(dir)).transpose()?;
-    let overlay = lab_overlay
+    let mut overlay = lab_overlay
         .as_ref()
         .map(|o| o.host_overlay(dir))
         .transpose()?;
+    if let Some(o) = overlay.as_mut() {
+        o.keep_api = api_stand_in_on_loopback();
+    }
     let stack = load_with(shell, dir, overlay.as_ref())?;
     if let Some(o) = &lab_overlay {
         o.check_stack(&stack)?;
@@ -243,6 +248,27 @@ fn open_in(shell: &Shell, dir: &Path, lab: bool) -> Result<Workspace, Failure> {
     };
     let backend = crate::backend::open_backend(&stack, &choice)?;
     Ok(Workspace::new(stack, backend))
+}
+
+/// The Hetzner API is the stand-in on this machine (`KZ_HCLOUD_ENDPOINT` is a loopback URL): a
+/// lab run may then keep the load balancers, which reach nothing else. Any other endpoint, or
+/// none, leaves them out of the lab, as a lab must never change real cloud resources.
+fn api_stand_in_on_loopback() -> bool {
+    let Ok(url) = std::env::var("KZ_HCLOUD_ENDPOINT") else {
+        return false;
+    };
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Like `open`, for commands that plan: refused while a rescue file from an earlier apply waits

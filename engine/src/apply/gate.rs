@@ -81,7 +81,12 @@ async fn observe_now(
         };
     }
     let mut outs = MemberOutputs::default();
-    for host in inst.hosts() {
+    // A gate with a `from` host runs there; others on their own host (or each member).
+    let hosts: Vec<&str> = match inst.gate.as_ref().and_then(|g| g.from.as_deref()) {
+        Some(from) => vec![from],
+        None => inst.hosts().collect(),
+    };
+    for host in hosts {
         let Some(script) = provider.probe(inst, host) else {
             continue;
         };

@@ -111,7 +111,7 @@ pub(super) fn changes(
         let addr = inst.address.to_string();
         let err = plan.errors.iter().find(|e| {
             e.address.as_deref() == Some(addr.as_str())
-                || (e.address.is_none() && inst.address.host.as_ref() == Some(&e.host))
+                || (e.address.is_none() && inst.read_host() == Some(e.host.as_str()))
         });
         if let (Some(e), None) = (err, &jobs[i]) {
             let mut job = Job::new(&addr, Action::Update, inst.clone());

@@ -31,7 +31,7 @@ impl Ctx<'_> {
             self.report
                 .failed
                 .push((job.address.clone(), message.clone()));
-            if host_unreachable && let Some(h) = job.instance.host() {
+            if host_unreachable && let Some(h) = job.instance.read_host() {
                 self.report.unreachable_hosts.insert(h.to_string());
             }
             let _ = self.events.send(Event::Unreadable {

@@ -48,7 +48,7 @@ pub(super) fn decide_all(
     for (i, inst) in instances.iter().enumerate() {
         let addr = inst.address.to_string();
         if !selected[i]
-            || inst.host().is_some_and(|h| failed_hosts.contains(h))
+            || inst.read_host().is_some_and(|h| failed_hosts.contains(h))
             || failed_instances.contains(addr.as_str())
         {
             continue;

@@ -9,7 +9,7 @@ mod decide;
 mod read;
 mod select;
 
-pub(crate) use read::panic_message;
+pub(crate) use read::{Reads, panic_message, read_all};
 pub use read::{batch_script, split_batch};
 pub use select::{matches_target, select};
 

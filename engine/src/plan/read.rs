@@ -24,14 +24,18 @@ enum Section {
 
 /// What was read: observations by instance index, and what could not be read.
 #[derive(Default)]
-pub(super) struct Reads {
+pub(crate) struct Reads {
     pub observations: HashMap<usize, Observation>,
     pub errors: Vec<PlanError>,
     pub stats: ReadStats,
+    /// Hosts that could not be reached at all (connect, auth or host key).
+    pub unreachable: HashSet<String>,
+    /// How long each host's read took, and when it ended.
+    pub timings: HashMap<String, (std::time::Duration, std::time::SystemTime)>,
 }
 
 /// Reads every selected instance, one transport round trip per host.
-pub(super) async fn read_all(
+pub(crate) async fn read_all(
     stack: &Stack,
     instances: &[Instance],
     selected: &[bool],
@@ -100,7 +104,7 @@ fn sections<'a>(
         if !selected[i] {
             continue;
         }
-        match (&inst.address.host, inst.members.is_empty()) {
+        match (inst.read_host(), inst.members.is_empty()) {
             (Some(h), _) => by_kind.entry((h, inst.kind())).or_default().push(i),
             (None, true) => api.entry(inst.kind()).or_default().push(i),
             (None, false) => {
@@ -193,7 +197,9 @@ async fn read_hosts(
         let task_label = label.clone();
         let task = tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            read_host(transport.as_ref(), &scripts, timeout, &task_label).await
+            let started = std::time::Instant::now();
+            let r = read_host(transport.as_ref(), &scripts, timeout, &task_label).await;
+            (r, started.elapsed())
         });
         spawned.insert(task.id(), (host, label, sections));
     }
@@ -207,10 +213,19 @@ async fn read_hosts(
         };
         // A read that panicked fails its host with a message: its instances are not planned
         // (planned unread, they would look absent, or in sync).
-        let (outputs, connections) = match result {
+        let ((outputs, connections, unreachable), elapsed) = match result {
             Ok(r) => r,
-            Err(e) => (Err(format!("{label}: read: {}", task_failure(e))), 0),
+            Err(e) => (
+                (Err(format!("{label}: read: {}", task_failure(e))), 0, false),
+                std::time::Duration::ZERO,
+            ),
         };
+        if unreachable {
+            reads.unreachable.insert(host.clone());
+        }
+        reads
+            .timings
+            .insert(host.clone(), (elapsed, std::time::SystemTime::now()));
         // Only a host that answered was read; a failed attempt is still a round trip.
         if outputs.is_ok() {
             reads.stats.hosts += 1;
@@ -251,8 +266,12 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// What one host's batched read gave: each section's output and why one may be missing, or
-/// the error that names the host; and how many connections it opened.
-type HostOutputs = (Result<(Vec<Option<ProbeOutput>>, String), String>, usize);
+/// the error that names the host; how many connections it opened; whether it was unreachable.
+type HostOutputs = (
+    Result<(Vec<Option<ProbeOutput>>, String), String>,
+    usize,
+    bool,
+);
 
 /// Runs one host's probes in one round trip and cuts the output back into sections.
 async fn read_host(
@@ -272,6 +291,10 @@ async fn read_host(
         })
         .await;
     let connections = transport.connections();
+    let unreachable = matches!(
+        result,
+        Err(TransportError::Connect(_) | TransportError::Auth(_) | TransportError::HostKey(_))
+    );
     let outputs = match result {
         Ok(o) => {
             let sections = split_batch(&nonce, &o.stdout, scripts.len());
@@ -293,7 +316,7 @@ async fn read_host(
             Err(format!("{label}: {step}{e}"))
         }
     };
-    (outputs, connections)
+    (outputs, connections, unreachable)
 }
 
 /// Turns what the hosts printed into observations: batches and single probes at once, groups

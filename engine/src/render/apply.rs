@@ -82,6 +82,33 @@ pub fn render_event(e: &Event, style: &Style) -> String {
     }
 }
 
+/// What was not attempted, grouped by what held it back (a failed check holding back a
+/// module that depends on its module reads: `01_app.check.ready[h1] failed: 10_lb.lb.front`).
+fn render_held_back(out: &mut String, r: &ApplyReport, style: &Style) {
+    let mut by_cause: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (addr, because) in &r.not_attempted {
+        let cause = because
+            .strip_prefix("not attempted because ")
+            .unwrap_or(because);
+        match by_cause.iter_mut().find(|(c, _)| *c == cause) {
+            Some((_, list)) => list.push(addr),
+            None => by_cause.push((cause, vec![addr])),
+        }
+    }
+    if by_cause.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{}", style.yellow("Held back:"));
+    for (cause, addrs) in by_cause {
+        let _ = writeln!(
+            out,
+            "  {}: {}",
+            style.safe(cause),
+            style.safe(&addrs.join(", "))
+        );
+    }
+}
+
 /// The closing lines of an apply.
 pub fn render_report(r: &ApplyReport, style: &Style, title: &str) -> String {
     let mut out = String::new();
@@ -91,6 +118,7 @@ pub fn render_report(r: &ApplyReport, style: &Style, title: &str) -> String {
             let _ = writeln!(out, "  {}: {}", style.safe(addr), style.safe(err));
         }
     }
+    render_held_back(&mut out, r, style);
     if !r.unreachable_hosts.is_empty() {
         let hosts: Vec<&str> = r.unreachable_hosts.iter().map(String::as_str).collect();
         let _ = writeln!(

@@ -4,6 +4,7 @@
 mod apply;
 mod plan;
 mod redact;
+mod verify;
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use crate::plan::Action;
 pub use apply::{render_event, render_report};
 pub use plan::render_plan;
 pub use redact::Redactor;
+pub use verify::render_verify;
 
 /// How text is drawn.
 #[derive(Debug, Clone, Copy, Default)]
