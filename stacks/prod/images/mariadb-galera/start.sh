@@ -1,0 +1,25 @@
+#!/bin/sh
+# Starts one Galera node. A node with an empty data directory is initialised first; only the node
+# named by GALERA_BOOTSTRAP_NODE, and only then, starts a new cluster (--wsrep-new-cluster) and sets
+# the root and SST passwords; every other start joins the cluster. Passwords come from the
+# environment and go to mariadb on its standard input, never on a command line.
+set -eu
+datadir=/var/lib/mysql
+new=""
+if [ ! -d "$datadir/mysql" ]; then
+  mariadb-install-db --user=mysql --datadir="$datadir" >/dev/null
+  if [ "$GALERA_NODE" = "$GALERA_BOOTSTRAP_NODE" ]; then
+    new="--wsrep-new-cluster"
+    cat > /tmp/init.sql <<SQL
+ALTER USER 'root'@'localhost' IDENTIFIED BY '$MARIADB_ROOT_PASSWORD';
+CREATE USER IF NOT EXISTS 'root'@'10.0.0.%' IDENTIFIED BY '$MARIADB_ROOT_PASSWORD';
+GRANT ALL ON *.* TO 'root'@'10.0.0.%' WITH GRANT OPTION;
+CREATE USER IF NOT EXISTS 'sst'@'localhost' IDENTIFIED BY '$MARIADB_SST_PASSWORD';
+GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR ON *.* TO 'sst'@'localhost';
+SQL
+    chown mysql /tmp/init.sql
+    new="$new --init-file=/tmp/init.sql"
+  fi
+fi
+chown -R mysql:mysql "$datadir"
+exec mariadbd --user=mysql $new

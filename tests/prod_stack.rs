@@ -1,0 +1,180 @@
+//! stacks/prod, KeyBuzz's production stack (issue 14): it names real servers, so only the commands
+//! that reach no host run on it here: `validate`, `graph` and `plan --refresh=false`. Each runs on
+//! a copy of the stack, with no secret set, as on a machine that has none.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+const MODULES: [&str; 9] = [
+    "02_base_os",
+    "03_postgresql_ha",
+    "04_redis_ha",
+    "05_rabbitmq_ha",
+    "06_minio",
+    "07_mariadb_galera",
+    "08_proxysql",
+    "09_k3s_ha",
+    "10_lb",
+];
+
+/// A copy of stacks/prod in a temporary directory, so that nothing is ever written beside the
+/// repository's stack.
+fn copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("dir");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("stacks/prod");
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(format!("{}/.", src.display()))
+        .arg(dir.path())
+        .status()
+        .expect("cp");
+    assert!(st.success());
+    let _ = std::fs::remove_dir_all(dir.path().join(".kz"));
+    dir
+}
+
+/// Runs kz with the stack directory as its last argument, without any KZ_SECRET_* or token.
+fn kz(dir: &Path, args: &[&str]) -> support::Run {
+    let mut c = Command::new(support::kz_bin());
+    c.args(["--color", "never"]).args(args).arg(dir);
+    c.env("LANG", "C.UTF-8").env_remove("LC_ALL");
+    c.env_remove("HCLOUD_TOKEN").env_remove("SSH_AUTH_SOCK");
+    // An endpoint that refuses connections at once: were anything to call the API, it would fail
+    // rather than reach Hetzner.
+    c.env("KZ_HCLOUD_ENDPOINT", "http://127.0.0.1:9/v1");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KZ_SECRET_") {
+            c.env_remove(k);
+        }
+    }
+    let o = c.output().expect("run kz");
+    support::Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn validate_passes_with_every_module() {
+    let dir = copy();
+    let run = kz(dir.path(), &["validate"]);
+    run.code(0);
+    run.stdout_has("Stack `keybuzz` is valid: 28 hosts, 9 modules");
+}
+
+#[test]
+fn graph_puts_module_10_after_3_to_9_and_those_after_2() {
+    let dir = copy();
+    let run = kz(dir.path(), &["graph"]);
+    run.code(0);
+    // Module edges: "module:A" -> "module:B" [...]: B waits for A.
+    let mut after: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in run.stdout.lines() {
+        let line = line.trim();
+        let Some(rest) = line.strip_prefix("\"module:") else {
+            continue;
+        };
+        let Some((from, rest)) = rest.split_once("\" -> \"module:") else {
+            continue;
+        };
+        let Some((to, _)) = rest.split_once('"') else {
+            continue;
+        };
+        after
+            .entry(to.to_string())
+            .or_default()
+            .insert(from.to_string());
+    }
+    let lb = after.get("10_lb").cloned().unwrap_or_default();
+    for m in &MODULES[1..8] {
+        assert!(lb.contains(*m), "10_lb does not wait for {m}: {after:?}");
+        let deps = after.get(*m).cloned().unwrap_or_default();
+        assert!(
+            deps.contains("02_base_os"),
+            "{m} does not wait for 02_base_os: {after:?}"
+        );
+    }
+    assert!(!after.contains_key("02_base_os"), "{after:?}");
+    for m in MODULES {
+        assert!(
+            run.stdout.contains(&format!("subgraph \"cluster_{m}\"")),
+            "no cluster {m}"
+        );
+    }
+}
+
+#[test]
+fn the_offline_plan_lists_every_module_without_secrets() {
+    let dir = copy();
+    let run = kz(dir.path(), &["plan", "--refresh=false", "--json"]);
+    run.code(0);
+    let plan: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON plan");
+    let changes = plan["changes"].as_array().expect("changes");
+    let modules: BTreeSet<&str> = changes
+        .iter()
+        .map(|c| c["module"].as_str().expect("module"))
+        .collect();
+    assert_eq!(modules, MODULES.into_iter().collect(), "{}", run.stdout);
+    // Nothing was read: the plan trusted the (empty) state, as it must on real servers.
+    assert_eq!(plan["read"]["round_trips"], 0, "{}", run.stdout);
+    assert_eq!(plan["read"]["connections"], 0, "{}", run.stdout);
+    // Every resource is planned for creation, the four load balancers and the bases of 27 servers
+    // among them.
+    for lb in ["lb-internal", "lb-mariadb", "lb-public-1", "lb-public-2"] {
+        let addr = format!("10_lb.lb.{lb}");
+        assert!(
+            changes.iter().any(|c| c["address"] == addr.as_str()),
+            "no {addr}"
+        );
+    }
+    let bases = changes
+        .iter()
+        .filter(|c| {
+            c["address"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("02_base_os.system.base["))
+        })
+        .count();
+    assert_eq!(bases, 27);
+    // The secrets are unset: the plan says so, and apply would refuse.
+    assert!(
+        plan["warnings"]
+            .to_string()
+            .contains("KZ_SECRET_REDIS_PASSWORD"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn the_text_plan_shows_every_module_and_ends_with_module_10s_gates() {
+    let dir = copy();
+    let run = kz(dir.path(), &["plan", "--refresh=false"]);
+    run.code(0);
+    for m in MODULES {
+        run.stdout_has(&format!("{m}."));
+    }
+    run.stdout_has("Plan: ");
+    // Gates are listed in module order, so module 10's come last.
+    let gates: Vec<&str> = run
+        .stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.contains(".check.") && l.contains("runs at apply"))
+        .collect();
+    let modules: Vec<&str> = gates
+        .iter()
+        .map(|l| l.split('.').next().unwrap_or(""))
+        .collect();
+    let mut sorted = modules.clone();
+    sorted.sort();
+    assert_eq!(modules, sorted, "{gates:?}");
+    assert_eq!(modules.last(), Some(&"10_lb"), "{gates:?}");
+    for m in &MODULES[1..] {
+        assert!(modules.contains(m), "no gate of {m}: {gates:?}");
+    }
+}
