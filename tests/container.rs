@@ -219,7 +219,7 @@ start_timeout = "4s"
 }
 
 #[test]
-fn a_plan_of_ten_containers_and_files_is_one_round_trip() {
+fn a_plan_of_a_system_ten_containers_and_twenty_files_is_one_round_trip() {
     if !containers::podman_possible() {
         return;
     }
@@ -237,9 +237,13 @@ fn a_plan_of_ten_containers_and_files_is_one_round_trip() {
              command = [\"sleep\", \"3600\"]\nstop_timeout = \"1s\"\nrestart = \"no\"\n\n"
         ));
     }
-    for i in 0..3 {
+    for i in 0..20 {
         toml.push_str(&format!("[[file]]\nname = \"f{i}\"\non = {{ role = \"app\" }}\npath = \"@ROOT@/f{i}\"\ncontent = \"x\"\n\n"));
     }
+    // A system whose parts already hold here (adopted, never changed): read in the same trip.
+    toml.push_str(
+        "[[system]]\nname = \"base\"\non = { role = \"app\" }\npackages = [\"procps\"]\n\n",
+    );
     s.write("01_app.toml", &toml);
     let round_trips = |expect_changes: bool| {
         let r = s.kz(&["plan", "DIR", "--json"]);

@@ -12,44 +12,16 @@ mod support;
 use std::process::Command;
 
 use kz_test_hcloud::FakeHcloud;
-use support::TestStack;
-
-fn lab_possible() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            == Some("0")
-    });
-    let tools = ["podman", "runc", "debootstrap"].iter().all(|t| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !(root && tools) {
-        eprintln!("skipping: the module gate test needs root, podman, runc and debootstrap");
-    }
-    root && tools
-}
+use support::{TestStack, lab};
 
 /// A command run inside a lab host with podman, not through kz.
 fn on_host(stack: &str, host: &str, script: &str) {
     let o = Command::new("podman")
         .args(["exec", &format!("kzlab-{stack}-{host}"), "sh", "-c", script])
-        .env("CONTAINERS_CONF", "/var/cache/kz-lab/containers.conf")
+        .env("CONTAINERS_CONF", lab::CONTAINERS_CONF)
         .output()
         .unwrap();
     assert!(o.status.success(), "{script}: {o:?}");
-}
-
-/// Takes the lab down however the test ends.
-struct LabGuard<'a>(&'a TestStack);
-
-impl Drop for LabGuard<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.kz(&["lab", "down", "DIR"]);
-    }
 }
 
 const STACK: &str = r#"[stack]
@@ -100,7 +72,7 @@ listen_port = 5432
 
 #[test]
 fn a_load_balancer_waits_for_the_checks_of_the_modules_it_depends_on() {
-    if !lab_possible() {
+    if !lab::possible() {
         return;
     }
     let api = FakeHcloud::start();
@@ -113,7 +85,7 @@ fn a_load_balancer_waits_for_the_checks_of_the_modules_it_depends_on() {
     s.write("stack.toml", &STACK.replace("NAME", &name));
     s.write("03_db.toml", DB);
     s.write("10_lb.toml", LB);
-    let _guard = LabGuard(&s);
+    let _guard = lab::Guard(&s);
     s.kz(&["lab", "up", "DIR"]).code(0);
 
     // With the stand-in on loopback, the lab keeps the load balancer in its plan.

@@ -11,11 +11,10 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::TestStack;
 use support::pg::Postgres;
+use support::{TestStack, lab};
 
 /// A tiny HTTP server on 127.0.0.1: every request gets `200 healthy`. Returns its port.
 fn http_server() -> u16 {
@@ -251,25 +250,6 @@ timeout = "10s"
     assert!(!String::from_utf8_lossy(&out.stdout).contains(secret));
 }
 
-fn lab_possible() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            == Some("0")
-    });
-    let tools = ["podman", "runc", "debootstrap"].iter().all(|t| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !(root && tools) {
-        eprintln!("skipping: the lab test needs root, podman, runc and debootstrap");
-    }
-    root && tools
-}
-
 /// Takes the lab down however the test ends.
 struct LabGuard<'a>(&'a TestStack);
 
@@ -391,7 +371,7 @@ fn statuses(doc: &serde_json::Value) -> Vec<(String, String)> {
 
 #[test]
 fn verify_on_the_lab_names_the_healthy_the_failing_and_the_paused() {
-    if !lab_possible() {
+    if !lab::possible() {
         return;
     }
     let name = format!("kzvf{}", std::process::id());

@@ -71,6 +71,9 @@ impl<'a> Declaration<'a> {
     /// `Spanned` fields). A mistake becomes a diagnostic at its place; `None` then.
     pub fn parse<T: serde::de::DeserializeOwned>(&mut self) -> Option<T> {
         let table = self.table.take().unwrap_or_default();
+        // The keys of the resource's own table: an unknown one there may have meant a key the
+        // engine reads (`name`, `on`, `depends_on`); one in a nested table may not.
+        let top: Vec<String> = table.keys().map(|k| k.get_ref().to_string()).collect();
         let value = Spanned::new(self.span.clone(), DeValue::Table(table));
         match T::deserialize(ValueDeserializer::from(value)) {
             Ok(v) => Some(v),
@@ -78,7 +81,11 @@ impl<'a> Declaration<'a> {
                 let span = e.span().unwrap_or_else(|| self.span.clone());
                 let found = self.file.text.get(span.clone()).unwrap_or("");
                 let mut message = super::friendly_message(e.message().trim(), found);
-                if message.starts_with("unknown field `")
+                let unknown = message
+                    .strip_prefix("unknown field `")
+                    .and_then(|m| m.split('`').next())
+                    .map(str::to_string);
+                if unknown.is_some_and(|k| top.contains(&k))
                     && let Some(at) = message.find("expected one of ")
                 {
                     let keys: Vec<String> =
@@ -141,7 +148,7 @@ impl<'a> Declaration<'a> {
 
 /// Reads `rel` inside `dir`, refusing what lies outside it, what is not a regular file, and what
 /// is too large.
-fn read_confined(dir: &Path, rel: &str) -> Result<Vec<u8>, String> {
+pub(super) fn read_confined(dir: &Path, rel: &str) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let root = dir
         .canonicalize()

@@ -92,7 +92,55 @@ impl Loader<'_> {
                 },
             );
         }
+        if let Some(inv) = &raw.inventory {
+            self.add_file_hosts(src, inv, raw, &defaults, &mut hosts);
+        }
         (self.diags.0.len() == before).then_some(hosts)
+    }
+
+    /// The hosts of `[inventory]`'s file, with the stack's SSH settings and host-setting defaults;
+    /// a host also in a `[hosts.NAME]` table is an error at both places.
+    fn add_file_hosts(
+        &mut self,
+        src: &Arc<SourceFile>,
+        inv: &Spanned<raw::InventoryTable>,
+        raw: &raw::StackFile,
+        defaults: &SshSettings,
+        hosts: &mut BTreeMap<String, Host>,
+    ) {
+        let Some(file) = self.inventory_file(src, inv) else {
+            return;
+        };
+        for h in file.hosts {
+            if let Some(table) = raw.hosts.get(&h.name) {
+                self.error(
+                    Diagnostic::at(
+                        Location::new(&file.source, h.span.clone()),
+                        format!(
+                            "host `{}` is both in this file and in stack.toml: keep one",
+                            h.name
+                        ),
+                    )
+                    .note(format!(
+                        "stack.toml:{}: its [hosts.{}] table",
+                        src.line_col(table.span().start).0,
+                        h.name
+                    )),
+                );
+                continue;
+            }
+            hosts.insert(
+                h.name.clone(),
+                Host {
+                    name: h.name,
+                    address: h.address,
+                    labels: h.labels,
+                    settings: self.host_defaults.clone(),
+                    transport: TransportKind::Ssh,
+                    ssh: defaults.clone(),
+                },
+            );
+        }
     }
 
     pub(super) fn ssh_settings(
@@ -205,6 +253,7 @@ impl Loader<'_> {
             .collect();
         let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         let defaults = self.setting_defaults(src, doc, &keys);
+        self.host_defaults = defaults.clone();
         let Some(hosts) = doc.get_mut("hosts") else {
             return out;
         };
@@ -306,7 +355,7 @@ impl Loader<'_> {
     }
 }
 
-fn valid_host_name(s: &str) -> bool {
+pub(super) fn valid_host_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.chars()

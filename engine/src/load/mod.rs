@@ -3,6 +3,7 @@
 
 pub mod declare;
 mod inventory;
+mod inventory_file;
 mod links;
 mod modules;
 mod names;
@@ -70,6 +71,7 @@ fn load(
         env,
         overlay,
         providers,
+        host_defaults: BTreeMap::new(),
     };
     let stack = loader.load();
     match stack {
@@ -94,6 +96,9 @@ pub(crate) struct Loader<'a> {
     env: VarLookup<'a>,
     overlay: Option<&'a HostOverlay>,
     providers: &'a Providers,
+    /// The stack's `[defaults]` of host settings, for hosts with no table of their own (hosts of
+    /// an inventory file).
+    host_defaults: BTreeMap<String, String>,
 }
 
 /// A module file, read: its name, source, `[module]` table and resource tables.

@@ -11,8 +11,21 @@ pub struct StackFile {
     pub stack: StackTable,
     pub state: Option<StateTable>,
     pub ssh: Option<SshTable>,
+    pub inventory: Option<Spanned<InventoryTable>>,
     #[serde(default)]
     pub hosts: BTreeMap<String, Spanned<HostTable>>,
+}
+
+/// `[inventory]`: more hosts, read from a TSV or CSV file with a header line.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryTable {
+    pub file: Spanned<String>,
+    pub format: Option<Spanned<String>>,
+    pub name: Option<Spanned<String>>,
+    pub address: Option<Spanned<String>>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

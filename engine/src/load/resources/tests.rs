@@ -68,6 +68,7 @@ fn depends_on_resolution_is_linear() {
         env: &env,
         overlay: None,
         providers: &providers,
+        host_defaults: Default::default(),
     };
     let (mut copy, mut resolve) = (std::time::Duration::MAX, std::time::Duration::MAX);
     let mut resolved = Vec::new();
