@@ -177,4 +177,26 @@ fn the_text_plan_shows_every_module_and_ends_with_module_10s_gates() {
     for m in &MODULES[1..] {
         assert!(modules.contains(m), "no gate of {m}: {gates:?}");
     }
+    // The changes: the hosts first, the load balancers (behind the Hetzner API) last, and one
+    // line naming every module in the order apply reaches them, module 10 last.
+    let headings: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("── "))
+        .collect();
+    assert_eq!(
+        headings.last(),
+        Some(&"── Hetzner Cloud ──"),
+        "{headings:?}"
+    );
+    let order = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Modules, in apply order: "))
+        .expect("the modules line");
+    let named: Vec<&str> = order
+        .split(", ")
+        .map(|m| m.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(named, MODULES, "{order}");
 }

@@ -28,6 +28,25 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// The modules in the order apply reaches them: each after the modules it depends on, ties by
+    /// name (a cycle, refused by the loader, would end the list early).
+    pub fn module_order(&self) -> Vec<String> {
+        let mut done: Vec<String> = Vec::with_capacity(self.modules.len());
+        while done.len() < self.modules.len() {
+            let next = self.modules.values().find(|m| {
+                !done.contains(&m.name)
+                    && m.depends_on
+                        .iter()
+                        .all(|d| done.contains(d) || !self.modules.contains_key(d))
+            });
+            match next {
+                Some(m) => done.push(m.name.clone()),
+                None => break,
+            }
+        }
+        done
+    }
+
     pub fn instance(&self, address: &str) -> Option<&Instance> {
         self.instances
             .iter()

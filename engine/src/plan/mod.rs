@@ -193,6 +193,9 @@ pub struct Plan {
     /// changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed_modules: Vec<RemovedModule>,
+    /// The modules that have changes, in the order apply reaches them, with how many.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<ModuleChanges>,
     pub changes: Vec<Change>,
     /// Instances whose attributes use secrets that are not set, so they could not be compared:
     /// whether they changed is not known.
@@ -236,6 +239,28 @@ impl Change {
             (None, None) => format!("hosts {}", self.members.join(", ")),
         }
     }
+}
+
+/// One module of a plan, in apply order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ModuleChanges {
+    pub module: String,
+    pub changes: usize,
+}
+
+/// How many changes each module that has some holds, modules in apply order.
+fn module_changes(order: &[String], changes: &[Change]) -> Vec<ModuleChanges> {
+    order
+        .iter()
+        .map(|m| ModuleChanges {
+            module: m.clone(),
+            changes: changes
+                .iter()
+                .filter(|c| c.address.split('.').next() == Some(m.as_str()))
+                .count(),
+        })
+        .filter(|m| m.changes > 0)
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -325,8 +350,20 @@ pub async fn plan(
         c.service = service_of(runtime, &c.kind, c.host.is_none() && c.members.is_empty());
         d.changes.push(c);
     }
-    d.changes
-        .sort_by_cached_key(|c| (c.place(), c.address.clone()));
+    // Hosts first, then groups, then what lives behind an API (load balancers, which depend on
+    // everything else); within a place, modules in the order apply reaches them.
+    let order = stack.module_order();
+    let rank = |m: &str| order.iter().position(|o| o == m).unwrap_or(order.len());
+    d.changes.sort_by_cached_key(|c| {
+        let kind = match (&c.host, &c.service) {
+            (Some(_), _) => 0,
+            (None, None) => 1,
+            (None, Some(_)) => 2,
+        };
+        let module = c.address.split('.').next().unwrap_or("");
+        (kind, c.place(), rank(module), c.address.clone())
+    });
+    let modules = module_changes(&order, &d.changes);
     d.summary.count(&d.changes);
     d.summary.unverified = d.unverified.len();
     mark_gates_below_changes(stack, &graph, &d.changes, &mut d.gates);
@@ -350,6 +387,7 @@ pub async fn plan(
         targets: opts.targets.clone(),
         warnings,
         removed_modules,
+        modules,
         changes: d.changes,
         unverified: d.unverified,
         not_applicable: d.not_applicable,

@@ -89,6 +89,19 @@ pub fn render_plan(plan: &Plan, style: &Style) -> String {
             out.push_str("No changes on the hosts that could be read.\n");
         }
     } else {
+        if plan.modules.len() > 1 {
+            let list: Vec<String> = plan
+                .modules
+                .iter()
+                .map(|m| format!("{} ({})", style.safe(&m.module), m.changes))
+                .collect();
+            let _ = writeln!(
+                out,
+                "{} {}.",
+                style.bold("Modules, in apply order:"),
+                list.join(", ")
+            );
+        }
         let s = &plan.summary;
         let _ = writeln!(
             out,
