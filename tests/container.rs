@@ -216,6 +216,9 @@ start_timeout = "4s"
         "the log tail is missing: {all}"
     );
     assert!(start.elapsed() < Duration::from_secs(60));
+    // The failed container is gone, so the next plan creates it again rather than adopting it.
+    assert!(all.contains("the container was removed"), "{all}");
+    s.kz(&["plan", "DIR"]).code(0).stdout_has("will be created");
 }
 
 #[test]

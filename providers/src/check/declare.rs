@@ -353,6 +353,29 @@ fn values(decl: &mut Declaration<'_>, d: &CheckDecl, kind: Kind) {
             "`password` must come from a secret (`${secret.NAME}`), so that it is never shown or stored in clear",
         );
     }
+    // These values reach the host's tools as arguments (`curl URL`, `psql -U USER`), where `ps`
+    // shows them: only `password` (through the tool's environment) and `command` (a script on
+    // standard input) may carry a secret.
+    for v in [
+        &d.address,
+        &d.url,
+        &d.contains,
+        &d.user,
+        &d.database,
+        &d.query,
+        &d.expect,
+        &d.master,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if v.get_ref().contains("${secret.") {
+            decl.error(
+                v,
+                "a secret may only be used in `password` or `command`: this value is passed to a tool as an argument, where the host's process list shows it",
+            );
+        }
+    }
     if let Some(u) = &d.url
         && !(u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://"))
     {

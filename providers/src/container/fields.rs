@@ -185,7 +185,7 @@ pub(super) fn field(k: &str, c: &Json, desired: &Value) -> Option<Value> {
         "health" => health(&cfg["Healthcheck"], desired),
         "stop_timeout" => {
             let secs = cfg["StopTimeout"].as_i64().unwrap_or(10);
-            let have = normal::nanos(secs * 1_000_000_000);
+            let have = normal::nanos(secs.saturating_mul(1_000_000_000));
             pick(have == want, desired, Value::Text(have))
         }
         // `runtime` is where it was found; `pull` and `start_timeout` are kz's, not the container's.

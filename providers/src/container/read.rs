@@ -48,7 +48,8 @@ pub(super) fn probe_batch(insts: &[&Instance]) -> String {
              for n in {names}; do if printf '%s\\n' \"$kz_names\" | grep -qxF -- \"$n\"; then \
              set -- \"$@\" \"$n\"; fi; done\n\
              echo {INSPECT}\n\
-             if [ $# -gt 0 ]; then {q} container inspect -- \"$@\" || echo '[]'; fi\n\
+             if [ $# -gt 0 ]; then kz_i=$({q} container inspect -- \"$@\" 2>/dev/null); \
+             if [ -n \"$kz_i\" ]; then printf '%s\\n' \"$kz_i\"; else echo '[]'; fi; fi\n\
              echo {IMAGES}\n\
              for i in {images}; do printf '%s ' \"$i\"; \
              {q} image inspect --format '{{{{.Id}}}}' -- \"$i\" 2>/dev/null || echo; done\n\

@@ -222,7 +222,25 @@ pub(super) async fn create(cx: &ApplyCtx) -> Result<Applied, ProviderError> {
     cx.progress(format!("starting container {}", container_name(inst)));
     let timeout = CREATE_TIMEOUT.max(t.command_timeout());
     let id = run(&*t, "run", script, env, timeout).await?;
-    let image_id = wait::until_ready(cx, &*t).await?;
+    let image_id = match wait::until_ready(cx, &*t).await {
+        Ok(image) => image,
+        Err(mut e) => {
+            // A container that never became ready is not the one declared: left running, the next
+            // plan would find it matching and adopt it. Its log tail is already in the error.
+            let rm = format!(
+                "{} rm -f -- {} >/dev/null 2>&1",
+                shell_quote(runtime_of(inst)),
+                shell_quote(container_name(inst))
+            );
+            let removed = run(&*t, "rm", rm, None, t.command_timeout()).await.is_ok();
+            e.message.push_str(if removed {
+                "\n(the container was removed: the next plan creates it again)"
+            } else {
+                "\n(the container could not be removed: remove it before applying again)"
+            });
+            return Err(e);
+        }
+    };
     let mut outputs = std::collections::BTreeMap::new();
     let id = id.lines().last().unwrap_or("").to_string();
     outputs.insert("container_id".into(), Value::Text(id));

@@ -364,6 +364,10 @@ impl Provider for ImageProvider {
     }
 
     async fn update(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError> {
+        // `build_timeout` is kz's own setting: a new one alone rebuilds nothing.
+        if cx.changed().iter().all(|c| c == "build_timeout") {
+            return Ok(Applied::default());
+        }
         build(cx).await
     }
 

@@ -23,8 +23,11 @@ fn header(path: &str, size: u64, mode: u32) -> Result<[u8; 512], String> {
     let (prefix, name) = if path.len() <= 100 {
         ("", path)
     } else {
-        let cut = path[..path.len().min(156)]
-            .rfind('/')
+        // Searched as bytes: `/` is ASCII, so where it is found is a character boundary, even
+        // when byte 156 falls inside a multi-byte character.
+        let cut = path.as_bytes()[..path.len().min(156)]
+            .iter()
+            .rposition(|&b| b == b'/')
             .filter(|i| path.len() - i - 1 <= 100)
             .ok_or_else(|| format!("path too long for the build context archive: {path}"))?;
         (&path[..cut], &path[cut + 1..])
@@ -64,6 +67,22 @@ pub(crate) fn archive(mut entries: Vec<Entry>) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_path_with_multibyte_characters_is_cut_at_a_slash_never_inside_one() {
+        // Byte 156 falls inside `é` (two bytes): the cut is the last `/` before it, no panic.
+        let path = format!(
+            "{}/{}é{}/name.txt",
+            "d".repeat(100),
+            "x".repeat(54),
+            "y".repeat(10)
+        );
+        assert!(!path.is_char_boundary(156));
+        let h = header(&path, 0, 0o644).unwrap();
+        assert_eq!(&h[..3], b"xxx");
+        let long = format!("{}é{}", "z".repeat(155), "w".repeat(200));
+        assert!(header(&long, 0, 0o644).is_err());
+    }
 
     #[test]
     fn archives_are_deterministic_and_tar_reads_them() {

@@ -136,7 +136,16 @@ pub async fn apply(cx: &ApplyCtx, t: &dyn Transport) -> Result<(), ProviderError
             ),
         ));
     }
-    reload(t).await?;
+    if let Err(e) = reload(t).await {
+        // The new drop-in must not wait on disk for the next restart, untested: put the previous
+        // one back (sshd may have taken the new one before failing, so reload once more).
+        restore(t, &previous).await?;
+        let _ = reload(t).await;
+        return Err(ProviderError::new(
+            "sshd reload",
+            format!("{e}; the previous drop-in is back"),
+        ));
+    }
     cx.progress("sshd: reloaded; proving a new login");
     let Err(e) = prove_login(t).await else {
         return Ok(());
