@@ -78,7 +78,7 @@ mod tests {
             "y".repeat(10)
         );
         assert!(!path.is_char_boundary(156));
-        let h = header(&path, 0, 0o644).unwrap();
+        let h = header(&path, 0, 0o644).expect("a header");
         assert_eq!(&h[..3], b"xxx");
         let long = format!("{}é{}", "z".repeat(155), "w".repeat(200));
         assert!(header(&long, 0, 0o644).is_err());
