@@ -83,6 +83,7 @@ impl Loader<'_> {
         hosts: &BTreeMap<String, Host>,
     ) -> Vec<Drill> {
         let mut out: Vec<Drill> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (module, src, value) in tables {
             let DeValue::Array(items) = value.get_ref() else {
                 self.error(Diagnostic::at(
@@ -99,16 +100,17 @@ impl Loader<'_> {
                         continue;
                     }
                 };
+                if !seen.insert(raw.name.get_ref().clone()) {
+                    let name = raw.name.get_ref();
+                    self.error(Diagnostic::at(
+                        loc(&src, &raw.name),
+                        format!("drill `{name}` is declared twice: drill names are unique in a stack (kz drill DIR {name})"),
+                    ));
+                    continue;
+                }
                 let Some(d) = self.drill(&module, &src, raw, decls, hosts) else {
                     continue;
                 };
-                if out.iter().any(|o| o.name == d.name) {
-                    let name = d.name.clone();
-                    self.error(Diagnostic::new(format!(
-                        "drill `{name}` is declared twice: drill names are unique in a stack (kz drill DIR {name})"
-                    )));
-                    continue;
-                }
                 out.push(d);
             }
         }
