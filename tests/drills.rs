@@ -149,3 +149,192 @@ fn typed_stack_name_runs_drills_that_pass_fail_and_always_restore() {
     assert!(s.at("undo-ran").exists(), "the restore did not run");
     assert!(!s.at("broken").exists(), "the fault was not undone");
 }
+
+fn lab_possible() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            == Some("0")
+    });
+    let tools = ["podman", "runc", "debootstrap"].iter().all(|t| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !(root && tools) {
+        eprintln!("skipping: the lab test needs root, podman, runc and debootstrap");
+    }
+    root && tools
+}
+
+/// Takes the lab down however the test ends.
+struct LabGuard<'a>(&'a TestStack);
+
+impl Drop for LabGuard<'_> {
+    fn drop(&mut self) {
+        for h in ["h2", "h3"] {
+            let _ = self.0.kz(&["lab", "unpause", "DIR", h]);
+        }
+        let _ = self.0.kz(&["lab", "down", "DIR"]);
+    }
+}
+
+const LAB_STACK: &str = r#"[stack]
+name = "NAME"
+
+[ssh]
+user = "root"
+connect_timeout = "3s"
+command_timeout = "30s"
+
+[hosts.h1]
+address = "192.0.2.51"
+
+[hosts.h2]
+address = "192.0.2.52"
+
+[hosts.h3]
+address = "192.0.2.53"
+"#;
+
+/// Redis on three hosts, h1 the first master, a Sentinel on each (quorum 2, a master is down
+/// after 1 s), and the drills.
+const LAB_REDIS: &str = r#"
+[[command]]
+name = "master"
+on = ["h1"]
+check = "redis-cli ping | grep -q PONG"
+run = "redis-server --daemonize yes --bind 0.0.0.0 --protected-mode no && sleep 0.3 && redis-cli ping"
+
+[[command]]
+name = "replica"
+on = ["h2", "h3"]
+depends_on = ["command.master"]
+check = "redis-cli ping | grep -q PONG"
+run = "redis-server --daemonize yes --bind 0.0.0.0 --protected-mode no --replicaof ${hosts.h1.address} 6379 && sleep 0.3 && redis-cli ping"
+
+[[command]]
+name = "sentinel"
+on = ["h1", "h2", "h3"]
+depends_on = ["command.master", "command.replica"]
+check = "redis-cli -p 26379 ping | grep -q PONG"
+run = '''printf 'port 26379\nsentinel monitor mymaster ${hosts.h1.address} 6379 2\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\n' > /etc/kz-sentinel.conf && redis-sentinel /etc/kz-sentinel.conf --daemonize yes && sleep 0.5 && redis-cli -p 26379 ping'''
+
+[[check]]
+name = "one-master"
+on = ["h1"]
+kind = "redis_role"
+one_master_among = ["h1", "h2", "h3"]
+depends_on = ["command.sentinel"]
+tries = 20
+interval = "1s"
+timeout = "1s"
+
+[[check]]
+name = "quorum"
+on = ["h1"]
+kind = "sentinel_quorum"
+master = "mymaster"
+sentinels = 3
+depends_on = ["command.sentinel"]
+tries = 30
+interval = "1s"
+
+[[drill]]
+name = "master-loss"
+description = "the master dies; Sentinel promotes a replica"
+steady = ["check.one-master", "check.quorum"]
+fault = { kind = "command", hosts = ["h1", "h2", "h3"], command = "if redis-cli info replication | grep -q role:master; then redis-cli shutdown nosave || true; echo shut down the master; else echo a replica, left alone; fi", undo = "redis-cli ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 0.0.0.0 --protected-mode no" }
+expect = [{ check = "check.one-master", within = "30s" }, { check = "check.quorum", within = "30s" }]
+restore_within = "40s"
+measure = [{ name = "master", on = "h3", command = "redis-cli -p 26379 sentinel get-master-addr-by-name mymaster | head -n 1" }]
+
+[[drill]]
+name = "quorum-loss"
+description = "the new master and the other replica frozen: no Sentinel majority, no master"
+steady = ["check.one-master", "check.quorum"]
+fault = { kind = "pause_host", hosts = ["h2", "h3"] }
+expect = [{ check = "check.one-master", within = "4s" }]
+restore_within = "40s"
+"#;
+
+fn step<'a>(drill: &'a serde_json::Value, step: &str, name: &str) -> &'a serde_json::Value {
+    drill["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == step && s["name"].as_str().unwrap().ends_with(name))
+        .unwrap_or_else(|| panic!("no step {step} {name} in {drill:#}"))
+}
+
+#[test]
+fn lab_drills_measure_a_failover_and_report_a_lost_quorum() {
+    if !lab_possible() {
+        return;
+    }
+    let name = format!("kzdr{}", std::process::id());
+    let s = TestStack::new(&name);
+    s.write("stack.toml", &LAB_STACK.replace("NAME", &name));
+    s.write("01_redis.toml", LAB_REDIS);
+    let _guard = LabGuard(&s);
+    s.kz(&["lab", "up", "DIR"]).code(0);
+    s.kz(&["apply", "DIR", "--lab", "--yes"]).code(0);
+
+    // The master dies: Sentinel promotes a replica, times recorded from the fault.
+    let r = s.kz(&["drill", "DIR", "master-loss", "--lab", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", r.stdout, r.stderr));
+    r.code(0);
+    assert_eq!(doc["passed"], true);
+    assert_eq!(doc["lab"], true);
+    let d = &doc["drills"][0];
+    assert_eq!(d["drill"], "master-loss");
+    assert!(
+        step(d, "fault", "command")["observed"]
+            .as_str()
+            .unwrap()
+            .contains("h1: shut down the master"),
+        "{d:#}"
+    );
+    let promoted = step(d, "expect", ".check.one-master");
+    assert_eq!(promoted["outcome"], "pass", "{d:#}");
+    let after = promoted["after_ms"].as_u64().unwrap();
+    assert!(
+        (500..30_000).contains(&after),
+        "new master after {after} ms"
+    );
+    assert!(
+        !promoted["observed"]
+            .as_str()
+            .unwrap()
+            .contains("one master, h1"),
+        "{d:#}"
+    );
+    assert_eq!(
+        step(d, "steady_again", ".check.one-master")["outcome"],
+        "pass"
+    );
+    let before = step(d, "measure", "master (before)")["observed"].clone();
+    let moved = step(d, "measure", "master (after)")["observed"].clone();
+    assert_ne!(before, moved, "the master did not move: {d:#}");
+    eprintln!("master-loss: a new master after {after} ms");
+
+    // The new master (h2 or h3) and the other replica frozen: h1's Sentinel alone has no
+    // majority, so no master comes back until the restore.
+    let new_master = if moved.as_str().unwrap().ends_with(".52") {
+        "h2"
+    } else {
+        "h3"
+    };
+    let r = s.kz(&["drill", "DIR", "quorum-loss", "--lab"]);
+    r.code(1)
+        .stdout_has("✗ expect       01_redis.check.one-master FAIL")
+        .stdout_has("not passing within 4s: FAIL on h1: no master")
+        .stdout_has("✓ restore      pause_host pass")
+        .stdout_has(&format!("{new_master}: unpaused"))
+        .stdout_has("FAILED in ");
+    // The restore ran: both hosts answer again.
+    s.kz(&["verify", "DIR", "--lab"]).code(0);
+}
