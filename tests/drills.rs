@@ -220,7 +220,7 @@ name = "sentinel"
 on = ["h1", "h2", "h3"]
 depends_on = ["command.master", "command.replica"]
 check = "redis-cli -p 26379 ping | grep -q PONG"
-run = '''printf 'port 26379\nsentinel monitor mymaster ${hosts.h1.address} 6379 2\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\n' > /etc/kz-sentinel.conf && redis-sentinel /etc/kz-sentinel.conf --daemonize yes && sleep 0.5 && redis-cli -p 26379 ping'''
+run = '''printf 'port 26379\nsentinel monitor mymaster ${hosts.h1.address} 6379 2\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 3000\n' > /etc/kz-sentinel.conf && redis-sentinel /etc/kz-sentinel.conf --daemonize yes && sleep 0.5 && redis-cli -p 26379 ping'''
 
 [[check]]
 name = "one-master"
@@ -319,7 +319,12 @@ fn lab_drills_measure_a_failover_and_report_a_lost_quorum() {
     let before = step(d, "measure", "master (before)")["observed"].clone();
     let moved = step(d, "measure", "master (after)")["observed"].clone();
     assert_ne!(before, moved, "the master did not move: {d:#}");
-    eprintln!("master-loss: a new master after {after} ms");
+    for st in d["steps"].as_array().unwrap() {
+        eprintln!(
+            "master-loss: +{}ms {} {} {} ({:?} ms after): {}",
+            st["start_ms"], st["step"], st["name"], st["outcome"], st["after_ms"], st["observed"]
+        );
+    }
 
     // The new master (h2 or h3) and the other replica frozen: h1's Sentinel alone has no
     // majority, so no master comes back until the restore.
@@ -328,6 +333,9 @@ fn lab_drills_measure_a_failover_and_report_a_lost_quorum() {
     } else {
         "h3"
     };
+    // Sentinel made the old master a replica again: the stack's own plan has nothing to do.
+    s.kz(&["plan", "DIR", "--lab", "--detailed-exitcode"])
+        .code(0);
     let r = s.kz(&["drill", "DIR", "quorum-loss", "--lab"]);
     r.code(1)
         .stdout_has("✗ expect       01_redis.check.one-master FAIL")
@@ -337,4 +345,69 @@ fn lab_drills_measure_a_failover_and_report_a_lost_quorum() {
         .stdout_has("FAILED in ");
     // The restore ran: both hosts answer again.
     s.kz(&["verify", "DIR", "--lab"]).code(0);
+}
+
+/// The pid of the `kz` process whose command line names `dir` (the test's own stack).
+fn kz_pid_for(dir: &str) -> Option<String> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = e.file_name().to_string_lossy().to_string();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmd
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).to_string())
+            .collect();
+        if args.first().map(String::as_str) == Some(support::kz_bin())
+            && args.iter().any(|a| a == dir)
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn an_interrupted_drill_still_restores() {
+    if !script_available() {
+        eprintln!("skipping: needs `script` (util-linux) for a terminal");
+        return;
+    }
+    let s = TestStack::new("drillint");
+    s.write("01_m.toml", LOCAL_DRILLS.replace("1500ms", "60s").as_str());
+    let dir = s.path().display().to_string();
+    let root = s.root();
+    let interrupter = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if std::path::Path::new(&format!("{root}/broken")).exists()
+                && let Some(pid) = kz_pid_for(&dir)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                let _ = Command::new("kill").args(["-INT", &pid]).status();
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    });
+    let started = std::time::Instant::now();
+    let (code, out) = kz_on_terminal(
+        &s,
+        &["drill", "DIR", "broken", "--i-know-this-is-production"],
+        "drillint",
+    );
+    assert!(
+        interrupter.join().unwrap(),
+        "kz was never interrupted: {out}"
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(out.contains("✓ restore      command pass"), "{out}");
+    assert!(out.contains("INTERRUPTED after "), "{out}");
+    assert!(s.at("undo-ran").exists(), "the restore did not run: {out}");
+    assert!(!s.at("broken").exists(), "the fault was not undone");
 }

@@ -177,8 +177,9 @@ fn typed_confirmation(shell: &Shell, stack: &str, drills: &[Drill]) -> Result<()
         );
     }
     let names: Vec<&str> = drills.iter().map(|d| d.name.as_str()).collect();
-    shell.out(&format!(
-        "kz drill will break things on the hosts of stack `{stack}` (not a lab): {}.\n  Type the stack's name to go on: ",
+    // On standard error, so that `--json` output stays one document.
+    shell.errln(&format!(
+        "kz drill will break things on the hosts of stack `{stack}` (not a lab): {}.\n  Type the stack's name to go on:",
         names.join(", ")
     ));
     let mut line = String::new();
