@@ -380,13 +380,23 @@ fn an_interrupted_drill_still_restores() {
     s.write("01_m.toml", LOCAL_DRILLS.replace("1500ms", "60s").as_str());
     let dir = s.path().display().to_string();
     let root = s.root();
+    let apply_dir = dir.clone();
     let interrupter = std::thread::spawn(move || {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::time::Instant::now() < deadline {
             if std::path::Path::new(&format!("{root}/broken")).exists()
                 && let Some(pid) = kz_pid_for(&dir)
             {
-                std::thread::sleep(std::time::Duration::from_millis(500));
+                // While the fault is in, the drill holds the state lock: no apply meanwhile.
+                let apply = Command::new(support::kz_bin())
+                    .args(["apply", &apply_dir, "--yes"])
+                    .stdin(Stdio::null())
+                    .output()
+                    .unwrap();
+                let err = String::from_utf8_lossy(&apply.stderr).to_string();
+                assert_eq!(apply.status.code(), Some(1), "{err}");
+                assert!(err.contains("state is locked by pid "), "{err}");
+                assert!(err.contains("drill"), "{err}");
                 let _ = Command::new("kill").args(["-INT", &pid]).status();
                 return true;
             }
