@@ -40,7 +40,14 @@ expect = [{ check = "check.flag", within = "1500ms" }]
 fn drills_refuse_hosts_that_are_not_a_lab_without_the_flag_and_a_terminal() {
     let s = TestStack::new("drillrefuse");
     s.write("01_m.toml", LOCAL_DRILLS);
-    s.kz(&["validate", "DIR"]).code(0);
+    s.kz(&["validate", "DIR"])
+        .code(0)
+        .stdout_has("1 resource instance, 2 drills.");
+    // A drill is no infrastructure: the plan has only the check to show.
+    let plan = s.kz(&["plan", "DIR", "--json"]);
+    plan.code(0);
+    assert!(plan.stdout.contains("01_m.check.flag"), "{}", plan.stdout);
+    assert!(!plan.stdout.contains(".drill."), "{}", plan.stdout);
     s.kz(&["drill", "DIR"])
         .code(1)
         .stderr_has("kz drill breaks things on purpose: run it on the lab")
