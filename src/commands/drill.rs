@@ -29,7 +29,7 @@ impl HostFaults for LabFaults {
             FaultKind::StopHost => Fault::Stop,
             FaultKind::PauseHost => Fault::Pause,
             FaultKind::CutHost => Fault::Cut,
-            FaultKind::Command => return Err("a command is no host-level fault".into()),
+            _ => return Err(format!("`{}` is no host-level fault", kind.name())),
         };
         crate::lab::host_fault(&self.0, host, what)
             .await
@@ -41,7 +41,7 @@ impl HostFaults for LabFaults {
             FaultKind::StopHost => Fault::Start,
             FaultKind::PauseHost => Fault::Unpause,
             FaultKind::CutHost => Fault::Heal,
-            FaultKind::Command => return Err("a command is no host-level fault".into()),
+            _ => return Err(format!("`{}` is no host-level fault", kind.name())),
         };
         crate::lab::host_fault(&self.0, host, what)
             .await

@@ -41,10 +41,24 @@ pub enum FaultKind {
     CutHost,
     /// A command on each host of `hosts`, undone by `undo` (if given).
     Command,
+    /// `podman kill` (or docker) of a container on each host; undone by a start.
+    KillContainer,
+    /// `podman stop` (or docker) of a container on each host; undone by a start.
+    StopContainer,
+    /// `systemctl stop` of a service on each host; undone by a start.
+    StopService,
 }
 
 impl FaultKind {
-    pub const NAMES: [&'static str; 4] = ["stop_host", "pause_host", "cut_host", "command"];
+    pub const NAMES: [&'static str; 7] = [
+        "stop_host",
+        "pause_host",
+        "cut_host",
+        "command",
+        "kill_container",
+        "stop_container",
+        "stop_service",
+    ];
 
     pub fn parse(s: &str) -> Option<FaultKind> {
         Some(match s {
@@ -52,6 +66,9 @@ impl FaultKind {
             "pause_host" => FaultKind::PauseHost,
             "cut_host" => FaultKind::CutHost,
             "command" => FaultKind::Command,
+            "kill_container" => FaultKind::KillContainer,
+            "stop_container" => FaultKind::StopContainer,
+            "stop_service" => FaultKind::StopService,
             _ => return None,
         })
     }
@@ -62,12 +79,18 @@ impl FaultKind {
             FaultKind::PauseHost => "pause_host",
             FaultKind::CutHost => "cut_host",
             FaultKind::Command => "command",
+            FaultKind::KillContainer => "kill_container",
+            FaultKind::StopContainer => "stop_container",
+            FaultKind::StopService => "stop_service",
         }
     }
 
     /// Whether the fault acts on a host from outside (podman), which only a lab allows.
     pub fn is_host_level(self) -> bool {
-        self != FaultKind::Command
+        matches!(
+            self,
+            FaultKind::StopHost | FaultKind::PauseHost | FaultKind::CutHost
+        )
     }
 }
 
@@ -75,6 +98,8 @@ impl FaultKind {
 pub struct Fault {
     pub kind: FaultKind,
     pub hosts: Vec<String>,
+    /// The script run on each host for every kind but the host-level ones (written by the user
+    /// for `command`, made by kz for containers and services); `undo` restores.
     pub command: Option<String>,
     pub undo: Option<String>,
     /// The deadline of the fault's and the undo's commands on each host.

@@ -209,10 +209,10 @@ async fn fault(env: &DrillEnv<'_>, drill: &Drill, rec: &mut Recorder) -> bool {
     let mut seen = Vec::new();
     let mut ok = true;
     for host in &f.hosts {
-        let r = match (f.kind, &f.command) {
-            (FaultKind::Command, Some(c)) => run_on(env, host, c, f.timeout).await,
-            (FaultKind::Command, None) => Err("no command".into()),
-            (kind, _) => env.faults.inject(host, kind).await,
+        let r = match (f.kind.is_host_level(), &f.command) {
+            (false, Some(c)) => run_on(env, host, c, f.timeout).await,
+            (false, None) => Err("no command".into()),
+            (true, _) => env.faults.inject(host, f.kind).await,
         };
         ok &= r.is_ok();
         seen.push(host_line(host, r));
@@ -232,7 +232,7 @@ async fn fault(env: &DrillEnv<'_>, drill: &Drill, rec: &mut Recorder) -> bool {
 async fn restore(env: &DrillEnv<'_>, drill: &Drill, rec: &mut Recorder) -> bool {
     let f = &drill.fault;
     let began = Instant::now();
-    if f.kind == FaultKind::Command && f.undo.is_none() {
+    if !f.kind.is_host_level() && f.undo.is_none() {
         rec.push(
             ("restore", f.kind.name()),
             began,
@@ -245,10 +245,10 @@ async fn restore(env: &DrillEnv<'_>, drill: &Drill, rec: &mut Recorder) -> bool 
     let mut seen = Vec::new();
     let mut ok = true;
     for host in &f.hosts {
-        let r = match (f.kind, &f.undo) {
-            (FaultKind::Command, Some(u)) => run_on(env, host, u, f.timeout).await,
-            (FaultKind::Command, None) => Ok(String::new()),
-            (kind, _) => env.faults.undo(host, kind).await,
+        let r = match (f.kind.is_host_level(), &f.undo) {
+            (false, Some(u)) => run_on(env, host, u, f.timeout).await,
+            (false, None) => Ok(String::new()),
+            (true, _) => env.faults.undo(host, f.kind).await,
         };
         ok &= r.is_ok();
         seen.push(host_line(host, r));

@@ -14,6 +14,7 @@ use super::{Loader, ParsedModule, loc, resources::Decl, suggest, valid_name};
 use crate::diag::{Diagnostic, SourceFile};
 use crate::drill::{Drill, Expectation, Fault, FaultKind, Measure};
 use crate::model::Host;
+use crate::provider::shell_quote;
 
 /// The key of drill tables in a module file.
 const DRILL_KEY: &str = "drill";
@@ -45,7 +46,29 @@ struct RawFault {
     hosts: Vec<Spanned<String>>,
     command: Option<Spanned<String>>,
     undo: Option<Spanned<String>>,
+    container: Option<Spanned<String>>,
+    runtime: Option<Spanned<String>>,
+    service: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+}
+
+fn hint(key: &str) -> &'static str {
+    match key {
+        "command" => "the script run on each of its hosts",
+        "container" => "the name of the container on each of its hosts",
+        _ => "the systemd unit stopped on each of its hosts",
+    }
+}
+
+/// The script of a container fault and its undo: `kill` (the container's processes get SIGKILL,
+/// as in a crash) or `stop`, then `start`.
+fn container_commands(kind: FaultKind, runtime: &str, name: &str) -> (String, String) {
+    let q = shell_quote(name);
+    let fault = match kind {
+        FaultKind::KillContainer => format!("{runtime} kill {q}"),
+        _ => format!("{runtime} stop -t 10 {q}"),
+    };
+    (fault, format!("{runtime} start {q}"))
 }
 
 #[derive(Deserialize)]
@@ -205,29 +228,99 @@ impl Loader<'_> {
             ));
         }
         let known = f.hosts.iter().all(|h| self.host_ref(src, h, hosts));
-        match (kind, &f.command, &f.undo) {
-            (FaultKind::Command, None, _) => self.error(Diagnostic::at(
-                loc(src, raw),
-                "a `command` fault needs `command`, the script run on each of its hosts",
-            )),
-            (FaultKind::Command, _, _) => {}
-            (_, Some(c), _) | (_, None, Some(c)) => self.error(Diagnostic::at(
-                loc(src, c),
-                format!(
-                    "a `{}` fault takes no `command` or `undo`: kz undoes it itself",
-                    kind.name()
-                ),
-            )),
-            _ => {}
-        }
+        let (command, undo) = self.fault_commands(src, raw, kind)?;
         let timeout = self.duration_or(src, f.timeout.as_ref(), 30)?;
         known.then(|| Fault {
             kind,
             hosts: f.hosts.iter().map(|h| h.get_ref().clone()).collect(),
-            command: f.command.as_ref().map(|c| c.get_ref().clone()),
-            undo: f.undo.as_ref().map(|c| c.get_ref().clone()),
+            command,
+            undo,
             timeout,
         })
+    }
+
+    /// The fault's script and its undo: as written for `command`, made by kz for containers and
+    /// services, none for host-level faults. A key of another kind is an error.
+    fn fault_commands(
+        &mut self,
+        src: &Arc<SourceFile>,
+        raw: &Spanned<RawFault>,
+        kind: FaultKind,
+    ) -> Option<(Option<String>, Option<String>)> {
+        let f = raw.get_ref();
+        let allowed: &[&str] = match kind {
+            FaultKind::Command => &["command", "undo"],
+            FaultKind::KillContainer | FaultKind::StopContainer => &["container", "runtime"],
+            FaultKind::StopService => &["service"],
+            _ => &[],
+        };
+        let keys = [
+            ("command", &f.command),
+            ("undo", &f.undo),
+            ("container", &f.container),
+            ("runtime", &f.runtime),
+            ("service", &f.service),
+        ];
+        let mut ok = true;
+        for (key, value) in keys {
+            if let Some(v) = value
+                && !allowed.contains(&key)
+            {
+                ok = false;
+                let what = match kind {
+                    k if k.is_host_level() => "kz undoes it itself".to_string(),
+                    _ => {
+                        let keys: Vec<String> = allowed.iter().map(|k| format!("`{k}`")).collect();
+                        format!("it takes {}", keys.join(", "))
+                    }
+                };
+                self.error(Diagnostic::at(
+                    loc(src, v),
+                    format!("a `{}` fault takes no `{key}`: {what}", kind.name()),
+                ));
+            }
+        }
+        let text = |v: &Option<Spanned<String>>| v.as_ref().map(|c| c.get_ref().clone());
+        let need = |this: &mut Self, key: &str, v: &Option<Spanned<String>>| {
+            if v.is_none() {
+                this.error(Diagnostic::at(
+                    loc(src, raw),
+                    format!("a `{}` fault needs `{key}`, {}", kind.name(), hint(key)),
+                ));
+            }
+            text(v)
+        };
+        let out = match kind {
+            FaultKind::Command => (need(self, "command", &f.command), text(&f.undo)),
+            FaultKind::KillContainer | FaultKind::StopContainer => {
+                let name = need(self, "container", &f.container);
+                let runtime = text(&f.runtime).unwrap_or_else(|| "podman".into());
+                if runtime != "podman" && runtime != "docker" {
+                    ok = false;
+                    if let Some(r) = &f.runtime {
+                        self.error(Diagnostic::at(
+                            loc(src, r),
+                            format!(
+                                "unknown container runtime `{runtime}`: expected podman or docker"
+                            ),
+                        ));
+                    }
+                }
+                let (c, u) = container_commands(kind, &runtime, name.as_deref().unwrap_or(""));
+                (name.map(|_| c), Some(u))
+            }
+            FaultKind::StopService => {
+                let name = need(self, "service", &f.service);
+                let q = shell_quote(name.as_deref().unwrap_or(""));
+                (
+                    name.map(|_| format!("systemctl stop {q}")),
+                    Some(format!("systemctl start {q}")),
+                )
+            }
+            _ => (None, None),
+        };
+        let complete = kind.is_host_level() || out.0.is_some();
+        (ok && complete).then_some(out)
     }
 
     /// `TYPE.NAME` (in the drill's module) or `MODULE.TYPE.NAME`: a declared check.
@@ -321,5 +414,28 @@ impl Loader<'_> {
             Some(d) => self.duration(src, d),
             None => Some(Duration::from_secs(default_secs)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_faults_kill_or_stop_and_start_the_container_quoted() {
+        assert_eq!(
+            container_commands(FaultKind::KillContainer, "podman", "redis"),
+            (
+                "podman kill 'redis'".to_string(),
+                "podman start 'redis'".to_string()
+            )
+        );
+        assert_eq!(
+            container_commands(FaultKind::StopContainer, "docker", "a b"),
+            (
+                "docker stop -t 10 'a b'".to_string(),
+                "docker start 'a b'".to_string()
+            )
+        );
     }
 }
