@@ -42,6 +42,9 @@ pub enum Command {
     /// Run every health check once, read-only, and report module by module; exit 0 only when
     /// everything passes.
     Verify(VerifyArgs),
+    /// Run the stack's failover drills (`[[drill]]`) one at a time and print their journal; exit
+    /// 0 only when every drill passed.
+    Drill(DrillArgs),
     /// Print the dependency graph in Graphviz DOT, modules as clusters.
     Graph { dir: PathBuf },
     /// Inspect or edit the state.
@@ -115,6 +118,28 @@ pub struct VerifyArgs {
     /// Verify the stack's lab hosts (`kz lab up`), with the lab's own state.
     #[arg(long)]
     pub lab: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    pub dir: PathBuf,
+    /// The drills to run, by name (default: every drill, in module order).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Run on the stack's lab hosts (`kz lab up`), with the lab's own state.
+    #[arg(long)]
+    pub lab: bool,
+    /// Print the journal as a JSON document.
+    #[arg(long)]
+    pub json: bool,
+    /// How many hosts to read at once when polling checks.
+    #[arg(long)]
+    pub parallelism: Option<usize>,
+    /// Run on the stack's own hosts, not a lab: also asks for the stack's name on the terminal.
+    #[arg(long)]
+    pub i_know_this_is_production: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod diag;
+pub mod drill;
 pub mod graph;
 pub mod interp;
 pub mod lab;

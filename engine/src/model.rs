@@ -25,6 +25,8 @@ pub struct Stack {
     pub secrets: crate::secrets::Secrets,
     /// What a run under an overlay (the lab) left out of the stack.
     pub left_out: crate::overlay::LeftOut,
+    /// The drills (`[[drill]]`), which plan and apply never touch.
+    pub drills: Vec<crate::drill::Drill>,
 }
 
 impl Stack {

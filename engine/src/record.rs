@@ -222,6 +222,7 @@ mod tests {
             digest: String::new(),
             secrets: Default::default(),
             left_out: Default::default(),
+            drills: Vec::new(),
         };
         assert_eq!(rekey_hostless(&mut state, &stack), 1);
         assert!(state.resources.contains_key("10_lb.lb.web"));

@@ -156,7 +156,7 @@ pub async fn verify(
     })
 }
 
-fn check_report(inst: &Instance, i: usize, reads: &Reads) -> CheckReport {
+pub(crate) fn check_report(inst: &Instance, i: usize, reads: &Reads) -> CheckReport {
     let host = inst.read_host().unwrap_or_default().to_string();
     let address = inst.address.to_string();
     let (elapsed, at) = reads

@@ -5,6 +5,7 @@
 
 mod apply;
 mod destroy;
+mod drill;
 mod lock;
 mod plan;
 mod state;
@@ -79,6 +80,7 @@ pub async fn run(cli: Cli, shell: Shell) -> i32 {
         Command::Apply(args) => apply::apply_cmd(&shell, args, &command_line).await,
         Command::Destroy(args) => destroy::destroy_cmd(&shell, args, &command_line).await,
         Command::Verify(args) => verify::verify_cmd(&shell, args).await,
+        Command::Drill(args) => drill::drill_cmd(&shell, args, &command_line).await,
         Command::State(cmd) => state::run(&shell, cmd, &command_line).await,
         Command::ForceUnlock { dir } => lock::force_unlock(&shell, &dir).await,
         Command::Trust { dir, host, yes } => trust::trust(&shell, &dir, &host, yes).await,

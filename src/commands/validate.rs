@@ -7,8 +7,14 @@ use crate::output::Shell;
 
 pub(super) fn validate(shell: &Shell, dir: &Path) -> CmdResult {
     let s = load(shell, dir)?;
+    // Drills are named only when there are some, so existing output stays as it was.
+    let drills = if s.drills.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", count(s.drills.len(), "drill"))
+    };
     shell.outln(&format!(
-        "Stack `{}` is valid: {}, {}, {}.",
+        "Stack `{}` is valid: {}, {}, {}{drills}.",
         s.name,
         count(s.hosts.len(), "host"),
         count(s.modules.len(), "module"),

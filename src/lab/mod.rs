@@ -253,8 +253,9 @@ fn print_status(shell: &Shell, overlay: &LabOverlay, states: &[(String, String)]
     shell.out(&out);
 }
 
+/// What `kz lab stop|start|pause|unpause|cut|heal` (and a drill's host-level fault) does to a host.
 #[derive(Debug, Clone, Copy)]
-enum Fault {
+pub(crate) enum Fault {
     Stop,
     Start,
     Pause,
@@ -265,6 +266,20 @@ enum Fault {
 
 async fn fault(shell: &Shell, dir: &Path, host: &str, what: Fault) -> Result<(), String> {
     let overlay = LabOverlay::load(dir)?;
+    let done = host_fault(&overlay, host, what).await?;
+    shell.outln(&format!(
+        "Lab host {host} ({}): {done}.",
+        overlay.hosts[host].address
+    ));
+    Ok(())
+}
+
+/// Does `what` to one lab host through podman; says what was done.
+pub(crate) async fn host_fault(
+    overlay: &LabOverlay,
+    host: &str,
+    what: Fault,
+) -> Result<&'static str, String> {
     let lab = overlay.hosts.get(host).ok_or_else(|| {
         format!(
             "no lab host `{host}`: the lab has {}",
@@ -274,7 +289,7 @@ async fn fault(shell: &Shell, dir: &Path, host: &str, what: Fault) -> Result<(),
     let podman = podman()?;
     let c = lab.container.as_str();
     let net = overlay.network.as_str();
-    let done = match what {
+    Ok(match what {
         Fault::Stop => {
             podman.run(&["stop", "-t", "2", c]).await?;
             "stopped"
@@ -302,9 +317,7 @@ async fn fault(shell: &Shell, dir: &Path, host: &str, what: Fault) -> Result<(),
                 .await?;
             "back on the lab network"
         }
-    };
-    shell.outln(&format!("Lab host {host} ({}): {done}.", lab.address));
-    Ok(())
+    })
 }
 
 async fn load_image(

@@ -2,6 +2,7 @@
 //! resources into instances. Every problem becomes a [`Diagnostic`] naming `file:line:col`.
 
 pub mod declare;
+mod drills;
 mod inventory;
 mod inventory_file;
 mod links;
@@ -231,10 +232,12 @@ impl Loader<'_> {
         let mut secrets_used = std::collections::BTreeSet::new();
         let mut instances = Vec::new();
         let mut decls = Vec::new();
+        let drill_tables = drills::take_tables(&mut parsed);
         for (module, src, _, resources) in parsed.iter_mut() {
             let resources = std::mem::take(resources);
             decls.extend(self.declarations(module, src, resources, &hosts));
         }
+        let drills = self.drills(drill_tables, &decls, &hosts);
         let gone = match self.overlay {
             Some(o) => o.apply_to_hosts(&mut hosts),
             None => Vec::new(),
@@ -261,6 +264,7 @@ impl Loader<'_> {
             digest,
             secrets,
             left_out,
+            drills,
         })
     }
 

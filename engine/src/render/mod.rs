@@ -2,6 +2,7 @@
 //! or JSON. Pure functions: the binary's output layer decides where text goes.
 
 mod apply;
+mod drill;
 mod plan;
 mod redact;
 mod verify;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use crate::plan::Action;
 
 pub use apply::{render_event, render_report};
+pub use drill::render_drills;
 pub use plan::render_plan;
 pub use redact::Redactor;
 pub use verify::render_verify;

@@ -158,6 +158,7 @@ mod panics {
             digest: String::new(),
             secrets: Default::default(),
             left_out: Default::default(),
+            drills: Vec::new(),
         }
     }
 
