@@ -73,6 +73,7 @@ pub fn render_plan(plan: &Plan, style: &Style) -> String {
     }
     render_unverified(&mut out, plan, style);
     render_not_applicable(&mut out, plan, style);
+    render_live(&mut out, plan, style);
     render_gates(&mut out, plan, style);
     out.push('\n');
     let unverified = plan.unverified.len();
@@ -179,6 +180,24 @@ fn render_not_applicable(out: &mut String, plan: &Plan, style: &Style) {
             style.safe(&n.address),
             style.safe(&n.attribute),
             style.safe(&n.reason)
+        );
+    }
+}
+
+/// What instances are live, each on its line under its address: shown even when nothing
+/// changes, so the operator sees the topology the plan found.
+fn render_live(out: &mut String, plan: &Plan, style: &Style) {
+    if plan.live.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{}", style.bold("Live:"));
+    for l in &plan.live {
+        let _ = writeln!(
+            out,
+            "  {} {}: {}",
+            style.dim("-"),
+            style.safe(&l.address),
+            style.safe(&l.text)
         );
     }
 }
