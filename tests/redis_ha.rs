@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 use support::{TestStack, lab, read};
 
+/// The password the last step gives Redis, and HAProxy's check through a secret.
+const PASSWORD: &str = "kz-lab-pw-7f3a";
+
 const REDIS: [&str; 3] = ["redis-01", "redis-02", "redis-03"];
 const FILES: [&str; 4] = [
     "stack.toml",
@@ -42,8 +45,8 @@ fn on_host(name: &str, host: &str, script: &str) -> String {
     lab::on_host(name, host, script).replace('\r', "")
 }
 
-/// Each Redis host's role line and the master address its Sentinel names.
-fn roles(name: &str) -> Vec<(String, String)> {
+/// Each Redis host's role line, the master address its Sentinel names, and its own address.
+fn roles(name: &str) -> Vec<(String, String, String)> {
     REDIS
         .iter()
         .map(|h| {
@@ -51,21 +54,26 @@ fn roles(name: &str) -> Vec<(String, String)> {
                 name,
                 h,
                 "echo \"$(redis-cli info replication | grep '^role:')\"; \
-                 echo \"$(redis-cli -p 26379 sentinel get-master-addr-by-name cache | head -n 1)\"",
+                 echo \"$(redis-cli -p 26379 sentinel get-master-addr-by-name cache | head -n 1)\"; \
+                 hostname -i",
             );
             let mut l = out.lines().map(|l| l.trim().to_string());
-            (l.next().unwrap_or_default(), l.next().unwrap_or_default())
+            let mut next = || l.next().unwrap_or_default();
+            (next(), next(), next())
         })
         .collect()
 }
 
-/// The master when exactly one node says master and every sentinel names the same address.
+/// The master when exactly one node says master and every sentinel names it.
 fn settled(name: &str) -> Option<&'static str> {
     let r = roles(name);
     let masters: Vec<usize> = (0..3).filter(|i| r[*i].0 == "role:master").collect();
-    let named = &r[0].1;
-    (masters.len() == 1 && !named.is_empty() && r.iter().all(|(_, n)| n == named))
-        .then(|| REDIS[masters[0]])
+    let [m] = masters[..] else {
+        return None;
+    };
+    r.iter()
+        .all(|(_, named, _)| *named == r[m].2)
+        .then(|| REDIS[m])
 }
 
 fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
@@ -79,6 +87,18 @@ fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
 /// Writes through each HAProxy (from redis-03: lab hosts reach each other) until the value
 /// lands on `master`; fails after `limit`. How long it took.
 fn routes_to(name: &str, lbs: &[String], master: &str, tag: &str, limit: Duration) -> Duration {
+    routes_to_as("", name, lbs, master, tag, limit)
+}
+
+/// The same, for a Redis with a password (`REDISCLI_AUTH=PW `, else empty).
+fn routes_to_as(
+    auth: &str,
+    name: &str,
+    lbs: &[String],
+    master: &str,
+    tag: &str,
+    limit: Duration,
+) -> Duration {
     let start = Instant::now();
     for (n, addr) in lbs.iter().enumerate() {
         for i in 0.. {
@@ -86,10 +106,10 @@ fn routes_to(name: &str, lbs: &[String], master: &str, tag: &str, limit: Duratio
             let set = on_host(
                 name,
                 "redis-03",
-                &format!("redis-cli -h {addr} -p 6379 SET {key} {value}"),
+                &format!("{auth}redis-cli -h {addr} -p 6379 SET {key} {value}"),
             );
             if set.trim() == "OK"
-                && on_host(name, master, &format!("redis-cli GET {key}")).trim() == value
+                && on_host(name, master, &format!("{auth}redis-cli GET {key}")).trim() == value
             {
                 break;
             }
@@ -130,7 +150,7 @@ fn redis_follows_its_master_through_sentinel_and_haproxy() {
     }
     let started = Instant::now();
     let name = format!("kzha{}", std::process::id());
-    let s = lab_stack(&name);
+    let s = lab_stack(&name).env("KZ_SECRET_REDIS_PASSWORD", PASSWORD);
     let _guard = lab::Guard(&s);
     s.kz(&["lab", "up", "DIR"]).code(0);
     eprintln!("lab up: {:.1}s", started.elapsed().as_secs_f64());
@@ -147,6 +167,15 @@ fn redis_follows_its_master_through_sentinel_and_haproxy() {
     for h in REDIS {
         let ck = on_host(&name, h, "redis-cli -p 26379 sentinel ckquorum cache");
         assert!(ck.starts_with("OK 3 usable Sentinels"), "{h}: {ck}");
+        // Each node and each sentinel announces the host's address (NAT, containers).
+        let own = on_host(&name, h, "hostname -i").trim().to_string();
+        let announced = on_host(
+            &name,
+            h,
+            "redis-cli config get replica-announce-ip | tail -n 1; \
+             redis-cli -p 26379 sentinel config get announce-ip | tail -n 1",
+        );
+        assert_eq!(announced, format!("{own}\n{own}\n"), "{h}");
     }
     let lbs: Vec<String> = ["haproxy-01", "haproxy-02"]
         .iter()
@@ -186,11 +215,12 @@ fn redis_follows_its_master_through_sentinel_and_haproxy() {
     // the plan proposes no change to the topology; its live line names the new master.
     on_host(&name, "redis-01", "redis-cli shutdown nosave");
     let stopped = Instant::now();
+    let mut master = "redis-01";
     wait_until("Sentinel's failover", Duration::from_secs(40), || {
-        settled(&name).is_some_and(|m| m != "redis-01")
+        master = settled(&name).unwrap_or("redis-01");
+        master != "redis-01"
     });
     let failed_over = Instant::now();
-    let master = settled(&name).unwrap();
     let took = routes_to(&name, &lbs, master, "flip", Duration::from_secs(10));
     eprintln!(
         "failover after {:.1}s; both HAProxy hosts routed to {master} {:.1}s later",
@@ -273,5 +303,44 @@ fn redis_follows_its_master_through_sentinel_and_haproxy() {
         .stdout_has("validate: HAProxy refused the configuration (haproxy -c); the live file is untouched and nothing was reloaded")
         .stdout_has("unknown keyword 'bogus-directive' in 'global' section");
     routes_to(&name, &lbs, master, "kept", Duration::from_secs(5));
+
+    // Redis gets a password (by hand here: nodes, replication, sentinels), and HAProxy's check
+    // logs in with it from a secret: the plan never shows it, the file is 0640 root:haproxy, and
+    // both HAProxy hosts route to the master again.
+    for h in REDIS {
+        on_host(
+            &name,
+            h,
+            &format!(
+                "redis-cli config set masterauth {PASSWORD}; redis-cli -p 26379 sentinel set cache auth-pass {PASSWORD}"
+            ),
+        );
+    }
+    for h in REDIS {
+        on_host(
+            &name,
+            h,
+            &format!("redis-cli config set requirepass {PASSWORD}"),
+        );
+    }
+    let lb = read(&s.path().join("03_lb.toml"))
+        .replace(", \"bogus-directive 1\"", "")
+        .replace(
+            "check = \"redis_master\"",
+            "check = \"redis_master\"\nauth = \"${secret.REDIS_PASSWORD}\"",
+        );
+    s.write("03_lb.toml", &lb);
+    let plan = s.kz(&["plan", "DIR", "--lab", "--target", "03_lb"]);
+    plan.code(0).stdout_has("config: (sensitive)");
+    assert!(!plan.stdout.contains(PASSWORD), "{}", plan.stdout);
+    let apply = s.kz(&["apply", "DIR", "--lab", "--yes", "--target", "03_lb"]);
+    apply.code(0).stdout_has("Apply: 2 applied, 0 failed");
+    assert!(!apply.stdout.contains(PASSWORD), "{}", apply.stdout);
+    for h in ["haproxy-01", "haproxy-02"] {
+        let st = on_host(&name, h, "stat -c '%a %U %G' /etc/haproxy/haproxy.cfg");
+        assert_eq!(st.trim(), "640 root haproxy", "{h}");
+    }
+    let auth = format!("REDISCLI_AUTH={PASSWORD} ");
+    routes_to_as(&auth, &name, &lbs, master, "auth", Duration::from_secs(10));
     eprintln!("whole test: {:.1}s", started.elapsed().as_secs_f64());
 }

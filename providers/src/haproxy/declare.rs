@@ -317,8 +317,8 @@ fn servers(
 }
 
 /// The password of a check that logs in (`auth`), as it goes between double quotes in a
-/// `tcp-check send` line: only `redis_master` takes one, and it must be one line without `"`,
-/// `\` or `$` (which HAProxy would read as quoting, escapes or variables).
+/// `tcp-check send` line: only `redis_master` takes one, and it must be one word (Redis splits
+/// an inline `AUTH` at spaces) without `"`, `\` or `$` (HAProxy's quoting, escapes, variables).
 fn auth_line(decl: &mut Declaration<'_>, b: &BackendDecl, c: &checks::Check) -> Option<String> {
     let a = b.auth.as_ref()?;
     if !c.takes_auth {
@@ -330,10 +330,13 @@ fn auth_line(decl: &mut Declaration<'_>, b: &BackendDecl, c: &checks::Check) -> 
     }
     // A `${secret.NAME}` reference is kept whole: the loader puts the value in at each run.
     let literal = a.get_ref().replace("${", "");
-    if a.get_ref().trim().is_empty() || literal.contains(['\n', '\r', '"', '\\', '$']) {
+    if a.get_ref().trim().is_empty()
+        || literal.contains(['"', '\\', '$'])
+        || literal.contains(char::is_whitespace)
+    {
         decl.error(
             a,
-            "`auth`: expected one line without `\"`, `\\` or `$` (use a ${secret.NAME})",
+            "`auth`: expected one word without spaces, `\"`, `\\` or `$` (use a ${secret.NAME})",
         );
         return None;
     }
