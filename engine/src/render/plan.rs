@@ -385,3 +385,39 @@ fn render_text_diff(out: &mut String, before: &str, after: &str, style: &Style) 
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_facts_show_even_without_a_change() {
+        let plan: Plan = serde_json::from_value(serde_json::json!({
+            "format_version": 2, "kz_version": "0", "stack": "s", "stack_digest": "d",
+            "state": { "lineage": null, "serial": 0 }, "refreshed": true,
+            "changes": [], "errors": [],
+            "live": [{ "address": "04_redis_ha.sentinel.cache",
+                       "text": "master redis-02, 2 of 2 replicas in sync, 3 sentinels agree" }],
+            "summary": { "create": 0, "update": 0, "replace": 0, "delete": 0, "adopt": 0, "no_op": 4 },
+            "read": { "hosts": 3, "round_trips": 3 }
+        }))
+        .expect("a plan");
+        let text = render_plan(
+            &plan,
+            &Style {
+                ascii: true,
+                color: false,
+            },
+        );
+        assert!(
+            text.contains(
+                "\nLive:\n  - 04_redis_ha.sentinel.cache: master redis-02, 2 of 2 replicas in sync, 3 sentinels agree\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("No changes. The hosts match the stack."),
+            "{text}"
+        );
+    }
+}
