@@ -143,6 +143,13 @@ fn live_of(plan: &str) -> String {
     live[0]["text"].as_str().unwrap().to_string()
 }
 
+/// A lab run: the stack and the load balancers' addresses.
+struct Lab<'a> {
+    s: &'a TestStack,
+    name: &'a str,
+    lbs: Vec<String>,
+}
+
 #[test]
 fn redis_follows_its_master_through_sentinel_and_haproxy() {
     if !lab::possible() {
@@ -154,34 +161,56 @@ fn redis_follows_its_master_through_sentinel_and_haproxy() {
     let _guard = lab::Guard(&s);
     s.kz(&["lab", "up", "DIR"]).code(0);
     eprintln!("lab up: {:.1}s", started.elapsed().as_secs_f64());
+    let lab = Lab {
+        s: &s,
+        name: &name,
+        lbs: ["haproxy-01", "haproxy-02"]
+            .iter()
+            .map(|h| on_host(&name, h, "hostname -i").trim().to_string())
+            .collect(),
+    };
+    made_from_empty_hosts(&lab);
+    eprintln!(
+        "applied and checked: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    keeps_data_written_before(&lab);
+    let master = failover_is_followed(&lab);
+    let master = no_master_is_repaired(&lab, master);
+    eprintln!(
+        "repaired from NO MASTER: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    an_invalid_directive_is_refused(&lab, master);
+    a_password_goes_through_a_secret(&lab, master);
+    eprintln!("whole test: {:.1}s", started.elapsed().as_secs_f64());
+}
 
-    // From empty hosts: one master, two replicas, three sentinels agreeing, checked through both
-    // HAProxy stats sockets at the end of the apply.
+/// From empty hosts: one master, two replicas, three sentinels agreeing, checked through both
+/// HAProxy stats sockets at the end of the apply; the next plan is empty and reads each host once.
+fn made_from_empty_hosts(lab: &Lab) {
+    let (s, name) = (lab.s, lab.name);
     s.kz(&["apply", "DIR", "--lab", "--yes"])
         .code(0)
         .stdout_has("made with master redis-01")
         .stdout_has("haproxy-01, haproxy-02 route to redis-01");
-    assert_eq!(settled(&name), Some("redis-01"), "{:?}", roles(&name));
-    let info = on_host(&name, "redis-01", "redis-cli info replication");
+    assert_eq!(settled(name), Some("redis-01"), "{:?}", roles(name));
+    let info = on_host(name, "redis-01", "redis-cli info replication");
     assert!(info.contains("connected_slaves:2"), "{info}");
     for h in REDIS {
-        let ck = on_host(&name, h, "redis-cli -p 26379 sentinel ckquorum cache");
+        let ck = on_host(name, h, "redis-cli -p 26379 sentinel ckquorum cache");
         assert!(ck.starts_with("OK 3 usable Sentinels"), "{h}: {ck}");
         // Each node and each sentinel announces the host's address (NAT, containers).
-        let own = on_host(&name, h, "hostname -i").trim().to_string();
+        let own = on_host(name, h, "hostname -i").trim().to_string();
         let announced = on_host(
-            &name,
+            name,
             h,
             "redis-cli config get replica-announce-ip | tail -n 1; \
              redis-cli -p 26379 sentinel config get announce-ip | tail -n 1",
         );
         assert_eq!(announced, format!("{own}\n{own}\n"), "{h}");
     }
-    let lbs: Vec<String> = ["haproxy-01", "haproxy-02"]
-        .iter()
-        .map(|h| on_host(&name, h, "hostname -i").trim().to_string())
-        .collect();
-    routes_to(&name, &lbs, "redis-01", "first", Duration::from_secs(10));
+    routes_to(name, &lab.lbs, "redis-01", "first", Duration::from_secs(10));
     s.kz(&["plan", "DIR", "--lab", "--detailed-exitcode"])
         .code(0)
         .stdout_has("No changes.")
@@ -191,14 +220,13 @@ fn redis_follows_its_master_through_sentinel_and_haproxy() {
     let json: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     assert_eq!(json["read"]["hosts"], 5, "{}", plan.stdout);
     assert_eq!(json["read"]["round_trips"], 5, "{}", plan.stdout);
-    eprintln!(
-        "applied and checked: {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
+}
 
-    // The data that must survive everything below.
+/// The data that must survive everything after.
+fn keeps_data_written_before(lab: &Lab) {
+    let name = lab.name;
     assert_eq!(
-        on_host(&name, "redis-01", "redis-cli set kz-key kept").trim(),
+        on_host(name, "redis-01", "redis-cli set kz-key kept").trim(),
         "OK"
     );
     wait_until(
@@ -207,39 +235,39 @@ fn redis_follows_its_master_through_sentinel_and_haproxy() {
         || {
             REDIS
                 .iter()
-                .all(|h| on_host(&name, h, "redis-cli get kz-key").trim() == "kept")
+                .all(|h| on_host(name, h, "redis-cli get kz-key").trim() == "kept")
         },
     );
+}
 
-    // The master's Redis stops: Sentinel fails over, both HAProxy hosts follow within 10 s, and
-    // the plan proposes no change to the topology; its live line names the new master.
-    on_host(&name, "redis-01", "redis-cli shutdown nosave");
+/// The master's Redis stops: Sentinel fails over, both HAProxy hosts follow within 10 s, and
+/// the plan proposes no change to the topology; its live line names the new master. Redis comes
+/// back on the old master (the command) and Sentinel makes it a replica. The new master.
+fn failover_is_followed(lab: &Lab) -> &'static str {
+    let (s, name) = (lab.s, lab.name);
+    on_host(name, "redis-01", "redis-cli shutdown nosave");
     let stopped = Instant::now();
     let mut master = "redis-01";
     wait_until("Sentinel's failover", Duration::from_secs(40), || {
-        master = settled(&name).unwrap_or("redis-01");
+        master = settled(name).unwrap_or("redis-01");
         master != "redis-01"
     });
     let failed_over = Instant::now();
-    let took = routes_to(&name, &lbs, master, "flip", Duration::from_secs(10));
+    let took = routes_to(name, &lab.lbs, master, "flip", Duration::from_secs(10));
     eprintln!(
         "failover after {:.1}s; both HAProxy hosts routed to {master} {:.1}s later",
         (failed_over - stopped).as_secs_f64(),
         took.as_secs_f64()
     );
     let plan = s.kz(&["plan", "DIR", "--lab", "--json"]);
-    assert_eq!(
-        changes_of(&plan.stdout, "sentinel"),
-        Vec::<serde_json::Value>::new(),
-        "{}",
-        plan.stdout
-    );
-    assert_eq!(
-        changes_of(&plan.stdout, "haproxy"),
-        Vec::<serde_json::Value>::new(),
-        "{}",
-        plan.stdout
-    );
+    for kind in ["sentinel", "haproxy"] {
+        assert_eq!(
+            changes_of(&plan.stdout, kind),
+            Vec::<serde_json::Value>::new(),
+            "{}",
+            plan.stdout
+        );
+    }
     assert!(
         live_of(&plan.stdout).starts_with(&format!(
             "master {master}, 1 of 2 replicas in sync, 3 sentinels agree; Redis down on redis-01"
@@ -247,18 +275,22 @@ fn redis_follows_its_master_through_sentinel_and_haproxy() {
         "{}",
         plan.stdout
     );
-    // Redis comes back on redis-01 (the command), and Sentinel makes it a replica.
     s.kz(&["apply", "DIR", "--lab", "--yes"])
         .code(0)
         .stdout_has("04_redis_ha.command.redis-running[redis-01]");
     wait_until("the old master to follow", Duration::from_secs(30), || {
-        settled(&name) == Some(master)
+        settled(name) == Some(master)
     });
+    master
+}
 
-    // The seed's state: no sentinel, every node a replica of nothing.
+/// The seed's state (no sentinel, every node a replica of nothing) is shown as NO MASTER with
+/// its candidate, repaired, verified through HAProxy, and the data is still there. The master.
+fn no_master_is_repaired(lab: &Lab, before: &str) -> &'static str {
+    let (s, name) = (lab.s, lab.name);
     for h in REDIS {
         on_host(
-            &name,
+            name,
             h,
             "redis-cli -p 26379 shutdown nosave; redis-cli replicaof 127.0.0.1 1",
         );
@@ -271,28 +303,21 @@ fn redis_follows_its_master_through_sentinel_and_haproxy() {
         .code(0)
         .stdout_has("repaired by hand: promoted redis-0")
         .stdout_has("haproxy-01, haproxy-02 route to redis-0");
-    let master = settled(&name).unwrap_or_else(|| panic!("{:?}", roles(&name)));
-    assert_eq!(
-        on_host(&name, master, "redis-cli get kz-key").trim(),
-        "kept"
-    );
-    for addr in &lbs {
-        let got = on_host(
-            &name,
-            "redis-03",
-            &format!("redis-cli -h {addr} GET kz-key"),
-        );
+    let master = settled(name).unwrap_or_else(|| panic!("{:?} (was {before})", roles(name)));
+    assert_eq!(on_host(name, master, "redis-cli get kz-key").trim(), "kept");
+    for addr in &lab.lbs {
+        let got = on_host(name, "redis-03", &format!("redis-cli -h {addr} GET kz-key"));
         assert_eq!(got.trim(), "kept", "through {addr}");
     }
     s.kz(&["plan", "DIR", "--lab", "--detailed-exitcode"])
         .code(0);
-    eprintln!(
-        "repaired from NO MASTER: {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
+    master
+}
 
-    // An invalid directive fails at validation with HAProxy's message; the previous
-    // configuration keeps serving.
+/// An invalid directive fails at validation with HAProxy's message; the previous configuration
+/// keeps serving.
+fn an_invalid_directive_is_refused(lab: &Lab, master: &str) {
+    let s = lab.s;
     let lb = read(&s.path().join("03_lb.toml")).replace(
         "\"maxconn 2000\"",
         "\"maxconn 2000\", \"bogus-directive 1\"",
@@ -302,14 +327,17 @@ fn redis_follows_its_master_through_sentinel_and_haproxy() {
         .code(1)
         .stdout_has("validate: HAProxy refused the configuration (haproxy -c); the live file is untouched and nothing was reloaded")
         .stdout_has("unknown keyword 'bogus-directive' in 'global' section");
-    routes_to(&name, &lbs, master, "kept", Duration::from_secs(5));
+    routes_to(lab.name, &lab.lbs, master, "kept", Duration::from_secs(5));
+}
 
-    // Redis gets a password (by hand here: nodes, replication, sentinels), and HAProxy's check
-    // logs in with it from a secret: the plan never shows it, the file is 0640 root:haproxy, and
-    // both HAProxy hosts route to the master again.
+/// Redis gets a password (by hand here: nodes, replication, sentinels), and HAProxy's check logs
+/// in with it from a secret: the plan never shows it, the file is 0640 root:haproxy, and both
+/// HAProxy hosts route to the master again.
+fn a_password_goes_through_a_secret(lab: &Lab, master: &str) {
+    let (s, name) = (lab.s, lab.name);
     for h in REDIS {
         on_host(
-            &name,
+            name,
             h,
             &format!(
                 "redis-cli config set masterauth {PASSWORD}; redis-cli -p 26379 sentinel set cache auth-pass {PASSWORD}"
@@ -318,7 +346,7 @@ fn redis_follows_its_master_through_sentinel_and_haproxy() {
     }
     for h in REDIS {
         on_host(
-            &name,
+            name,
             h,
             &format!("redis-cli config set requirepass {PASSWORD}"),
         );
@@ -337,10 +365,16 @@ fn redis_follows_its_master_through_sentinel_and_haproxy() {
     apply.code(0).stdout_has("Apply: 2 applied, 0 failed");
     assert!(!apply.stdout.contains(PASSWORD), "{}", apply.stdout);
     for h in ["haproxy-01", "haproxy-02"] {
-        let st = on_host(&name, h, "stat -c '%a %U %G' /etc/haproxy/haproxy.cfg");
+        let st = on_host(name, h, "stat -c '%a %U %G' /etc/haproxy/haproxy.cfg");
         assert_eq!(st.trim(), "640 root haproxy", "{h}");
     }
     let auth = format!("REDISCLI_AUTH={PASSWORD} ");
-    routes_to_as(&auth, &name, &lbs, master, "auth", Duration::from_secs(10));
-    eprintln!("whole test: {:.1}s", started.elapsed().as_secs_f64());
+    routes_to_as(
+        &auth,
+        name,
+        &lab.lbs,
+        master,
+        "auth",
+        Duration::from_secs(10),
+    );
 }

@@ -163,8 +163,8 @@ fn text(s: &str) -> Template {
     Template::Value(Value::Text(s.to_string()))
 }
 
-pub fn declare(decl: &mut Declaration<'_>) -> Option<Declared> {
-    let d: SentinelDecl = decl.parse()?;
+/// The group's names: Sentinel's name for it, and a host of the inventory to start from.
+fn check_names(decl: &mut Declaration<'_>, d: &SentinelDecl) {
     if !valid_master_name(d.master_name.get_ref()) {
         decl.error(
             &d.master_name,
@@ -183,6 +183,11 @@ pub fn declare(decl: &mut Declaration<'_>) -> Option<Declared> {
             ),
         );
     }
+}
+
+pub fn declare(decl: &mut Declaration<'_>) -> Option<Declared> {
+    let d: SentinelDecl = decl.parse()?;
+    check_names(decl, &d);
     let redis_port = port(decl, &d.redis_port, 6379);
     let sentinel_port = port(decl, &d.sentinel_port, 26379);
     if redis_port == sentinel_port {
