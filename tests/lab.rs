@@ -63,7 +63,7 @@ fn a_lab_is_made_applied_to_survives_a_frozen_host_and_leaves_nothing_behind() {
         "{known}"
     );
 
-    // The first apply converges all three hosts over SSH, as a user would run it.
+    // The first apply converges all five hosts over SSH, as a user would run it.
     s.kz(&["apply", "DIR", "--lab", "--yes"])
         .code(0)
         .stdout_has("Apply: 14 applied, 0 failed, 0 not attempted.");
