@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Lab benchmark: how long `kz lab up`, a first `kz apply --lab`, a no-op `kz plan --lab` and
-# `kz lab down` take for the three hosts of stacks/lab, against a floor measured in the same run:
-# three bare `podman run -d` of the same image, waited for until their sshd answers, then removed.
+# `kz lab down` take for the hosts of stacks/lab (five), against a floor measured in the same run:
+# as many bare `podman run -d` of the same image, waited for until their sshd answers, then removed.
 #
 #   bash bench/lab.sh            # 5 runs each, the image reused when present
 #   RUNS=9 bash bench/lab.sh
@@ -24,7 +24,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/kz-lab-bench.XXXXXX")
 NAME="kzbench$$"
 cleanup() {
     "$KZ" lab down "$TMP/stack" >/dev/null 2>&1 || true
-    podman rm -f -t 0 floor-$NAME-1 floor-$NAME-2 floor-$NAME-3 >/dev/null 2>&1 || true
+    for h in $(seq "${NHOSTS:-5}"); do podman rm -f -t 0 floor-$NAME-$h >/dev/null 2>&1 || true; done
     podman network rm -f floor-$NAME >/dev/null 2>&1 || true
     rm -rf "$TMP"
 }
@@ -32,6 +32,7 @@ trap cleanup EXIT
 mkdir "$TMP/stack"
 cp stacks/lab/*.toml "$TMP/stack/"
 sed -i "s/^name = \"lab\"/name = \"$NAME\"/" "$TMP/stack/stack.toml"
+NHOSTS=$(grep -c '^\[hosts\.' "$TMP/stack/stack.toml")
 
 now() { date +%s%N; }
 ms() { echo $(( ($2 - $1) / 1000000 )); }
@@ -41,23 +42,23 @@ if [ "${1:-}" = "--cold" ]; then
     t0=$(now)
     "$KZ" lab up "$TMP/stack" >/dev/null 2>&1
     t1=$(now)
-    echo "cold kz lab up (image build + 3 hosts): $(ms "$t0" "$t1") ms"
+    echo "cold kz lab up (image build + $NHOSTS hosts): $(ms "$t0" "$t1") ms"
     "$KZ" lab down "$TMP/stack" >/dev/null
 fi
 
 declare -a floor up apply plan down
 for i in $(seq "$RUNS"); do
-    # The floor: what podman alone takes to give three hosts answering on port 22.
+    # The floor: what podman alone takes to give as many hosts answering on port 22.
     t0=$(now)
     podman network create floor-$NAME >/dev/null
-    for h in 1 2 3; do
+    for h in $(seq "$NHOSTS"); do
         podman run -d --name floor-$NAME-$h --network floor-$NAME --cap-add NET_ADMIN kz-debian:12 >/dev/null
     done
-    for h in 1 2 3; do
+    for h in $(seq "$NHOSTS"); do
         ip=$(podman inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' floor-$NAME-$h)
         until (exec 3<>"/dev/tcp/$ip/22") 2>/dev/null; do sleep 0.05; done
     done
-    podman rm -f -t 0 floor-$NAME-1 floor-$NAME-2 floor-$NAME-3 >/dev/null
+    for h in $(seq "$NHOSTS"); do podman rm -f -t 0 floor-$NAME-$h >/dev/null; done
     podman network rm -f floor-$NAME >/dev/null
     t1=$(now); floor+=("$(ms "$t0" "$t1")")
 
@@ -71,7 +72,7 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(
 f=$(median "${floor[@]}")
 echo "medians of $RUNS runs (ms):"
 printf '  %-38s %6s\n' "floor: 3x podman run + sshd up + rm" "$f"
-for row in "kz lab up (3 hosts, image cached):up" "kz apply --lab (14 changes):apply" \
+for row in "kz lab up ($NHOSTS hosts, image cached):up" "kz apply --lab (14 changes):apply" \
            "kz plan --lab (no changes):plan" "kz lab down:down"; do
     label=${row%%:*}; var=${row##*:}
     eval "vals=(\"\${${var}[@]}\")"

@@ -19,7 +19,12 @@ use support::{TestStack, lab, read};
 fn lab_stack(name: &str) -> TestStack {
     let s = TestStack::new(name);
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("stacks/lab");
-    for f in ["stack.toml", "02_base_os.toml", "04_redis_ha.toml"] {
+    for f in [
+        "stack.toml",
+        "02_base_os.toml",
+        "03_lb.toml",
+        "04_redis_ha.toml",
+    ] {
         let text = read(&src.join(f)).replace("name = \"lab\"", &format!("name = \"{name}\""));
         s.write(f, &text);
     }
@@ -50,7 +55,7 @@ fn a_lab_is_made_applied_to_survives_a_frozen_host_and_leaves_nothing_behind() {
     let known = read(&s.path().join(".kz/lab/known_hosts"));
     assert_eq!(
         known.lines().count(),
-        3,
+        5,
         "one host key per lab host:\n{known}"
     );
     assert!(
@@ -58,7 +63,7 @@ fn a_lab_is_made_applied_to_survives_a_frozen_host_and_leaves_nothing_behind() {
         "{known}"
     );
 
-    // The first apply converges all three hosts over SSH, as a user would run it.
+    // The first apply converges all five hosts over SSH, as a user would run it.
     s.kz(&["apply", "DIR", "--lab", "--yes"])
         .code(0)
         .stdout_has("Apply: 14 applied, 0 failed, 0 not attempted.");
@@ -86,7 +91,7 @@ fn a_lab_is_made_applied_to_survives_a_frozen_host_and_leaves_nothing_behind() {
         .stdout_has("No changes.");
 
     // A frozen host: TCP connects, nothing answers. It fails within its connect timeout (5s);
-    // the other two take the change.
+    // the other four take the change (both motd files), and what depends on redis-02 waits.
     let motd = read(&s.path().join("02_base_os.toml")).replace("managed by kz", "managed by kz!");
     s.write("02_base_os.toml", &motd);
     s.kz(&["lab", "pause", "DIR", "redis-02"]).code(0);
@@ -98,7 +103,7 @@ fn a_lab_is_made_applied_to_survives_a_frozen_host_and_leaves_nothing_behind() {
         .stdout_has("error: redis-02 (")
         .stdout_has("connect: timed out after 5s")
         .stdout_has("Unreachable hosts: redis-02")
-        .stdout_has("Apply: 2 applied, 2 failed, 3 not attempted.");
+        .stdout_has("Apply: 4 applied, 2 failed, 2 not attempted.");
     assert!(
         took < Duration::from_secs(45),
         "a frozen host must not hang the apply (took {took:?})"
@@ -129,7 +134,7 @@ fn a_lab_is_made_applied_to_survives_a_frozen_host_and_leaves_nothing_behind() {
         .stdout_has("running");
 
     // Down leaves no container, network, process or overlay behind.
-    s.kz(&["lab", "down", "DIR"]).code(0).stdout_has("3 hosts");
+    s.kz(&["lab", "down", "DIR"]).code(0).stdout_has("5 hosts");
     let filter = format!("label=io.kz.lab.stack={name}");
     let (_, left) = lab::podman(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]);
     assert_eq!(left, "", "containers left behind");
@@ -192,8 +197,8 @@ fn lab_up_names_the_packages_it_misses() {
 
 #[test]
 fn a_lab_run_refuses_a_value_that_uses_a_host_the_lab_lacks() {
-    // A lab made with --hosts redis-02,redis-03: the replicas' `replicaof` names redis-01, which
-    // has no lab host; its real address must not reach a lab host.
+    // A lab made without redis-01: HAProxy's server line names redis-01, which has no lab
+    // host; its real address must not reach a lab host.
     let s = lab_stack("kzpart");
     let lab = serde_json::json!({
         "stack": "kzpart",
@@ -201,13 +206,15 @@ fn a_lab_run_refuses_a_value_that_uses_a_host_the_lab_lacks() {
         "subnet": "10.89.251.0/24",
         "hosts": {
             "redis-02": { "container": "kzlab-kzpart-redis-02", "address": "10.89.251.11" },
-            "redis-03": { "container": "kzlab-kzpart-redis-03", "address": "10.89.251.12" }
+            "redis-03": { "container": "kzlab-kzpart-redis-03", "address": "10.89.251.12" },
+            "haproxy-01": { "container": "kzlab-kzpart-haproxy-01", "address": "10.89.251.21" },
+            "haproxy-02": { "container": "kzlab-kzpart-haproxy-02", "address": "10.89.251.22" }
         }
     });
     s.write(".kz/lab/lab.json", &lab.to_string());
     s.kz(&["plan", "DIR", "--lab"])
         .code(1)
-        .stderr_has("04_redis_ha.command.follow-master[redis-02] uses the address of host `redis-01`, which the lab has no host for");
+        .stderr_has("03_lb.haproxy.lb[haproxy-01] uses the address of host `redis-01`, which the lab has no host for");
 }
 
 #[test]

@@ -298,6 +298,7 @@ pub fn destroy_plan(ws: &Workspace, state: &State, targets: &[String]) -> Plan {
         modules: Vec::new(),
         unverified: Vec::new(),
         not_applicable: Vec::new(),
+        live: Vec::new(),
         gates: Vec::new(),
         summary: Summary {
             delete: changes.len(),

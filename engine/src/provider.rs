@@ -162,6 +162,10 @@ pub struct Observation {
     /// and plans list it. A key that is no attribute (`sysctl vm.swappiness`, a part of one) is
     /// only listed: the provider reports that part as in sync itself.
     pub not_applicable: BTreeMap<String, String>,
+    /// What the instance is live, in a few words, shown by plans even when nothing changes
+    /// ("master redis-02, 2 of 2 replicas in sync, 3 sentinels agree"): facts a desired value
+    /// cannot hold, because they may change without anything being wrong.
+    pub live: Option<String>,
 }
 
 /// The output of one probe, cut out of the host's batched read.

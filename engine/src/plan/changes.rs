@@ -6,8 +6,8 @@ use kz_state::State;
 
 use super::read::Reads;
 use super::{
-    Action, Change, GateStatus, NotApplicable, RemovedModule, Runtime, Summary, Unverified, decide,
-    service_of,
+    Action, Change, GateStatus, LiveFact, NotApplicable, RemovedModule, Runtime, Summary,
+    Unverified, decide, service_of,
 };
 use crate::model::{AttrValue, Instance, Stack};
 use crate::record::read_attrs;
@@ -19,6 +19,7 @@ pub(super) struct Decisions {
     pub gates: Vec<GateStatus>,
     pub unverified: Vec<Unverified>,
     pub not_applicable: Vec<NotApplicable>,
+    pub live: Vec<LiveFact>,
     pub summary: Summary,
     /// An attribute uses a secret that is not set.
     pub unknown_used: bool,
@@ -65,6 +66,12 @@ pub(super) fn decide_all(
                 will_run: observed.is_none_or(|o| !o.exists),
             });
             continue;
+        }
+        if let Some(text) = observed.and_then(|o| o.live.clone()) {
+            d.live.push(LiveFact {
+                address: addr.clone(),
+                text,
+            });
         }
         if let Some(o) = observed {
             d.not_applicable

@@ -121,6 +121,14 @@ pub struct NotApplicable {
     pub reason: String,
 }
 
+/// A live fact of an instance, as its provider read it (see [`crate::provider::Observation::live`]):
+/// shown whether the instance changes or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveFact {
+    pub address: String,
+    pub text: String,
+}
+
 /// A module gone from the stack, and how many instances of it the plan deletes (all it has).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemovedModule {
@@ -204,6 +212,9 @@ pub struct Plan {
     /// Parts the hosts cannot change, left as they are (see [`NotApplicable`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_applicable: Vec<NotApplicable>,
+    /// What instances are live (a replication group's master), in stack order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub live: Vec<LiveFact>,
     /// The health checks that gate what depends on them, as read now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<GateStatus>,
@@ -391,6 +402,7 @@ pub async fn plan(
         changes: d.changes,
         unverified: d.unverified,
         not_applicable: d.not_applicable,
+        live: d.live,
         gates: d.gates,
         errors: reads.errors,
         summary: d.summary,

@@ -73,6 +73,7 @@ pub fn render_plan(plan: &Plan, style: &Style) -> String {
     }
     render_unverified(&mut out, plan, style);
     render_not_applicable(&mut out, plan, style);
+    render_live(&mut out, plan, style);
     render_gates(&mut out, plan, style);
     out.push('\n');
     let unverified = plan.unverified.len();
@@ -192,6 +193,24 @@ fn render_not_applicable(out: &mut String, plan: &Plan, style: &Style) {
             style.safe(&n.address),
             style.safe(&n.attribute),
             style.safe(&n.reason)
+        );
+    }
+}
+
+/// What instances are live, each on its line under its address: shown even when nothing
+/// changes, so the operator sees the topology the plan found.
+fn render_live(out: &mut String, plan: &Plan, style: &Style) {
+    if plan.live.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{}", style.bold("Live:"));
+    for l in &plan.live {
+        let _ = writeln!(
+            out,
+            "  {} {}: {}",
+            style.dim("-"),
+            style.safe(&l.address),
+            style.safe(&l.text)
         );
     }
 }
@@ -376,6 +395,42 @@ fn render_text_diff(out: &mut String, before: &str, after: &str, style: &Style) 
             out,
             "        {}",
             style.dim(&format!("... {cut} more diff lines"))
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_facts_show_even_without_a_change() {
+        let plan: Plan = serde_json::from_value(serde_json::json!({
+            "format_version": 2, "kz_version": "0", "stack": "s", "stack_digest": "d",
+            "state": { "lineage": null, "serial": 0 }, "refreshed": true,
+            "changes": [], "errors": [],
+            "live": [{ "address": "04_redis_ha.sentinel.cache",
+                       "text": "master redis-02, 2 of 2 replicas in sync, 3 sentinels agree" }],
+            "summary": { "create": 0, "update": 0, "replace": 0, "delete": 0, "adopt": 0, "no_op": 4 },
+            "read": { "hosts": 3, "round_trips": 3 }
+        }))
+        .expect("a plan");
+        let text = render_plan(
+            &plan,
+            &Style {
+                ascii: true,
+                color: false,
+            },
+        );
+        assert!(
+            text.contains(
+                "\nLive:\n  - 04_redis_ha.sentinel.cache: master redis-02, 2 of 2 replicas in sync, 3 sentinels agree\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("No changes. The hosts match the stack."),
+            "{text}"
         );
     }
 }

@@ -10,6 +10,22 @@ pub struct Check {
     pub lines: &'static [&'static str],
     /// What each server line gets (`check`, `check port 8008`).
     pub server: &'static str,
+    /// It may log in first (`auth`): the server asks for a password.
+    pub takes_auth: bool,
+}
+
+/// The lines of a check in a backend; with `auth`, a login right after the connection (for
+/// Redis, `AUTH` then `+OK`), so a server with `requirepass` answers the rest.
+pub fn lines(c: &Check, auth: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    for l in c.lines {
+        out.push(l.to_string());
+        if let Some(pw) = auth.filter(|_| *l == "tcp-check connect") {
+            out.push(format!("tcp-check send \"AUTH {pw}\\r\\n\""));
+            out.push("tcp-check expect string +OK".to_string());
+        }
+    }
+    out
 }
 
 /// Every ready-made check, by name.
@@ -31,6 +47,7 @@ pub const CHECKS: &[Check] = &[
             "default-server inter 1s fall 2 rise 2 on-marked-down shutdown-sessions",
         ],
         server: "check",
+        takes_auth: true,
     },
     // Patroni's REST API answers 200 on `/primary` only on the leader (`/master` is the old
     // name); OPTIONS keeps its log quiet.
@@ -42,6 +59,7 @@ pub const CHECKS: &[Check] = &[
             "default-server inter 3s fall 3 rise 2 on-marked-down shutdown-sessions",
         ],
         server: "check port 8008",
+        takes_auth: false,
     },
     Check {
         name: "patroni_replica",
@@ -51,6 +69,7 @@ pub const CHECKS: &[Check] = &[
             "default-server inter 3s fall 3 rise 2 on-marked-down shutdown-sessions",
         ],
         server: "check port 8008",
+        takes_auth: false,
     },
     // The AMQP 0-9-1 protocol header; a broker that serves clients answers with a
     // Connection.Start method frame (type 1, channel 0). No credentials needed.
@@ -64,6 +83,7 @@ pub const CHECKS: &[Check] = &[
             "default-server inter 2s fall 3 rise 2 on-marked-down shutdown-sessions",
         ],
         server: "check",
+        takes_auth: false,
     },
     // A PostgreSQL SSLRequest: PgBouncer answers `N` (no TLS) or `S` (TLS) at once, without a
     // user or a password, proving it speaks the protocol, not only that the port is open.
@@ -77,12 +97,14 @@ pub const CHECKS: &[Check] = &[
             "default-server inter 2s fall 3 rise 2 on-marked-down shutdown-sessions",
         ],
         server: "check",
+        takes_auth: false,
     },
     // A TCP connection is all it asks.
     Check {
         name: "tcp",
         lines: &["default-server inter 2s fall 3 rise 2"],
         server: "check",
+        takes_auth: false,
     },
 ];
 
@@ -120,6 +142,18 @@ mod tests {
              default-server inter 1s fall 2 rise 2 on-marked-down shutdown-sessions"
         );
         assert_eq!(c.server, "check");
+    }
+
+    #[test]
+    fn redis_master_logs_in_right_after_connecting() {
+        let c = find("redis_master").expect("known");
+        let l = lines(c, Some("${secret.PW}"));
+        assert_eq!(l[1], "tcp-check connect");
+        assert_eq!(l[2], "tcp-check send \"AUTH ${secret.PW}\\r\\n\"");
+        assert_eq!(l[3], "tcp-check expect string +OK");
+        assert_eq!(l[4], "tcp-check send PING\\r\\n");
+        assert_eq!(lines(c, None).len(), c.lines.len());
+        assert!(!find("patroni_primary").expect("known").takes_auth);
     }
 
     #[test]

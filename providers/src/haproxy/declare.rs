@@ -59,6 +59,7 @@ struct BackendDecl {
     #[serde(default)]
     options: Vec<Spanned<String>>,
     check: Option<Spanned<String>>,
+    auth: Option<Spanned<String>>,
     servers: Option<Spanned<toml::Value>>,
     port: Option<Spanned<i64>>,
     server_params: Option<Spanned<String>>,
@@ -315,6 +316,33 @@ fn servers(
         .collect()
 }
 
+/// The password of a check that logs in (`auth`), as it goes between double quotes in a
+/// `tcp-check send` line: only `redis_master` takes one, and it must be one word (Redis splits
+/// an inline `AUTH` at spaces) without `"`, `\` or `$` (HAProxy's quoting, escapes, variables).
+fn auth_line(decl: &mut Declaration<'_>, b: &BackendDecl, c: &checks::Check) -> Option<String> {
+    let a = b.auth.as_ref()?;
+    if !c.takes_auth {
+        decl.error(
+            a,
+            format!("`auth` is for the `redis_master` check, not `{}`", c.name),
+        );
+        return None;
+    }
+    // A `${secret.NAME}` reference is kept whole: the loader puts the value in at each run.
+    let literal = a.get_ref().replace("${", "");
+    if a.get_ref().trim().is_empty()
+        || literal.contains(['"', '\\', '$'])
+        || literal.contains(char::is_whitespace)
+    {
+        decl.error(
+            a,
+            "`auth`: expected one word without spaces, `\"`, `\\` or `$` (use a ${secret.NAME})",
+        );
+        return None;
+    }
+    Some(a.get_ref().clone())
+}
+
 fn backend(decl: &mut Declaration<'_>, b: &BackendDecl) -> Option<Section> {
     let name = b.name.get_ref();
     if !valid_name(name) {
@@ -350,7 +378,9 @@ fn backend(decl: &mut Declaration<'_>, b: &BackendDecl) -> Option<Section> {
         },
     };
     if let Some(c) = check {
-        out.extend(c.lines.iter().map(|l| l.to_string()));
+        out.extend(checks::lines(c, auth_line(decl, b, c).as_deref()));
+    } else if let Some(a) = &b.auth {
+        decl.error(a, "`auth` needs `check = \"redis_master\"`");
     }
     out.extend(lines(decl, &b.extra, "`extra`"));
     let hosts = b

@@ -142,12 +142,20 @@ async fn put_in_service(cx: &ApplyCtx) -> Result<Applied, ProviderError> {
                 )
             })?;
         let sensitive = attr.is_some_and(|a| a.sensitive);
+        // A configuration holding a secret (a check's password) is readable by root and
+        // HAProxy's group only; a container's HAProxy reads it through its mount, as root.
+        let in_container = reload(inst).starts_with("container:");
+        let group = (sensitive && !in_container).then(|| "haproxy".to_string());
         let opts = UploadOptions {
-            // A configuration holding a secret is for root's eyes only; HAProxy reads it as root.
-            mode: Some(if sensitive { 0o600 } else { 0o644 }),
+            mode: Some(match (sensitive, in_container) {
+                (false, _) => 0o644,
+                (true, false) => 0o640,
+                (true, true) => 0o600,
+            }),
+            owner: group.as_ref().map(|_| "root".to_string()),
+            group,
             timeout: t.command_timeout(),
             public: !inst.attr("path").is_some_and(|a| a.sensitive),
-            ..Default::default()
         };
         cx.progress("uploading beside the live file");
         t.upload(&format!("{p}.kz-new"), text.as_bytes().to_vec(), &opts)

@@ -29,6 +29,16 @@ struct SentinelDecl {
     sentinel_conf: Option<Spanned<String>>,
     sentinel_start: Option<Spanned<String>>,
     cli: Option<Spanned<String>>,
+    haproxy: Option<Spanned<HaproxyDecl>>,
+}
+
+/// `haproxy = { hosts = [...], backend = "redis" }`: the load balancers kz checks after a change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HaproxyDecl {
+    hosts: Spanned<Vec<String>>,
+    backend: Option<Spanned<String>>,
+    socket: Option<Spanned<String>>,
 }
 
 /// Sentinel's own bounds would accept more; beyond these a setting is surely a mistake.
@@ -93,12 +103,68 @@ fn millis(
     }
 }
 
+/// The `haproxy` attribute: a table of the hosts, the backend and the stats socket.
+fn balancers(decl: &mut Declaration<'_>, h: &Spanned<HaproxyDecl>) -> Template {
+    let d = h.get_ref();
+    if d.hosts.get_ref().is_empty() {
+        decl.error(
+            &d.hosts,
+            "`haproxy.hosts`: name at least one host running HAProxy",
+        );
+    }
+    let mut hosts = Vec::new();
+    for name in d.hosts.get_ref() {
+        if !decl.hosts.contains_key(name) {
+            decl.error(&d.hosts, format!("`haproxy.hosts`: unknown host `{name}`"));
+        } else if !hosts.contains(name) {
+            hosts.push(name.clone());
+        }
+    }
+    let backend = d.backend.as_ref().map_or("redis", |b| b.get_ref().as_str());
+    if let Some(b) = &d.backend
+        && (b.get_ref().is_empty()
+            || !b
+                .get_ref()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
+    {
+        decl.error(
+            b,
+            "`haproxy.backend`: expected a backend name (letters, digits, `-`, `_`, `.`, `:`)",
+        );
+    }
+    let socket = d
+        .socket
+        .as_ref()
+        .map_or(super::balancers::DEFAULT_SOCKET, |s| s.get_ref().as_str());
+    if let Some(s) = &d.socket
+        && (!s.get_ref().starts_with('/') || s.get_ref().contains(['\n', '\r', '\0']))
+    {
+        decl.error(
+            s,
+            "`haproxy.socket`: expected an absolute path to HAProxy's stats socket",
+        );
+    }
+    Template::Map(
+        [
+            (
+                "hosts".to_string(),
+                Template::Value(Value::List(hosts.into_iter().map(Value::Text).collect())),
+            ),
+            ("backend".to_string(), text(backend)),
+            ("socket".to_string(), text(socket)),
+        ]
+        .into_iter()
+        .collect(),
+    )
+}
+
 fn text(s: &str) -> Template {
     Template::Value(Value::Text(s.to_string()))
 }
 
-pub fn declare(decl: &mut Declaration<'_>) -> Option<Declared> {
-    let d: SentinelDecl = decl.parse()?;
+/// The group's names: Sentinel's name for it, and a host of the inventory to start from.
+fn check_names(decl: &mut Declaration<'_>, d: &SentinelDecl) {
     if !valid_master_name(d.master_name.get_ref()) {
         decl.error(
             &d.master_name,
@@ -117,6 +183,11 @@ pub fn declare(decl: &mut Declaration<'_>) -> Option<Declared> {
             ),
         );
     }
+}
+
+pub fn declare(decl: &mut Declaration<'_>) -> Option<Declared> {
+    let d: SentinelDecl = decl.parse()?;
+    check_names(decl, &d);
     let redis_port = port(decl, &d.redis_port, 6379);
     let sentinel_port = port(decl, &d.sentinel_port, 26379);
     if redis_port == sentinel_port {
@@ -153,6 +224,7 @@ pub fn declare(decl: &mut Declaration<'_>) -> Option<Declared> {
         .sentinel_conf
         .clone()
         .unwrap_or_else(|| Spanned::new(0..0, "/etc/redis/sentinel.conf".to_string()));
+    let haproxy = d.haproxy.as_ref().map(|h| balancers(decl, h));
     if !decl.ok() {
         return None;
     }
@@ -194,6 +266,9 @@ pub fn declare(decl: &mut Declaration<'_>) -> Option<Declared> {
     ];
     if let Some(a) = &d.auth {
         attrs.push(("auth".into(), Template::Text(a.clone())));
+    }
+    if let Some(h) = haproxy {
+        attrs.push(("haproxy".into(), h));
     }
     if let Some(s) = &d.sentinel_start {
         attrs.push(("sentinel_start".into(), Template::Text(s.clone())));

@@ -4,6 +4,7 @@
 //! would choose; `repair.rs` makes a new group, registers it on the sentinels, and repairs a
 //! group without a sound master, asking the sentinels first.
 
+mod balancers;
 mod declare;
 mod read;
 mod repair;
@@ -42,6 +43,8 @@ pub struct Group {
     pub cli: String,
     pub members: Vec<String>,
     pub addresses: BTreeMap<String, String>,
+    /// The HAProxy hosts kz checks after a change.
+    pub balancers: Option<balancers::Balancers>,
 }
 
 impl Group {
@@ -81,6 +84,7 @@ impl Group {
             cli: text("cli")?,
             members: inst.members.clone(),
             addresses,
+            balancers: balancers_of(inst),
         })
     }
 
@@ -123,6 +127,31 @@ impl Group {
     }
 }
 
+/// The `haproxy` attribute, as declared.
+fn balancers_of(inst: &Instance) -> Option<balancers::Balancers> {
+    let Some(Value::Map(m)) = inst.attr("haproxy").and_then(|a| a.known()) else {
+        return None;
+    };
+    let text = |k: &str| {
+        m.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let hosts = match m.get("hosts") {
+        Some(Value::List(l)) => l
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some(balancers::Balancers {
+        hosts,
+        backend: text("backend"),
+        socket: text("socket"),
+    })
+}
+
 /// The members of a group as read, in member order.
 fn members_of(g: &Group, out: &MemberOutputs) -> Result<Vec<Member>, String> {
     g.members
@@ -149,10 +178,17 @@ fn observation(g: &Group, members: &[Member]) -> Observation {
         attrs.insert("settings".to_string(), Value::Text(s));
     }
     let exists = verdict != Verdict::New;
+    // The topology in sync reads the same whichever host is master, so the plan shows no
+    // change: the live line names the master. Otherwise the change itself says what is wrong.
+    let live = match &verdict {
+        Verdict::Healthy { summary, .. } => Some(summary.clone()),
+        _ => None,
+    };
     Observation {
         exists,
         attrs,
         note: (!exists).then(|| format!("no sentinel monitors `{}` yet", g.name)),
+        live,
         ..Default::default()
     }
 }

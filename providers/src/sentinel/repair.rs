@@ -458,10 +458,15 @@ pub async fn ensure(cx: &ApplyCtx) -> Result<Applied, ProviderError> {
             ),
         ));
     }
-    let summary = match v {
-        Verdict::Healthy { summary, .. } => summary,
+    let mut summary = match &v {
+        Verdict::Healthy { summary, .. } => summary.clone(),
         other => other.topology(),
     };
+    // The last check after a repair: each load balancer routes to the master alone.
+    if let (Some(b), Verdict::Healthy { master, .. }) = (&g.balancers, &v) {
+        let routed = super::balancers::verify(cx, b, master).await?;
+        summary.push_str(&format!("; {routed}"));
+    }
     Ok(Applied {
         outputs: Default::default(),
         note: Some(if how.is_empty() {

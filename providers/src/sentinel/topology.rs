@@ -266,7 +266,8 @@ fn settled(members: &[Member], master: String) -> Verdict {
         .filter(|m| !matches!(&m.sentinel, Sentinel::Monitoring(v) if v.ip == address))
         .map(|m| m.host.clone())
         .collect();
-    let replicas = nodes.iter().filter(|(m, _)| m.host != master).count();
+    // Every other member counts, a stopped one too: "1 of 2 in sync" says one is missing.
+    let replicas = members.len().saturating_sub(1);
     let in_sync = nodes
         .iter()
         .filter(|(m, r)| m.host != master && !r.master && r.link_up && r.master_host == address)
@@ -277,6 +278,14 @@ fn settled(members: &[Member], master: String) -> Verdict {
         if replicas == 1 { "" } else { "s" },
         if agree == 1 { "" } else { "s" }
     );
+    let down: Vec<&str> = members
+        .iter()
+        .filter(|m| m.redis.is_err())
+        .map(|m| m.host.as_str())
+        .collect();
+    if !down.is_empty() {
+        summary.push_str(&format!("; Redis down on {}", down.join(", ")));
+    }
     // Nodes that claim master or follow elsewhere while the sentinels agree are Sentinel's to
     // reconfigure (a restarted old master says `role:master` until it is demoted): kz only says so.
     if !strays.is_empty() {

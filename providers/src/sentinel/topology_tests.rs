@@ -57,7 +57,7 @@ fn after_a_failover_the_new_master_is_healthy_and_no_change() {
     assert_eq!(master, "redis-02");
     assert_eq!(
         summary,
-        "master redis-02, 1 of 1 replica in sync, 3 sentinels agree"
+        "master redis-02, 1 of 2 replicas in sync, 3 sentinels agree; Redis down on redis-01"
     );
     assert_eq!(v.topology(), HEALTHY);
 }
