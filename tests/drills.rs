@@ -253,7 +253,7 @@ interval = "1s"
 name = "master-loss"
 description = "the master dies; Sentinel promotes a replica"
 steady = ["check.one-master", "check.quorum"]
-fault = { kind = "command", hosts = ["h1", "h2", "h3"], command = "if redis-cli info replication | grep -q role:master; then redis-cli shutdown nosave || true; echo shut down the master; else echo a replica, left alone; fi", undo = "redis-cli ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 0.0.0.0 --protected-mode no" }
+fault = { kind = "command", hosts = ["h1", "h2", "h3"], command = "if redis-cli info replication | grep -q role:master; then redis-cli shutdown nosave || true; i=0; while redis-cli ping >/dev/null 2>&1 && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; echo shut down the master; else echo a replica, left alone; fi", undo = "redis-cli ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 0.0.0.0 --protected-mode no" }
 expect = [{ check = "check.one-master", within = "30s" }, { check = "check.quorum", within = "30s" }]
 restore_within = "40s"
 measure = [{ name = "master", on = "h3", command = "redis-cli -p 26379 sentinel get-master-addr-by-name mymaster | head -n 1" }]
