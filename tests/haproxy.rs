@@ -298,6 +298,36 @@ fn two_haproxy_hosts_follow_the_redis_master_and_refuse_a_bad_configuration() {
     routes_to(&name, &lbs, "redis-02", "restart", Duration::from_secs(10));
     s.kz(&["plan", "DIR", "--lab", "--detailed-exitcode"])
         .code(0);
+
+    interrupted(&s, &name);
+}
+
+/// What an apply stopped half way leaves: on lb-01 a live file HAProxy was never reloaded with
+/// (its recorded digest differs), on lb-02 a new file beside the live one. The plan shows both,
+/// the apply reloads lb-01 and removes lb-02's leftover.
+fn interrupted(s: &TestStack, name: &str) {
+    let cfg = "/etc/haproxy/haproxy.cfg";
+    on_host(name, "lb-01", &format!("echo '1 2' > {cfg}.kz-serving"));
+    on_host(name, "lb-02", &format!("echo leftover > {cfg}.kz-new"));
+    s.kz(&["plan", "DIR", "--lab", "--detailed-exitcode"])
+        .code(2)
+        .stdout_has("HAProxy was not reloaded with this file")
+        .stdout_has("an interrupted apply left PATH.kz-new beside this file");
+    let pid = "cat /run/haproxy-kz-lb.pid";
+    let before = on_host(name, "lb-01", &format!("ps -o pid= --ppid $({pid})"));
+    s.kz(&["apply", "DIR", "--lab", "--yes"])
+        .code(0)
+        .stdout_has("Apply: 2 applied, 0 failed");
+    assert_ne!(
+        on_host(name, "lb-01", &format!("ps -o pid= --ppid $({pid})")),
+        before
+    );
+    assert_eq!(
+        on_host(name, "lb-02", &format!("ls {cfg}.kz-new 2>/dev/null")),
+        ""
+    );
+    s.kz(&["plan", "DIR", "--lab", "--detailed-exitcode"])
+        .code(0);
 }
 
 /// Every kind of line, rendered: the ready-made checks, servers by labels and by hosts, per-host

@@ -104,8 +104,8 @@ sentinel_conf = "/etc/redis/kz-sentinel.conf"
 sentinel_start = "redis-sentinel /etc/redis/kz-sentinel.conf --daemonize yes --logfile /var/log/redis/kz-sentinel.log"
 "#;
 
-/// Each host's role line and each sentinel's master address.
-fn roles(name: &str) -> Vec<(String, String)> {
+/// Each host's role line, its sentinel's master address, and the host's own address.
+fn roles(name: &str) -> Vec<(String, String, String)> {
     HOSTS
         .iter()
         .map(|h| {
@@ -114,21 +114,25 @@ fn roles(name: &str) -> Vec<(String, String)> {
                 name,
                 h,
                 "echo \"$(redis-cli info replication | grep '^role:')\"; \
-                 echo \"$(redis-cli -p 26379 sentinel get-master-addr-by-name cache | head -n 1)\"",
+                 echo \"$(redis-cli -p 26379 sentinel get-master-addr-by-name cache | head -n 1)\"; \
+                 hostname -i",
             );
             let mut l = out.lines().map(|l| l.trim().to_string());
-            (l.next().unwrap_or_default(), l.next().unwrap_or_default())
+            let mut next = || l.next().unwrap_or_default();
+            (next(), next(), next())
         })
         .collect()
 }
 
-/// The one master's host when exactly one node says master and every sentinel names it.
+/// The one master's host when exactly one node says master and every sentinel names that
+/// node's own address (not merely the same address as the others: all may still name the old one).
 fn settled(name: &str) -> Option<&'static str> {
     let r = roles(name);
     let masters: Vec<usize> = (0..3).filter(|i| r[*i].0 == "role:master").collect();
-    let named = &r[0].1;
-    (masters.len() == 1 && !named.is_empty() && r.iter().all(|(_, n)| n == named))
-        .then(|| HOSTS[masters[0]])
+    let [m] = masters[..] else {
+        return None;
+    };
+    (!r[m].2.is_empty() && r.iter().all(|(_, named, _)| *named == r[m].2)).then(|| HOSTS[m])
 }
 
 fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
@@ -199,10 +203,7 @@ fn a_group_is_made_survives_a_failover_and_is_repaired_from_no_master() {
     // The master's Redis stops: Sentinel fails over, and kz proposes nothing for the group.
     on_host(&name, "redis-01", "redis-cli shutdown nosave");
     wait_until("Sentinel's failover", Duration::from_secs(40), || {
-        let r = roles(&name);
-        r[1..].iter().any(|(role, _)| role == "role:master")
-            && r.iter().all(|(_, n)| n == &r[1].1)
-            && !r[1].1.is_empty()
+        settled(&name).is_some_and(|m| m != "redis-01")
     });
     let plan = s.kz(&["plan", "DIR", "--lab", "--json"]);
     assert_eq!(

@@ -31,7 +31,23 @@ fn reload(inst: &Instance) -> &str {
     inst.text("reload").unwrap_or("auto")
 }
 
-/// What the read printed: `mode M`, `running`/`stopped`, `present` and the file, or `absent`.
+/// Why the live file, though as declared, needs an apply: HAProxy runs without having loaded it
+/// (an apply stopped between the rename and the reload), or a new file was left beside it.
+/// These lines go before the observed file, so that the plan shows `config` changing and the
+/// apply puts the declared file in service again (a swap also consumes the leftover).
+fn stale_lines(running: bool, serving: &str, leftover: bool) -> Vec<&'static str> {
+    let mut lines = Vec::new();
+    if running && serving == "differs" {
+        lines.push("# kz: HAProxy was not reloaded with this file (an apply was interrupted)");
+    }
+    if leftover {
+        lines.push("# kz: an interrupted apply left PATH.kz-new beside this file");
+    }
+    lines
+}
+
+/// What the read printed: `mode M`, `running`/`stopped`, `serving same|differs|unknown`,
+/// `leftover yes|no`, `present` and the file, or `absent`.
 fn observe_haproxy(out: &[u8]) -> Result<Observation, String> {
     let mut rest = out;
     let mut line = || -> Result<String, String> {
@@ -53,6 +69,16 @@ fn observe_haproxy(out: &[u8]) -> Result<Observation, String> {
         "stopped" => false,
         other => return Err(format!("unexpected answer `{other}`")),
     };
+    let serving = line()?;
+    let serving = serving
+        .strip_prefix("serving ")
+        .ok_or_else(|| format!("unexpected answer `{serving}`"))?
+        .to_string();
+    let leftover = match line()?.as_str() {
+        "leftover yes" => true,
+        "leftover no" => false,
+        other => return Err(format!("unexpected answer `{other}`")),
+    };
     let present = match line()?.as_str() {
         "present" => true,
         "absent" => false,
@@ -60,15 +86,24 @@ fn observe_haproxy(out: &[u8]) -> Result<Observation, String> {
     };
     let mut attrs = BTreeMap::new();
     attrs.insert("running".to_string(), Value::Bool(running));
+    let stale = stale_lines(running, &serving, leftover);
     if present {
         let text = String::from_utf8(rest.to_vec())
             .map_err(|_| "the configuration is not UTF-8".to_string())?;
-        attrs.insert("config".to_string(), Value::Text(text));
+        let marks: String = stale.iter().map(|l| format!("{l}\n")).collect();
+        attrs.insert("config".to_string(), Value::Text(format!("{marks}{text}")));
     }
     Ok(Observation {
         exists: present,
         attrs,
         note: (!present).then(|| format!("no configuration file (HAProxy run by {mode})")),
+        live: (present && !stale.is_empty()).then(|| {
+            stale
+                .iter()
+                .map(|l| l.trim_start_matches("# kz: "))
+                .collect::<Vec<_>>()
+                .join("; ")
+        }),
         ..Default::default()
     })
 }
@@ -227,14 +262,52 @@ mod tests {
 
     #[test]
     fn the_read_gives_the_file_and_whether_haproxy_runs() {
-        let o = observe_haproxy(b"mode master\nstopped\npresent\nglobal\n").expect("parses");
+        let o = observe_haproxy(
+            b"mode master\nstopped\nserving differs\nleftover no\npresent\nglobal\n",
+        )
+        .expect("parses");
         assert!(o.exists);
         assert_eq!(o.attrs["running"], Value::Bool(false));
         assert_eq!(o.attrs["config"], Value::Text("global\n".into()));
-        let o = observe_haproxy(b"mode systemd\nrunning\nabsent\n").expect("parses");
+        assert_eq!(o.live, None);
+        let o = observe_haproxy(b"mode systemd\nrunning\nserving unknown\nleftover no\nabsent\n")
+            .expect("parses");
         assert!(!o.exists);
         assert!(o.note.expect("note").contains("systemd"));
         assert!(observe_haproxy(b"mode master\n").is_err());
+        assert!(observe_haproxy(b"mode master\nrunning\npresent\nglobal\n").is_err());
+    }
+
+    #[test]
+    fn a_file_haproxy_was_not_reloaded_with_or_a_leftover_is_a_change() {
+        let read = |serving: &str, leftover: &str| {
+            let out = format!(
+                "mode master\nrunning\nserving {serving}\nleftover {leftover}\npresent\nglobal\n"
+            );
+            observe_haproxy(out.as_bytes()).expect("parses")
+        };
+        for serving in ["same", "unknown"] {
+            let o = read(serving, "no");
+            assert_eq!(o.attrs["config"], Value::Text("global\n".into()));
+            assert_eq!(o.live, None);
+        }
+        let o = read("differs", "no");
+        let Value::Text(config) = &o.attrs["config"] else {
+            panic!("{o:?}")
+        };
+        assert!(
+            config.starts_with("# kz: HAProxy was not reloaded"),
+            "{config}"
+        );
+        assert!(config.ends_with("\nglobal\n"));
+        assert!(
+            o.live
+                .expect("live")
+                .starts_with("HAProxy was not reloaded")
+        );
+        let o = read("same", "yes");
+        assert!(o.live.expect("live").contains("kz-new"));
+        assert_ne!(o.attrs["config"], Value::Text("global\n".into()));
     }
 
     #[test]

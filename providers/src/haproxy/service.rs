@@ -70,6 +70,10 @@ kz_reload() {{
   *) "$rt" kill -s HUP "$ct" >/dev/null;;
   esac
 }}
+# The digest of a file, recorded as `PATH.kz-serving` once HAProxy took it: a file swapped in
+# but never reloaded (apply killed in between) then reads as not serving.
+kz_digest() {{ cksum < "$1"; }}
+kz_serving() {{ kz_digest "$p" > "$p.kz-serving" || rm -f -- "$p.kz-serving"; }}
 kz_errors() {{
   case $mode in
   systemd) journalctl -u haproxy -n 8 --no-pager 2>/dev/null;;
@@ -106,10 +110,16 @@ kz_serve() {{
     )
 }
 
-/// The read: the mode, whether HAProxy runs, and the live file.
+/// The read: the mode, whether HAProxy runs, whether it was loaded with the live file (`serving
+/// same`, `differs`, or `unknown` when kz never recorded it), whether a new file was left beside
+/// the live one (`leftover yes|no`), and the live file.
 pub fn probe(path: &str, reload: &str, name: &str) -> String {
     format!(
         "{}echo \"mode $mode\"\nif [ -n \"$(kz_master)\" ]; then echo running; else echo stopped; fi\n\
+         if [ -f \"$p\" ] && [ -f \"$p.kz-serving\" ]; then\n\
+         if [ \"$(kz_digest \"$p\")\" = \"$(cat -- \"$p.kz-serving\")\" ]; then echo 'serving same'; else echo 'serving differs'; fi\n\
+         else echo 'serving unknown'; fi\n\
+         if [ -e \"$p.kz-new\" ]; then echo 'leftover yes'; else echo 'leftover no'; fi\n\
          if [ -f \"$p\" ]; then echo present; cat -- \"$p\"; else echo absent; fi\n",
         prelude(path, reload, name)
     )
@@ -126,27 +136,32 @@ pub fn serve(path: &str, reload: &str, name: &str, swap: bool) -> String {
     if swap {
         s.push_str(
             r#"new="$p.kz-new"; old="$p.kz-old"
-if ! out=$(kz_validate "$new"); then rm -f -- "$new"; printf '%s\n' "$out" >&2; exit 3; fi
+# The new file may hold a secret: whatever ends this script before the rename removes it.
+trap 'rm -f -- "$new"' EXIT
+if ! out=$(kz_validate "$new"); then printf '%s\n' "$out" >&2; exit 3; fi
 had=0
 if [ -f "$p" ]; then cp -p -- "$p" "$old" || exit 4; had=1; fi
 mv -f -- "$new" "$p" || exit 4
-if kz_serve; then exit 0; fi
+trap - EXIT
+if kz_serve; then kz_serving; exit 0; fi
 echo "HAProxy did not take the new configuration:" >&2
 kz_errors >&2
 if [ "$had" = 1 ]; then
   mv -f -- "$old" "$p" && cp -p -- "$p" "$old"
-  if kz_serve >/dev/null; then echo "the previous configuration was restored and serves again" >&2
+  if kz_serve >/dev/null; then kz_serving; echo "the previous configuration was restored and serves again" >&2
   else echo "the previous configuration was restored but HAProxy did not take it either" >&2; fi
 else
-  rm -f -- "$p"; echo "the new file was removed (there was none before)" >&2
+  rm -f -- "$p" "$p.kz-serving"; echo "the new file was removed (there was none before)" >&2
 fi
 exit 5
 "#,
         );
     } else {
         s.push_str(
-            r#"if ! out=$(kz_validate "$p"); then printf '%s\n' "$out" >&2; exit 3; fi
-if kz_serve; then exit 0; fi
+            r#"# A new file an interrupted apply left beside the live one goes: it may hold a secret.
+rm -f -- "$p.kz-new"
+if ! out=$(kz_validate "$p"); then printf '%s\n' "$out" >&2; exit 3; fi
+if kz_serve; then kz_serving; exit 0; fi
 echo "HAProxy did not start:" >&2
 kz_errors >&2
 exit 5
@@ -169,6 +184,57 @@ mod tests {
         let validate = s.find("kz_validate \"$new\"").expect("validates");
         let rename = s.find("mv -f -- \"$new\" \"$p\"").expect("renames");
         assert!(validate < rename);
-        assert!(!serve("/x", "auto", "lb", false).contains("kz-new"));
+        assert!(!serve("/x", "auto", "lb", false).contains("kz_validate \"$new\""));
+    }
+
+    #[test]
+    fn the_new_file_is_removed_on_any_exit_before_the_rename_and_the_serving_file_recorded() {
+        let s = serve("/x", "master", "lb", true);
+        let trap = s.find("trap 'rm -f -- \"$new\"' EXIT").expect("a trap");
+        let validate = s.find("kz_validate \"$new\"").expect("validates");
+        let rename = s.find("mv -f -- \"$new\" \"$p\"").expect("renames");
+        let cleared = s.find("trap - EXIT").expect("cleared");
+        assert!(trap < validate && rename < cleared);
+        assert!(s.contains("if kz_serve; then kz_serving; exit 0; fi"));
+        let start = serve("/x", "master", "lb", false);
+        assert!(start.contains("rm -f -- \"$p.kz-new\""));
+        assert!(start.contains("if kz_serve; then kz_serving; exit 0; fi"));
+    }
+
+    /// Runs `script` with `sh`; its exit status and standard output.
+    fn sh(script: &str) -> (i32, String) {
+        let out = std::process::Command::new("sh")
+            .args(["-c", script])
+            .output()
+            .expect("sh runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    #[test]
+    fn the_read_tells_a_file_not_serving_and_a_leftover_and_a_refused_file_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let p = dir.path().join("h.cfg");
+        let p = p.to_str().expect("UTF-8");
+        std::fs::write(p, "global\n").expect("written");
+        let lines = |out: &str| out.lines().skip(2).take(2).collect::<Vec<_>>().join(",");
+        let name = format!("kz-test-{}", std::process::id());
+        let read = || sh(&probe(p, "master", &name)).1;
+        assert_eq!(lines(&read()), "serving unknown,leftover no");
+        sh(&format!("cksum < {p} > {p}.kz-serving"));
+        assert_eq!(lines(&read()), "serving same,leftover no");
+        std::fs::write(p, "global\n# changed\n").expect("written");
+        std::fs::write(format!("{p}.kz-new"), "secret\n").expect("written");
+        assert_eq!(lines(&read()), "serving differs,leftover yes");
+        // Refused (or no haproxy here at all): the new file goes, the live one stays.
+        let (code, _) = sh(&serve(p, "master", &name, true));
+        assert_eq!(code, 3);
+        assert!(!std::path::Path::new(&format!("{p}.kz-new")).exists());
+        assert_eq!(
+            std::fs::read_to_string(p).expect("kept"),
+            "global\n# changed\n"
+        );
     }
 }

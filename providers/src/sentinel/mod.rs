@@ -169,9 +169,9 @@ fn members_of(g: &Group, out: &MemberOutputs) -> Result<Vec<Member>, String> {
         .collect()
 }
 
-/// What the plan sees of a group.
-fn observation(g: &Group, members: &[Member]) -> Observation {
-    let verdict = assess(members);
+/// What the plan sees of a group; an error when a Redis cannot be read (see `assess`).
+fn observation(g: &Group, members: &[Member]) -> Result<Observation, String> {
+    let verdict = assess(members)?;
     let mut attrs = BTreeMap::new();
     attrs.insert("topology".to_string(), Value::Text(verdict.topology()));
     if let Some(s) = g.settings_seen(members) {
@@ -184,13 +184,13 @@ fn observation(g: &Group, members: &[Member]) -> Observation {
         Verdict::Healthy { summary, .. } => Some(summary.clone()),
         _ => None,
     };
-    Observation {
+    Ok(Observation {
         exists,
         attrs,
         note: (!exists).then(|| format!("no sentinel monitors `{}` yet", g.name)),
         live,
         ..Default::default()
-    }
+    })
 }
 
 #[async_trait]
@@ -220,7 +220,7 @@ impl Provider for SentinelProvider {
                 g.members.join(", ")
             ));
         }
-        Ok(observation(&g, &members_of(&g, out)?))
+        observation(&g, &members_of(&g, out)?)
     }
 
     async fn create(&self, cx: &ApplyCtx) -> Result<Applied, ProviderError> {

@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 
 use super::Group;
 
+/// The first line of every script of a group: nothing secret.
+pub const FIRST_LINE: &str = "# kz sentinel";
+
 /// Marks each section of a member's read: `MARK NAME EXIT` then what the command printed.
 const MARK: &str = "@@kz-sentinel@@";
 
@@ -56,27 +59,47 @@ pub enum Sentinel {
     Monitoring(SentinelView),
 }
 
+/// Why a member's Redis could not be read. `refused`: nothing listens on its port, so Redis is
+/// down. Otherwise it answered without its replication (a wrong password, `NOAUTH`) or not in
+/// time, which says nothing about whether it serves its clients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unread {
+    pub refused: bool,
+    pub why: String,
+}
+
+impl std::fmt::Display for Unread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
 /// One member as read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member {
     pub host: String,
     pub address: String,
-    /// `Err` holds why its Redis did not answer.
-    pub redis: Result<Redis, String>,
+    /// `Err` holds why its Redis could not be read.
+    pub redis: Result<Redis, Unread>,
     pub sentinel: Sentinel,
     pub conf_present: bool,
 }
 
+/// How long `kz_r` and `kz_s` wait for an answer; `timeout` exits 124 when it passes.
+const CLI_TIMEOUT_SECS: u32 = 5;
+
 /// The shell functions every script of a group starts with: `kz_r` asks the member's Redis,
 /// `kz_s` its Sentinel, each under a deadline. The password goes in `REDISCLI_AUTH`, never on a
-/// command line; the script travels on standard input.
+/// command line; the script travels on standard input. The first line is a comment: a transport
+/// error quotes a script's first line, and the shell-quoted password must not be on it.
 pub fn prelude(g: &Group) -> String {
     let auth = g.auth.as_deref().map_or(String::new(), |a| {
         format!("REDISCLI_AUTH={} ", kz_engine::provider::shell_quote(a))
     });
     format!(
-        "kz_r() {{ {auth}timeout 5 {cli} -h 127.0.0.1 -p {rp} \"$@\"; }}\n\
-         kz_s() {{ timeout 5 {cli} -h 127.0.0.1 -p {sp} \"$@\"; }}\n",
+        "{FIRST_LINE}\n\
+         kz_r() {{ {auth}timeout {CLI_TIMEOUT_SECS} {cli} -h 127.0.0.1 -p {rp} \"$@\"; }}\n\
+         kz_s() {{ timeout {CLI_TIMEOUT_SECS} {cli} -h 127.0.0.1 -p {sp} \"$@\"; }}\n",
         cli = g.cli,
         rp = g.redis_port,
         sp = g.sentinel_port,
@@ -153,16 +176,24 @@ fn first_line(text: &str) -> String {
         .to_string()
 }
 
-fn parse_redis(s: &BTreeMap<String, (i32, String)>) -> Result<Redis, String> {
-    let (code, text) = s.get("info").ok_or("no answer")?;
+fn parse_redis(s: &BTreeMap<String, (i32, String)>) -> Result<Redis, Unread> {
+    let (code, text) = s.get("info").ok_or_else(|| Unread {
+        refused: false,
+        why: "no answer".into(),
+    })?;
     let f = info_fields(text);
     let Some(role) = f.get("role") else {
         let said = first_line(text);
-        return Err(if said.is_empty() {
+        // Only a refused connection means nothing listens: redis-cli says so in these words.
+        let refused = said.contains("Connection refused");
+        let why = if *code == 124 {
+            format!("no answer within {CLI_TIMEOUT_SECS} s")
+        } else if said.is_empty() {
             format!("redis-cli exited {code}")
         } else {
             said
-        });
+        };
+        return Err(Unread { refused, why });
     };
     let num = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
     let server = s.get("server").map(|(_, t)| t.as_str()).unwrap_or("");
@@ -287,6 +318,19 @@ pub mod fixtures {
         )
     }
 
+    /// `out` with its Redis's answer replaced: what redis-cli printed, and its exit status.
+    pub fn redis_answers(out: &str, code: i32, text: &str) -> String {
+        let start = out.find(&format!("{MARK} info ")).expect("an info section");
+        let end = out
+            .find(&format!("{MARK} server"))
+            .expect("a server section");
+        format!(
+            "{}{MARK} info {code}\n{text}\n{}",
+            &out[..start],
+            &out[end..]
+        )
+    }
+
     /// A member's whole output: `info` (empty: Redis down), `sentinel` (None: Sentinel down,
     /// Some(""): not monitoring), the address it names.
     pub fn output(info: &str, run_id: &str, sentinel: Option<(&str, &str)>) -> String {
@@ -360,7 +404,8 @@ mod tests {
     #[test]
     fn a_silent_redis_and_sentinel_are_down_and_an_unknown_group_is_not_monitored() {
         let m = parse("redis-01", "10.0.0.1", &output("", "x", None));
-        assert!(m.redis.unwrap_err().contains("Connection refused"));
+        let e = m.redis.unwrap_err();
+        assert!(e.refused && e.why.contains("Connection refused"), "{e:?}");
         assert!(matches!(m.sentinel, Sentinel::Down(_)));
         let m = parse(
             "redis-01",
@@ -369,6 +414,51 @@ mod tests {
         );
         assert!(m.redis.unwrap().master);
         assert_eq!(m.sentinel, Sentinel::NotMonitoring);
+    }
+
+    #[test]
+    fn a_wrong_password_or_a_timeout_is_not_a_refused_connection() {
+        let up = output(&info_master("r1", 5, 0), "x", None);
+        let wrong = redis_answers(
+            &up,
+            0,
+            "AUTH failed: WRONGPASS invalid username-password pair or user is disabled.\nNOAUTH Authentication required.",
+        );
+        let e = parse("a", "b", &wrong).redis.unwrap_err();
+        assert!(!e.refused);
+        assert!(e.why.starts_with("AUTH failed: WRONGPASS"), "{e}");
+        let e = parse("a", "b", &redis_answers(&up, 124, ""))
+            .redis
+            .unwrap_err();
+        assert!(!e.refused);
+        assert_eq!(e.why, "no answer within 5 s");
+    }
+
+    #[test]
+    fn the_first_line_of_a_script_holds_no_password() {
+        let g = Group {
+            name: "cache".into(),
+            initial_master: "a".into(),
+            redis_port: 6379,
+            sentinel_port: 26379,
+            quorum: None,
+            down_after_ms: 2000,
+            failover_ms: 10000,
+            auth: Some("it's-secret".into()),
+            conf: "/etc/redis/s.conf".into(),
+            start: None,
+            cli: "redis-cli".into(),
+            members: vec!["a".into()],
+            addresses: BTreeMap::new(),
+            balancers: None,
+        };
+        for script in [prelude(&g), script(&g)] {
+            assert_eq!(script.lines().next(), Some(FIRST_LINE));
+            assert!(
+                script.contains("REDISCLI_AUTH='it'\\''s-secret'"),
+                "{script}"
+            );
+        }
     }
 
     #[test]

@@ -279,17 +279,19 @@ async fn wait_for(
     let started = Instant::now();
     loop {
         let members = read_all(cx, g).await?;
+        // A Redis that cannot be read may be one being restarted: keep reading until the deadline.
         let v = assess(&members);
-        if done(&v, &members) {
-            return Ok((v, members, true));
-        }
-        if Instant::now() >= deadline || cx.aborted() {
-            return Ok((v, members, false));
-        }
+        let over = Instant::now() >= deadline || cx.aborted();
+        let seen = match v {
+            Ok(v) if done(&v, &members) => return Ok((v, members, true)),
+            Ok(v) if over => return Ok((v, members, false)),
+            Err(e) if over => return Err(ProviderError::new("read", e)),
+            Ok(v) => v.topology(),
+            Err(e) => e,
+        };
         cx.progress(format!(
-            "waiting for {what} ({}s): {}",
+            "waiting for {what} ({}s): {seen}",
             started.elapsed().as_secs(),
-            v.topology()
         ));
         sleep(Duration::from_secs(1)).await;
     }
@@ -333,11 +335,13 @@ async fn sentinel_failover(
     Ok(ok)
 }
 
-/// Promotes `candidate` by hand: the sentinels forget the group first (so they cannot undo the
-/// promotion), the others follow it, then each sentinel registers it again.
-async fn promote_by_hand(cx: &ApplyCtx, g: &Group, candidate: &str) -> Result<(), ProviderError> {
-    let members = read_all(cx, g).await?;
-    for m in &members {
+/// Every monitoring sentinel of `members` forgets the group, one at a time.
+async fn remove_everywhere(
+    cx: &ApplyCtx,
+    g: &Group,
+    members: &[Member],
+) -> Result<(), ProviderError> {
+    for m in members {
         if matches!(m.sentinel, Sentinel::Monitoring(_)) {
             cx.progress(format!(
                 "removing {} from the Sentinel of {}",
@@ -353,15 +357,59 @@ async fn promote_by_hand(cx: &ApplyCtx, g: &Group, candidate: &str) -> Result<()
             .await?;
         }
     }
-    promote(cx, g, candidate).await?;
-    for m in members
-        .iter()
-        .filter(|m| m.host != candidate && m.redis.is_ok())
-    {
-        follow(cx, g, &m.host, candidate).await?;
+    Ok(())
+}
+
+/// The master to register the group around after a manual promotion: the candidate once it
+/// was promoted, else the master the sentinels named before (the last they watched). `None`
+/// when no sentinel watched the group before and the candidate is not master: nothing to restore.
+fn register_around<'a>(
+    promoted: bool,
+    candidate: &'a str,
+    named_before: Option<&'a str>,
+) -> Option<&'a str> {
+    if promoted {
+        Some(candidate)
+    } else {
+        named_before
     }
+}
+
+/// Promotes `candidate` by hand: the sentinels forget the group first (so they cannot undo the
+/// promotion), the others follow it, then each sentinel registers it again. Whatever fails
+/// after the first removal, the group is registered again before the first error returns: a
+/// failed repair must not leave the group unwatched.
+async fn promote_by_hand(cx: &ApplyCtx, g: &Group, candidate: &str) -> Result<(), ProviderError> {
     let members = read_all(cx, g).await?;
-    register(cx, g, &members, candidate).await
+    let named_before = super::topology::named(&members).map(|(h, _)| h);
+    let mut promoted = false;
+    let mut failure = remove_everywhere(cx, g, &members).await.err();
+    if failure.is_none() {
+        failure = promote(cx, g, candidate).await.err();
+        promoted = failure.is_none();
+    }
+    if promoted {
+        for m in members
+            .iter()
+            .filter(|m| m.host != candidate && m.redis.is_ok())
+        {
+            if let Err(e) = follow(cx, g, &m.host, candidate).await {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    let registered = match register_around(promoted, candidate, named_before.as_deref()) {
+        Some(master) => {
+            // The first read tells which sentinels were down, should this one fail.
+            let now = read_all(cx, g).await.unwrap_or(members);
+            register(cx, g, &now, master).await
+        }
+        None => Ok(()),
+    };
+    match failure {
+        Some(e) => Err(e),
+        None => registered,
+    }
 }
 
 /// A new group: `initial_master` stays or becomes master, every other node follows it.
@@ -385,7 +433,8 @@ async fn make_group(cx: &ApplyCtx, g: &Group, members: &[Member]) -> Result<(), 
 pub async fn ensure(cx: &ApplyCtx) -> Result<Applied, ProviderError> {
     let g = Group::from(cx.instance()).map_err(|e| ProviderError::new("sentinel", e))?;
     let mut members = read_all(cx, &g).await?;
-    let mut verdict = assess(&members);
+    // A Redis kz cannot read (a wrong password, no answer) is never repaired on a guess.
+    let mut verdict = assess(&members).map_err(|e| ProviderError::new("read", e))?;
     if let Verdict::Wait { .. } = verdict {
         let within = Duration::from_millis(g.failover_ms);
         let waited = wait_for(cx, &g, within, "the failover in progress", |v, _| {
@@ -414,7 +463,7 @@ pub async fn ensure(cx: &ApplyCtx) -> Result<Applied, ProviderError> {
             if sentinel_failover(cx, &g, &members).await? {
                 how = "repaired by SENTINEL FAILOVER".into();
                 let members = read_all(cx, &g).await?;
-                if let Verdict::Align { master, .. } | Verdict::Healthy { master, .. } =
+                if let Ok(Verdict::Align { master, .. } | Verdict::Healthy { master, .. }) =
                     assess(&members)
                 {
                     register(cx, &g, &members, &master).await?;
@@ -491,4 +540,22 @@ pub async fn forget(cx: &ApplyCtx) -> Result<Applied, ProviderError> {
         note: Some("the sentinels forgot the group; Redis keeps its replication".into()),
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_promotion_registers_the_group_around_the_master_named_before() {
+        assert_eq!(
+            register_around(true, "redis-02", Some("redis-01")),
+            Some("redis-02")
+        );
+        assert_eq!(
+            register_around(false, "redis-02", Some("redis-01")),
+            Some("redis-01")
+        );
+        assert_eq!(register_around(false, "redis-02", None), None);
+    }
 }

@@ -109,7 +109,7 @@ fn host_at<'a>(members: &'a [Member], ip: &'a str) -> &'a str {
 }
 
 /// The master most sentinels name, with their count.
-fn named(members: &[Member]) -> Option<(String, usize)> {
+pub fn named(members: &[Member]) -> Option<(String, usize)> {
     let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, v) in monitoring(members) {
         *votes.entry(host_at(members, &v.ip)).or_default() += 1;
@@ -197,32 +197,58 @@ fn nodes_text(members: &[Member]) -> String {
     out
 }
 
-/// The whole decision.
-pub fn assess(members: &[Member]) -> Verdict {
+/// Whether a Redis that could not be read may count as down. A master the sentinels agree on is
+/// down only when they say so (`s_down` or `o_down`); another node only when nothing listens on
+/// its port. A wrong password or a hung server is no reason to fail over a master that may
+/// serve well: the read is then an error, and nothing is repaired on a guess.
+fn check_reads(members: &[Member], agreed: Option<&str>) -> Result<(), String> {
+    for m in members {
+        let Err(e) = &m.redis else { continue };
+        if agreed == Some(m.host.as_str()) {
+            let flagged = monitoring(members).iter().any(|(_, v)| {
+                v.ip == m.address && v.flags.iter().any(|f| f == "s_down" || f == "o_down")
+            });
+            if !flagged {
+                return Err(format!(
+                    "cannot read Redis on {}: {e}; the sentinels name it master and none \
+                     considers it down (s_down, o_down), so kz changes nothing",
+                    m.host
+                ));
+            }
+        } else if !e.refused {
+            return Err(format!("cannot read Redis on {}: {e}", m.host));
+        }
+    }
+    Ok(())
+}
+
+/// The whole decision, or why the group cannot be judged (a Redis kz cannot read).
+pub fn assess(members: &[Member]) -> Result<Verdict, String> {
     let seen = monitoring(members);
     let nodes = up(members);
-    if seen.is_empty() && nodes.iter().all(|(_, r)| r.master) {
-        return Verdict::New;
-    }
+    let agreed = named(members)
+        .filter(|(_, n)| *n >= majority(members.len()))
+        .map(|(h, _)| h);
     if let Some((m, _)) = seen.iter().find(|(_, v)| v.failover_in_progress()) {
-        return Verdict::Wait {
+        return Ok(Verdict::Wait {
             text: format!(
                 "FAILOVER IN PROGRESS (sentinel on {}); {}; would wait for it",
                 m.host,
                 sentinels_text(members)
             ),
-        };
+        });
+    }
+    check_reads(members, agreed.as_deref())?;
+    if seen.is_empty() && nodes.iter().all(|(_, r)| r.master) {
+        return Ok(Verdict::New);
     }
     let masters: Vec<&str> = nodes
         .iter()
         .filter(|(_, r)| r.master)
         .map(|(m, _)| m.host.as_str())
         .collect();
-    let agreed = named(members)
-        .filter(|(_, n)| *n >= majority(members.len()))
-        .map(|(h, _)| h);
     if let Some(master) = agreed.filter(|h| masters.contains(&h.as_str())) {
-        return settled(members, master);
+        return Ok(settled(members, master));
     }
     let candidate = choose(members);
     let head = match masters.len() {
@@ -242,10 +268,10 @@ pub fn assess(members: &[Member]) -> Verdict {
     let then = candidate
         .as_ref()
         .map_or("no node can be promoted".to_string(), Candidate::text);
-    Verdict::Promote {
+    Ok(Verdict::Promote {
         candidate,
         text: format!("{head}{sentinels}; {then}"),
-    }
+    })
 }
 
 /// The sentinels agree on `master`, which says `role:master`: healthy, unless some sentinels lack
