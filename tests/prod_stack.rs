@@ -2,6 +2,8 @@
 //! that reach no host run on it here: `validate`, `graph` and `plan --refresh=false`. Each runs on
 //! a copy of the stack, with no secret set, as on a machine that has none.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,6 +66,8 @@ fn validate_passes_with_every_module() {
     let run = kz(dir.path(), &["validate"]);
     run.code(0);
     run.stdout_has("Stack `keybuzz` is valid: 28 hosts, 9 modules");
+    // The seed's four drills (issue 15).
+    run.stdout_has(", 4 drills.");
 }
 
 #[test]
@@ -199,4 +203,124 @@ fn the_text_plan_shows_every_module_and_ends_with_module_10s_gates() {
         .map(|m| m.split(' ').next().unwrap_or(""))
         .collect();
     assert_eq!(named, MODULES, "{order}");
+}
+
+/// The seed's drills (issue 15), each in the module it exercises, naming checks of the stack.
+#[test]
+fn the_seeds_four_drills_are_declared_in_their_modules() {
+    let dir = copy();
+    let expected = [
+        ("03_postgresql_ha", "postgres-leader-loss"),
+        ("04_redis_ha", "redis-master-loss"),
+        ("05_rabbitmq_ha", "rabbitmq-node-loss"),
+        ("07_mariadb_galera", "galera-node-loss"),
+    ];
+    for (module, name) in expected {
+        let text = std::fs::read_to_string(dir.path().join(format!("{module}.toml"))).unwrap();
+        let doc: toml::Table = text.parse().unwrap();
+        let drills = doc["drill"].as_array().expect("a [[drill]]");
+        assert_eq!(drills.len(), 1, "{module}");
+        assert_eq!(drills[0]["name"].as_str(), Some(name), "{module}");
+        assert!(!drills[0]["expect"].as_array().unwrap().is_empty());
+    }
+    // Every check a drill names exists: validate refuses the stack otherwise.
+    kz(dir.path(), &["validate"]).code(0).stdout_has("4 drills");
+}
+
+/// Points every host of the stack at a made-up lab, for `plan --lab --refresh=false`, which
+/// reaches no host: the lab's view of the stack without any lab.
+fn fake_lab(dir: &Path) {
+    let tsv = std::fs::read_to_string(dir.join("servers.tsv")).unwrap();
+    let mut hosts: Vec<String> = tsv
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("hostname"))
+        .filter_map(|l| l.split('\t').next())
+        .filter(|h| !h.is_empty())
+        .map(String::from)
+        .collect();
+    hosts.push("install-01".into());
+    let entries: Vec<String> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            format!(
+                "\"{h}\": {{\"container\": \"kzlab-keybuzz-{h}\", \"address\": \"10.89.252.{}\"}}",
+                i + 10
+            )
+        })
+        .collect();
+    let lab = format!(
+        "{{\"stack\": \"keybuzz\", \"network\": \"kzlab-keybuzz\", \"subnet\": \"10.89.252.0/24\", \"hosts\": {{{}}}}}",
+        entries.join(", ")
+    );
+    std::fs::create_dir_all(dir.join(".kz/lab")).unwrap();
+    std::fs::write(dir.join(".kz/lab/lab.json"), lab).unwrap();
+}
+
+/// MinIO, ProxySQL and K3s have no Debian package, and the Hetzner load balancers no lab
+/// counterpart: the lab skips those modules, each with its reason, and keeps Galera (module 7).
+#[test]
+fn the_lab_skips_minio_proxysql_k3s_and_the_load_balancers_with_their_reasons() {
+    let dir = copy();
+    fake_lab(dir.path());
+    let run = kz(dir.path(), &["plan", "--lab", "--refresh=false", "--json"]);
+    run.code(0);
+    let plan: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON plan");
+    let skipped: Vec<(String, String)> = plan["skipped_modules"]
+        .as_array()
+        .expect("skipped modules")
+        .iter()
+        .map(|m| (m["module"].to_string(), m["reason"].to_string()))
+        .collect();
+    let names: Vec<&str> = skipped.iter().map(|(m, _)| m.trim_matches('"')).collect();
+    assert_eq!(
+        names,
+        ["06_minio", "08_proxysql", "09_k3s_ha", "10_lb"],
+        "{skipped:?}"
+    );
+    for (needle, (_, reason)) in [
+        "no Debian package of MinIO",
+        "no Debian package of ProxySQL",
+        "no Debian package of K3s",
+        "load balancers",
+    ]
+    .iter()
+    .zip(&skipped)
+    {
+        assert!(reason.contains(needle), "{reason}");
+    }
+    // 10_lb depends on every skipped module before it.
+    assert_eq!(
+        plan["skipped_modules"][0]["dependents"],
+        serde_json::json!(["10_lb"])
+    );
+    let changes: Vec<&str> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["address"].as_str())
+        .collect();
+    for c in &changes {
+        assert!(
+            !["06_minio.", "08_proxysql.", "09_k3s_ha.", "10_lb."]
+                .iter()
+                .any(|m| c.starts_with(m)),
+            "{c} is planned in the lab"
+        );
+        // No part of ProxySQL is left in module 7: it would need the vendor's image.
+        assert!(
+            !(c.starts_with("07_mariadb_galera.") && c.contains("proxysql")),
+            "{c} is planned in the lab"
+        );
+    }
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.starts_with("07_mariadb_galera.container.galera"))
+    );
+
+    let text = kz(dir.path(), &["plan", "--lab", "--refresh=false"]);
+    text.code(0)
+        .stdout_has("06_minio: skipped in the lab: no Debian package of MinIO")
+        .stdout_has("10_lb depends on 08_proxysql, skipped in the lab");
 }

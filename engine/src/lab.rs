@@ -117,6 +117,8 @@ impl LabOverlay {
             name: "the lab".into(),
             hosts,
             keep_api: false,
+            // Software the lab cannot install (no Debian package) is declared skipped there.
+            skip_lab_modules: true,
         })
     }
 

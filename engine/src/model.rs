@@ -120,6 +120,8 @@ pub struct Module {
     pub name: String,
     pub description: Option<String>,
     pub depends_on: Vec<String>,
+    /// `[module] lab = { skip = "REASON" }`: why the module is left out of lab runs.
+    pub lab_skip: Option<String>,
 }
 
 /// `MODULE.TYPE.NAME[HOST]`: the identity of one instance, in plans, state and `--target`. An

@@ -295,6 +295,7 @@ pub fn destroy_plan(ws: &Workspace, state: &State, targets: &[String]) -> Plan {
         targets: targets.to_vec(),
         warnings: Vec::new(),
         removed_modules: Vec::new(),
+        skipped_modules: Vec::new(),
         modules: Vec::new(),
         unverified: Vec::new(),
         not_applicable: Vec::new(),

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{Instance, SshSettings, TransportKind, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Instance, Module, SshSettings, TransportKind, Value};
 
 /// Where and how to reach each host the overlay covers.
 #[derive(Debug, Clone, Default)]
@@ -16,6 +18,8 @@ pub struct HostOverlay {
     /// Keep the instances behind an API: the binary sets it only when the API is a stand-in
     /// on this machine's loopback (so a lab run never reaches a real API).
     pub keep_api: bool,
+    /// Leave out the modules declared `lab = { skip = "..." }` (set by the lab's overlay).
+    pub skip_lab_modules: bool,
 }
 
 /// One host's address and SSH settings under the overlay (user, port, keys, known_hosts, no jump
@@ -31,6 +35,36 @@ pub struct HostReach {
 pub struct LeftOut {
     pub hosts: Vec<String>,
     pub instances: usize,
+    /// Modules skipped in the lab (`lab = { skip = "..." }`), in name order.
+    pub modules: Vec<SkippedModule>,
+}
+
+/// A module a lab run leaves out whole, why, and the modules that depend on it, which its
+/// checks (absent) then do not hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedModule {
+    pub module: String,
+    pub reason: String,
+    /// How many of its instances were left out.
+    pub instances: usize,
+    /// Modules whose `depends_on` names it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependents: Vec<String>,
+}
+
+impl SkippedModule {
+    /// `skipped in the lab: REASON`, as plan, apply, verify and drill say it.
+    pub fn said(&self) -> String {
+        format!("skipped in the lab: {}", self.reason)
+    }
+
+    /// `10_lb depends on 06_minio, skipped in the lab`, one line per dependent.
+    pub fn dependent_notes(&self) -> Vec<String> {
+        self.dependents
+            .iter()
+            .map(|d| format!("{d} depends on {}, skipped in the lab", self.module))
+            .collect()
+    }
 }
 
 const MISSING_PREFIX: &str = "kz-overlay-has-no-host-";
@@ -84,6 +118,37 @@ impl HostOverlay {
             }
         }
         left_out
+    }
+
+    /// Leaves out every instance of the modules skipped in the lab (when this overlay skips
+    /// them), and says which modules those were and which depend on them. Dependencies on what
+    /// was left out are dropped by [`HostOverlay::filter_instances`], which runs next.
+    pub(crate) fn skip_modules(
+        &self,
+        instances: &mut Vec<Instance>,
+        modules: &BTreeMap<String, Module>,
+    ) -> Vec<SkippedModule> {
+        if !self.skip_lab_modules {
+            return Vec::new();
+        }
+        let mut skipped = Vec::new();
+        for m in modules.values() {
+            let Some(reason) = &m.lab_skip else { continue };
+            let before = instances.len();
+            instances.retain(|i| i.address.module != m.name);
+            let dependents = modules
+                .values()
+                .filter(|d| d.depends_on.contains(&m.name))
+                .map(|d| d.name.clone())
+                .collect();
+            skipped.push(SkippedModule {
+                module: m.name.clone(),
+                reason: reason.clone(),
+                instances: before - instances.len(),
+                dependents,
+            });
+        }
+        skipped
     }
 
     /// Leaves out the instances on a left-out host, and those behind an API (an overlay has

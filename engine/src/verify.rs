@@ -43,6 +43,8 @@ pub enum ModuleStatus {
     NotDeployed,
     /// Deployed, but it declares no check: nothing says whether it works.
     Unchecked,
+    /// Left out of the lab (`lab = { skip = "..." }`): not checked there, and no failure.
+    Skipped,
 }
 
 impl ModuleStatus {
@@ -53,6 +55,7 @@ impl ModuleStatus {
             ModuleStatus::Unreachable => "UNREACHABLE",
             ModuleStatus::NotDeployed => "NOT DEPLOYED",
             ModuleStatus::Unchecked => "UNCHECKED",
+            ModuleStatus::Skipped => "SKIPPED",
         }
     }
 }
@@ -75,6 +78,13 @@ pub struct CheckReport {
 pub struct ModuleReport {
     pub module: String,
     pub status: ModuleStatus,
+    /// Why a SKIPPED module is skipped: `skipped in the lab: no Debian package of MinIO`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What the report says of it besides its checks: `10_lb depends on 06_minio, skipped in
+    /// the lab`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     pub checks: Vec<CheckReport>,
 }
 
@@ -135,16 +145,33 @@ pub async fn verify(
     let mut out = Vec::new();
     for name in stack.modules.keys().filter(|m| wanted(m)) {
         let checks = by_module.remove(name.as_str()).unwrap_or_default();
-        let status = module_status(stack, state, name, &checks);
+        let skipped = stack.left_out.modules.iter().find(|m| &m.module == name);
+        let status = match skipped {
+            Some(_) => ModuleStatus::Skipped,
+            None => module_status(stack, state, name, &checks),
+        };
+        // A module is told when one it depends on is skipped: its absent checks passed nothing.
+        let notes = stack
+            .left_out
+            .modules
+            .iter()
+            .filter(|m| m.dependents.contains(name))
+            .map(|m| format!("{name} depends on {}, skipped in the lab", m.module))
+            .collect();
         out.push(ModuleReport {
             module: name.clone(),
             status,
+            reason: skipped.map(crate::overlay::SkippedModule::said),
+            notes,
             checks,
         });
     }
-    let passed = out
-        .iter()
-        .all(|m| matches!(m.status, ModuleStatus::Ok | ModuleStatus::Unchecked));
+    let passed = out.iter().all(|m| {
+        matches!(
+            m.status,
+            ModuleStatus::Ok | ModuleStatus::Unchecked | ModuleStatus::Skipped
+        )
+    });
     Ok(VerifyReport {
         format_version: VERIFY_FORMAT_VERSION,
         stack: stack.name.clone(),

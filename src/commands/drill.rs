@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 
 use kz_engine::drill::{
-    DRILL_FORMAT_VERSION, Drill, DrillEnv, DrillJournal, FaultKind, HostFaults, run_drill,
+    DRILL_FORMAT_VERSION, Drill, DrillEnv, DrillJournal, FaultKind, HostFaults, SkippedDrill,
+    run_drill,
 };
 use kz_engine::lab::LabOverlay;
 use kz_engine::render::render_drills;
@@ -72,7 +73,10 @@ pub(super) async fn drill_cmd(shell: &Shell, args: DrillArgs, command_line: &str
         .into());
     }
     let ws = open_for_plan(shell, &args.dir, args.lab)?;
-    let drills = select(&ws.stack.drills, &args.names)?;
+    let (drills, skipped) = lab_skips(
+        select(&ws.stack.drills, &args.names)?,
+        &ws.stack.left_out.modules,
+    );
     if !args.lab {
         refuse_host_faults(&drills)?;
         typed_confirmation(shell, &ws.stack.name, &drills)?;
@@ -112,6 +116,7 @@ pub(super) async fn drill_cmd(shell: &Shell, args: DrillArgs, command_line: &str
         lab: args.lab,
         passed: runs.len() == drills.len() && runs.iter().all(|r| r.passed),
         drills: runs,
+        skipped,
     };
     if args.json {
         shell.outln(&serde_json::to_string_pretty(&journal).map_err(|e| e.to_string())?);
@@ -153,6 +158,27 @@ fn select(all: &[Drill], names: &[String]) -> Result<Vec<Drill>, Failure> {
         .filter(|d| names.is_empty() || names.contains(&d.name))
         .cloned()
         .collect())
+}
+
+/// The drills a lab run can run, and those it cannot because a module they use is skipped in
+/// the lab (outside the lab no module is skipped, so every drill runs).
+fn lab_skips(
+    drills: Vec<Drill>,
+    skipped: &[kz_engine::overlay::SkippedModule],
+) -> (Vec<Drill>, Vec<SkippedDrill>) {
+    let mut run = Vec::new();
+    let mut not_run = Vec::new();
+    for d in drills {
+        match d.lab_skip(skipped) {
+            Some(reason) => not_run.push(SkippedDrill {
+                name: d.name.clone(),
+                module: d.module.clone(),
+                reason,
+            }),
+            None => run.push(d),
+        }
+    }
+    (run, not_run)
 }
 
 fn refuse_host_faults(drills: &[Drill]) -> Result<(), Failure> {

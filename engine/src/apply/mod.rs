@@ -106,6 +106,9 @@ pub struct ApplyReport {
     pub state_error: Option<String>,
     /// The state lock was lost mid-apply and could not be taken back: nothing new was started.
     pub lock_lost: Option<String>,
+    /// Modules the lab run left out (from the plan), said again at the end: their checks held
+    /// nothing back.
+    pub skipped_modules: Vec<crate::overlay::SkippedModule>,
 }
 
 impl ApplyReport {
@@ -163,7 +166,10 @@ pub async fn apply(
         sink,
         events,
         cancel,
-        report: ApplyReport::default(),
+        report: ApplyReport {
+            skipped_modules: plan.skipped_modules.clone(),
+            ..ApplyReport::default()
+        },
         parallelism: opts.parallelism.max(1),
         hosts: Arc::new(HostPool::new(
             stack.hosts.clone(),

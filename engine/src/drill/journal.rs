@@ -63,6 +63,17 @@ pub struct DrillJournal {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lab: bool,
     pub drills: Vec<DrillRun>,
-    /// Every drill passed.
+    /// Drills not run because a module they use is skipped in the lab.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedDrill>,
+    /// Every drill run passed.
     pub passed: bool,
+}
+
+/// A drill a lab run does not run: `skipped in the lab: REASON` of a module it uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedDrill {
+    pub name: String,
+    pub module: String,
+    pub reason: String,
 }

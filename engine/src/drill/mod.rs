@@ -7,7 +7,7 @@ mod journal;
 mod poll;
 mod run;
 
-pub use journal::{DRILL_FORMAT_VERSION, DrillJournal, DrillRun, Outcome, Step};
+pub use journal::{DRILL_FORMAT_VERSION, DrillJournal, DrillRun, Outcome, SkippedDrill, Step};
 pub use run::{DrillEnv, HostFaults, run_drill};
 
 use std::time::Duration;
@@ -28,6 +28,23 @@ pub struct Drill {
     pub restore_within: Duration,
     /// Commands whose output is recorded before the fault and after the restore.
     pub measure: Vec<Measure>,
+}
+
+impl Drill {
+    /// Why a lab run cannot run this drill: its own module, or the module of a check it
+    /// waits for, is skipped in the lab (`skipped in the lab: REASON`).
+    pub fn lab_skip(&self, skipped: &[crate::overlay::SkippedModule]) -> Option<String> {
+        let module_of = |check: &str| check.split('.').next().unwrap_or_default().to_string();
+        let used = std::iter::once(self.module.clone())
+            .chain(self.steady.iter().map(|c| module_of(c)))
+            .chain(self.expect.iter().map(|e| module_of(&e.check)));
+        for m in used {
+            if let Some(s) = skipped.iter().find(|s| s.module == m) {
+                return Some(s.said());
+            }
+        }
+        None
+    }
 }
 
 /// What a drill breaks.

@@ -245,7 +245,7 @@ impl Loader<'_> {
         if self.diags.is_empty() {
             instances = self.expand(&decls, &hosts, &mut secrets_used);
         }
-        let left_out = self.leave_out(&mut hosts, &mut instances, &gone);
+        let left_out = self.leave_out(&mut hosts, &mut instances, &gone, &modules);
         if !self.diags.is_empty() {
             return None;
         }
@@ -342,13 +342,16 @@ impl Loader<'_> {
         broken: &HashSet<String>,
     ) -> BTreeMap<String, Module> {
         let mut modules = BTreeMap::new();
-        for (name, _, m, _) in parsed {
-            let (description, depends_on) = match m {
+        for (name, src, m, _) in parsed {
+            let (description, depends_on, lab_skip) = match m {
                 Some(t) => (
                     t.description.clone(),
                     t.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
+                    t.lab
+                        .as_ref()
+                        .and_then(|l| self.lab_skip_reason(src, &l.skip)),
                 ),
-                None => (None, Vec::new()),
+                None => (None, Vec::new(), None),
             };
             modules.insert(
                 name.clone(),
@@ -356,6 +359,7 @@ impl Loader<'_> {
                     name: name.clone(),
                     description,
                     depends_on,
+                    lab_skip,
                 },
             );
         }
@@ -411,17 +415,20 @@ impl Loader<'_> {
         None
     }
 
-    /// Under an overlay, drops the hosts it lacks and what is on them, and refuses a value that
-    /// would carry a dropped host's address to a host that stays.
+    /// Under an overlay, drops the hosts it lacks and what is on them (and, in the lab, the
+    /// modules skipped there), and refuses a value that would carry a dropped host's address to
+    /// a host that stays.
     fn leave_out(
         &mut self,
         hosts: &mut BTreeMap<String, Host>,
         instances: &mut Vec<crate::model::Instance>,
         gone: &[String],
+        modules: &BTreeMap<String, Module>,
     ) -> crate::overlay::LeftOut {
         let Some(overlay) = self.overlay else {
             return crate::overlay::LeftOut::default();
         };
+        let skipped = overlay.skip_modules(instances, modules);
         let dropped = overlay.filter_instances(instances, gone);
         for i in instances.iter() {
             if let Some(host) = i
@@ -443,6 +450,21 @@ impl Loader<'_> {
         crate::overlay::LeftOut {
             hosts: gone.to_vec(),
             instances: dropped,
+            modules: skipped,
         }
+    }
+
+    /// The reason of `lab = { skip = "..." }`, refused when empty: the reason is what plan,
+    /// apply and verify show in place of the module.
+    fn lab_skip_reason(&mut self, src: &Arc<SourceFile>, skip: &Spanned<String>) -> Option<String> {
+        let reason = skip.get_ref().trim();
+        if reason.is_empty() || reason.contains('\n') {
+            self.error(Diagnostic::at(
+                loc(src, skip),
+                "lab.skip must say, on one line, why the module cannot run in the lab (`no Debian package of MinIO`)",
+            ));
+            return None;
+        }
+        Some(reason.to_string())
     }
 }

@@ -76,4 +76,15 @@ pub struct ModuleTable {
     pub description: Option<String>,
     #[serde(default)]
     pub depends_on: Vec<Spanned<String>>,
+    /// `lab = { skip = "REASON" }`: the module is left out of lab runs (`--lab`).
+    pub lab: Option<ModuleLab>,
+}
+
+/// `[module] lab`: how the module behaves in the lab.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleLab {
+    /// Why the module cannot run in the lab (`no Debian package of MinIO`): its instances are
+    /// left out of lab runs, and plan, apply, verify and drill show this reason.
+    pub skip: Spanned<String>,
 }

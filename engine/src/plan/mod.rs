@@ -201,6 +201,10 @@ pub struct Plan {
     /// changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed_modules: Vec<RemovedModule>,
+    /// Modules a lab run leaves out (`lab = { skip = "..." }`), with their reasons and the
+    /// modules that depend on them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_modules: Vec<crate::overlay::SkippedModule>,
     /// The modules that have changes, in the order apply reaches them, with how many.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub modules: Vec<ModuleChanges>,
@@ -326,7 +330,11 @@ pub async fn plan(
     let graph = DepGraph::build(&stack.instances, &stack.modules)
         .map_err(|c| PlanInputError::Cycle(c.members.join(" -> ")))?;
     let mut selected = select(stack, &graph, &opts.targets)?;
-    let deletes = select::deleted_in_scope(stack, state, &opts.targets);
+    let mut deletes = select::deleted_in_scope(stack, state, &opts.targets);
+    // A module skipped in the lab is left alone there: what the lab's state recorded of it
+    // (applied before it was skipped) is neither read nor deleted.
+    let skipped = &stack.left_out.modules;
+    deletes.retain(|(_, r)| !skipped.iter().any(|m| m.module == r.module));
     if !opts.targets.is_empty() && selected.iter().all(|s| !s) && deletes.is_empty() {
         return Err(PlanInputError::UnknownTarget(opts.targets.join(", ")));
     }
@@ -398,6 +406,7 @@ pub async fn plan(
         targets: opts.targets.clone(),
         warnings,
         removed_modules,
+        skipped_modules: stack.left_out.modules.clone(),
         modules,
         changes: d.changes,
         unverified: d.unverified,

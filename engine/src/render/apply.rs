@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{Style, colored, past, plural, progressive, seconds};
+use super::{Style, colored, past, plural, progressive, render_skipped, seconds};
 use crate::apply::{ApplyReport, Event};
 
 /// One line per apply event, for logs and non-terminal output.
@@ -146,6 +146,7 @@ pub fn render_report(r: &ApplyReport, style: &Style, title: &str) -> String {
     if let Some(e) = &r.state_error {
         let _ = writeln!(out, "{} {}", style.red("State not saved:"), style.safe(e));
     }
+    render_skipped(&mut out, &r.skipped_modules, style);
     let verified = if r.verified.is_empty() {
         String::new()
     } else {

@@ -108,9 +108,24 @@ pub fn render_drills(journal: &DrillJournal, style: &Style) -> String {
     for d in &journal.drills {
         drill_block(&mut out, style, d);
     }
+    for d in &journal.skipped {
+        let _ = writeln!(
+            out,
+            "\n{} {} ({}): {}",
+            style.bold("Drill"),
+            style.bold(&style.safe(&d.name)),
+            style.safe(&d.module),
+            style.yellow(&style.safe(&d.reason))
+        );
+    }
     let passed = journal.drills.iter().filter(|d| d.passed).count();
     let failed = journal.drills.len() - passed;
-    let line = format!("\nDrills: {passed} passed, {failed} failed.");
+    let skipped = if journal.skipped.is_empty() {
+        String::new()
+    } else {
+        format!(", {} skipped in the lab", journal.skipped.len())
+    };
+    let line = format!("\nDrills: {passed} passed, {failed} failed{skipped}.");
     let _ = writeln!(
         out,
         "{}",
@@ -126,6 +141,7 @@ pub fn render_drills(journal: &DrillJournal, style: &Style) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drill::SkippedDrill;
 
     fn journal() -> DrillJournal {
         let step = |step: &str, name: &str, outcome, observed: &str, after| Step {
@@ -167,6 +183,11 @@ mod tests {
                     step("restore", "stop_host", Outcome::Pass, "h2: started", None),
                 ],
             }],
+            skipped: vec![SkippedDrill {
+                name: "minio-node-loss".into(),
+                module: "06_minio".into(),
+                reason: "skipped in the lab: no Debian package of MinIO".into(),
+            }],
             passed: false,
         }
     }
@@ -188,7 +209,16 @@ mod tests {
         assert!(text.contains("FAIL on h1: NOQUORUM"), "{text}");
         assert!(text.contains("pass 6.20s after the fault"), "{text}");
         assert!(text.contains("FAILED in 9.00s"), "{text}");
-        assert!(text.contains("Drills: 0 passed, 1 failed."), "{text}");
+        assert!(
+            text.contains(
+                "Drill minio-node-loss (06_minio): skipped in the lab: no Debian package of MinIO"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Drills: 0 passed, 1 failed, 1 skipped in the lab."),
+            "{text}"
+        );
     }
 
     #[test]

@@ -87,6 +87,38 @@ impl Style {
     }
 }
 
+/// The modules a lab run left out, each with its reason, and the modules that depend on them:
+/// shown by plan and apply, so that a module missing from the lab is never silent.
+pub(crate) fn render_skipped(
+    out: &mut String,
+    skipped: &[crate::overlay::SkippedModule],
+    style: &Style,
+) {
+    if skipped.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{}", style.bold("Skipped in the lab:"));
+    for m in skipped {
+        let _ = writeln!(
+            out,
+            "  {} {}: {} ({} instance{} left out)",
+            style.yellow(if style.ascii { "~" } else { "⊘" }),
+            style.safe(&m.module),
+            style.yellow(&style.safe(&m.said())),
+            m.instances,
+            plural(m.instances)
+        );
+        for (note, d) in m.dependent_notes().iter().zip(&m.dependents) {
+            let _ = writeln!(
+                out,
+                "    {}: its checks do not hold {} here",
+                style.safe(note),
+                style.safe(d)
+            );
+        }
+    }
+}
+
 pub(crate) fn symbol(action: Action) -> &'static str {
     match action {
         Action::Create => "+",

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use similar::{ChangeTag, TextDiff};
 
-use super::{MAX_DIFF_LINES, Style, colored, describe, plural, symbol};
+use super::{MAX_DIFF_LINES, Style, colored, describe, plural, render_skipped, symbol};
 use crate::plan::{Action, AttrChange, Change, Plan};
 
 /// The gates of a plan: whether each passes now, and whether apply runs it again.
@@ -49,6 +49,7 @@ pub fn render_plan(plan: &Plan, style: &Style) -> String {
             }
         );
     }
+    render_skipped(&mut out, &plan.skipped_modules, style);
     let mut place: Option<String> = None;
     for c in &plan.changes {
         let here = c.place();

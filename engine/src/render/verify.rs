@@ -29,7 +29,7 @@ fn status(style: &Style, s: ModuleStatus) -> String {
         ModuleStatus::Ok => style.green(l),
         ModuleStatus::Failing => style.red(l),
         ModuleStatus::Unreachable | ModuleStatus::NotDeployed => style.yellow(l),
-        ModuleStatus::Unchecked => style.dim(l),
+        ModuleStatus::Unchecked | ModuleStatus::Skipped => style.dim(l),
     }
 }
 
@@ -62,8 +62,13 @@ pub fn render_verify(report: &VerifyReport, style: &Style) -> String {
             style.rule(),
             status(style, m.status)
         );
-        if m.checks.is_empty() {
+        if let Some(reason) = &m.reason {
+            let _ = writeln!(out, "  {}", style.yellow(&style.safe(reason)));
+        } else if m.checks.is_empty() {
             let _ = writeln!(out, "  {}", style.dim("no checks"));
+        }
+        for n in &m.notes {
+            let _ = writeln!(out, "  {} {}", style.yellow("note:"), style.safe(n));
         }
         for c in &m.checks {
             let _ = writeln!(
@@ -99,7 +104,9 @@ pub fn render_verify(report: &VerifyReport, style: &Style) -> String {
             .iter()
             .filter(|c| c.result != CheckResult::Pass)
             .count();
-        let detail = if m.checks.is_empty() {
+        let detail = if let Some(reason) = &m.reason {
+            format!(" ({})", style.safe(reason))
+        } else if m.checks.is_empty() {
             String::new()
         } else if failing == 0 {
             format!(" ({} of {} checks pass)", m.checks.len(), m.checks.len())
@@ -149,6 +156,8 @@ mod tests {
                 ModuleReport {
                     module: "04_redis".into(),
                     status: ModuleStatus::Failing,
+                    reason: None,
+                    notes: Vec::new(),
                     checks: vec![check(
                         "04_redis.check.one-master[redis-01]",
                         "redis-01",
@@ -159,6 +168,8 @@ mod tests {
                 ModuleReport {
                     module: "07_galera".into(),
                     status: ModuleStatus::Unreachable,
+                    reason: None,
+                    notes: Vec::new(),
                     checks: vec![check(
                         "07_galera.check.synced[maria-01]",
                         "maria-01",
@@ -167,8 +178,17 @@ mod tests {
                     )],
                 },
                 ModuleReport {
+                    module: "06_minio".into(),
+                    status: ModuleStatus::Skipped,
+                    reason: Some("skipped in the lab: no Debian package of MinIO".into()),
+                    notes: Vec::new(),
+                    checks: Vec::new(),
+                },
+                ModuleReport {
                     module: "10_lb".into(),
                     status: ModuleStatus::NotDeployed,
+                    reason: None,
+                    notes: Vec::new(),
                     checks: Vec::new(),
                 },
             ],
@@ -196,6 +216,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  10_lb      NOT DEPLOYED\n"), "{text}");
+        assert!(
+            text.contains(
+                "06_minio -- SKIPPED\n  skipped in the lab: no Debian package of MinIO\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  06_minio   SKIPPED (skipped in the lab: no Debian package of MinIO)\n"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("  07_galera  UNREACHABLE (1 of 1 checks not passing)"),
             "{text}"
