@@ -11,7 +11,7 @@ mod support;
 
 use std::process::{Command, Stdio};
 
-use support::TestStack;
+use support::{TestStack, lab};
 
 /// A flag file breaks the `flag` check; one drill breaks it for a moment, one for good (until
 /// its undo).
@@ -157,25 +157,6 @@ fn typed_stack_name_runs_drills_that_pass_fail_and_always_restore() {
     assert!(!s.at("broken").exists(), "the fault was not undone");
 }
 
-fn lab_possible() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            == Some("0")
-    });
-    let tools = ["podman", "runc", "debootstrap"].iter().all(|t| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !(root && tools) {
-        eprintln!("skipping: the lab test needs root, podman, runc and debootstrap");
-    }
-    root && tools
-}
-
 /// Takes the lab down however the test ends.
 struct LabGuard<'a>(&'a TestStack);
 
@@ -278,7 +259,7 @@ fn step<'a>(drill: &'a serde_json::Value, step: &str, name: &str) -> &'a serde_j
 
 #[test]
 fn lab_drills_measure_a_failover_and_report_a_lost_quorum() {
-    if !lab_possible() {
+    if !lab::possible() {
         return;
     }
     let name = format!("kzdr{}", std::process::id());

@@ -10,48 +10,9 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::TestStack;
-
-fn lab_possible() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            == Some("0")
-    });
-    let tools = ["podman", "runc", "debootstrap"].iter().all(|t| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !(root && tools) {
-        eprintln!("skipping: the haproxy tests need root, podman, runc and debootstrap");
-    }
-    root && tools
-}
-
-/// A command run inside a lab host with podman, not through kz: what the host really holds.
-fn on_host(stack: &str, host: &str, script: &str) -> String {
-    let o = Command::new("podman")
-        .args(["exec", &format!("kzlab-{stack}-{host}"), "sh", "-c", script])
-        .env("CONTAINERS_CONF", "/var/cache/kz-lab/containers.conf")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Takes the lab down however the test ends.
-struct LabGuard<'a>(&'a TestStack);
-
-impl Drop for LabGuard<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.kz(&["lab", "down", "DIR"]);
-    }
-}
+use support::{TestStack, lab};
 
 const STACK: &str = r#"[stack]
 name = "NAME"
@@ -140,7 +101,7 @@ fn lb_raw(extra: &str, raw: &str) -> String {
 /// A `SET` through the HAProxy of `lb`, sent from redis-03 (lab hosts reach each other); true
 /// when Redis answered `OK`, which only a master does.
 fn set_through(name: &str, lb_addr: &str, key: &str, value: &str) -> bool {
-    on_host(
+    lab::on_host(
         name,
         "redis-03",
         &format!("redis-cli -h {lb_addr} -p 6379 SET {key} {value}"),
@@ -150,7 +111,7 @@ fn set_through(name: &str, lb_addr: &str, key: &str, value: &str) -> bool {
 }
 
 fn get_on(name: &str, host: &str, key: &str) -> String {
-    on_host(name, host, &format!("redis-cli GET {key}"))
+    lab::on_host(name, host, &format!("redis-cli GET {key}"))
         .trim()
         .to_string()
 }
@@ -182,15 +143,18 @@ fn routes_to(name: &str, lbs: &[String], master: &str, tag: &str, limit: Duratio
 fn refusals(s: &TestStack, name: &str, lbs: &[String]) {
     // An invalid directive fails at validation with HAProxy's words; the live file stays, and
     // HAProxy still serves it.
-    let live = on_host(name, "lb-01", "cat /etc/haproxy/haproxy.cfg");
+    let live = lab::on_host(name, "lb-01", "cat /etc/haproxy/haproxy.cfg");
     s.write("20_lb.toml", &lb(r#""maxconn 2000", "bogus-directive 1""#));
     s.kz(&["apply", "DIR", "--lab", "--yes"])
         .code(1)
         .stdout_has("validate: HAProxy refused the configuration (haproxy -c); the live file is untouched and nothing was reloaded")
         .stdout_has("unknown keyword 'bogus-directive' in 'global' section");
-    assert_eq!(on_host(name, "lb-01", "cat /etc/haproxy/haproxy.cfg"), live);
     assert_eq!(
-        on_host(
+        lab::on_host(name, "lb-01", "cat /etc/haproxy/haproxy.cfg"),
+        live
+    );
+    assert_eq!(
+        lab::on_host(
             name,
             "lb-01",
             "ls /etc/haproxy/haproxy.cfg.kz-new 2>/dev/null"
@@ -220,19 +184,22 @@ fn refusals(s: &TestStack, name: &str, lbs: &[String]) {
     .stdout_has("HAProxy did not take the new configuration")
     .stdout_has("cannot bind socket (Address already in use) for [0.0.0.0:22]")
     .stdout_has("the previous configuration was restored and serves again");
-    assert_eq!(on_host(name, "lb-01", "cat /etc/haproxy/haproxy.cfg"), live);
+    assert_eq!(
+        lab::on_host(name, "lb-01", "cat /etc/haproxy/haproxy.cfg"),
+        live
+    );
     routes_to(name, lbs, "redis-02", "rollback", Duration::from_secs(10));
 }
 
 #[test]
 fn two_haproxy_hosts_follow_the_redis_master_and_refuse_a_bad_configuration() {
-    if !lab_possible() {
+    if !lab::possible() {
         return;
     }
     let name = format!("kzhap{}", std::process::id());
     let s = TestStack::new(&name);
     s.write("stack.toml", &STACK.replace("NAME", &name));
-    let _guard = LabGuard(&s);
+    let _guard = lab::Guard(&s);
     s.kz(&["lab", "up", "DIR"]).code(0).stdout_has("running");
     s.write("10_redis.toml", REDIS);
     s.write("20_lb.toml", &lb(""));
@@ -243,7 +210,9 @@ fn two_haproxy_hosts_follow_the_redis_master_and_refuse_a_bad_configuration() {
     let json: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     assert_eq!(json["read"]["hosts"], 5, "{}", plan.stdout);
     assert_eq!(json["read"]["round_trips"], 5, "{}", plan.stdout);
-    let redis_01 = on_host(&name, "redis-01", "hostname -i").trim().to_string();
+    let redis_01 = lab::on_host(&name, "redis-01", "hostname -i")
+        .trim()
+        .to_string();
     s.kz(&["plan", "DIR", "--lab"])
         .code(0)
         .stdout_has("+    tcp-check expect string role:master")
@@ -257,15 +226,17 @@ fn two_haproxy_hosts_follow_the_redis_master_and_refuse_a_bad_configuration() {
         .stdout_has("No changes.");
     let lbs: Vec<String> = ["lb-01", "lb-02"]
         .iter()
-        .map(|h| on_host(&name, h, "hostname -i").trim().to_string())
+        .map(|h| lab::on_host(&name, h, "hostname -i").trim().to_string())
         .collect();
     routes_to(&name, &lbs, "redis-01", "first", Duration::from_secs(15));
 
     // The master changes by hand: redis-02 is promoted, the others follow it.
-    let redis_02 = on_host(&name, "redis-02", "hostname -i").trim().to_string();
-    on_host(&name, "redis-02", "redis-cli replicaof no one");
+    let redis_02 = lab::on_host(&name, "redis-02", "hostname -i")
+        .trim()
+        .to_string();
+    lab::on_host(&name, "redis-02", "redis-cli replicaof no one");
     for h in ["redis-01", "redis-03"] {
-        on_host(&name, h, &format!("redis-cli replicaof {redis_02} 6379"));
+        lab::on_host(&name, h, &format!("redis-cli replicaof {redis_02} 6379"));
     }
     let took = routes_to(&name, &lbs, "redis-02", "flip", Duration::from_secs(10));
     eprintln!("both load balancers routed to the new master after {took:?}");
@@ -274,13 +245,13 @@ fn two_haproxy_hosts_follow_the_redis_master_and_refuse_a_bad_configuration() {
 
     // A reload keeps the master and forks a new worker.
     let pid = "cat /run/haproxy-kz-lb.pid";
-    let workers = |h: &str| on_host(&name, h, &format!("ps -o pid= --ppid $({pid})"));
-    let (master, before) = (on_host(&name, "lb-01", pid), workers("lb-01"));
+    let workers = |h: &str| lab::on_host(&name, h, &format!("ps -o pid= --ppid $({pid})"));
+    let (master, before) = (lab::on_host(&name, "lb-01", pid), workers("lb-01"));
     s.write("20_lb.toml", &lb(r#""maxconn 2000""#));
     s.kz(&["apply", "DIR", "--lab", "--yes"])
         .code(0)
         .stdout_has("Apply: 2 applied, 0 failed");
-    assert_eq!(on_host(&name, "lb-01", pid), master);
+    assert_eq!(lab::on_host(&name, "lb-01", pid), master);
     assert_ne!(workers("lb-01"), before);
     routes_to(&name, &lbs, "redis-02", "reload", Duration::from_secs(10));
 
@@ -288,7 +259,7 @@ fn two_haproxy_hosts_follow_the_redis_master_and_refuse_a_bad_configuration() {
 
     // HAProxy stopped behind kz's back: the plan says so, the apply starts it again.
     s.write("20_lb.toml", &lb(r#""maxconn 2000""#));
-    on_host(&name, "lb-02", &format!("kill $({pid}); sleep 0.5"));
+    lab::on_host(&name, "lb-02", &format!("kill $({pid}); sleep 0.5"));
     s.kz(&["plan", "DIR", "--lab", "--detailed-exitcode"])
         .code(2)
         .stdout_has("running: false \u{2192} true");
@@ -307,23 +278,23 @@ fn two_haproxy_hosts_follow_the_redis_master_and_refuse_a_bad_configuration() {
 /// the apply reloads lb-01 and removes lb-02's leftover.
 fn interrupted(s: &TestStack, name: &str) {
     let cfg = "/etc/haproxy/haproxy.cfg";
-    on_host(name, "lb-01", &format!("echo '1 2' > {cfg}.kz-serving"));
-    on_host(name, "lb-02", &format!("echo leftover > {cfg}.kz-new"));
+    lab::on_host(name, "lb-01", &format!("echo '1 2' > {cfg}.kz-serving"));
+    lab::on_host(name, "lb-02", &format!("echo leftover > {cfg}.kz-new"));
     s.kz(&["plan", "DIR", "--lab", "--detailed-exitcode"])
         .code(2)
         .stdout_has("HAProxy was not reloaded with this file")
         .stdout_has("an interrupted apply left PATH.kz-new beside this file");
     let pid = "cat /run/haproxy-kz-lb.pid";
-    let before = on_host(name, "lb-01", &format!("ps -o pid= --ppid $({pid})"));
+    let before = lab::on_host(name, "lb-01", &format!("ps -o pid= --ppid $({pid})"));
     s.kz(&["apply", "DIR", "--lab", "--yes"])
         .code(0)
         .stdout_has("Apply: 2 applied, 0 failed");
     assert_ne!(
-        on_host(name, "lb-01", &format!("ps -o pid= --ppid $({pid})")),
+        lab::on_host(name, "lb-01", &format!("ps -o pid= --ppid $({pid})")),
         before
     );
     assert_eq!(
-        on_host(name, "lb-02", &format!("ls {cfg}.kz-new 2>/dev/null")),
+        lab::on_host(name, "lb-02", &format!("ls {cfg}.kz-new 2>/dev/null")),
         ""
     );
     s.kz(&["plan", "DIR", "--lab", "--detailed-exitcode"])

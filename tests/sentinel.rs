@@ -10,47 +10,12 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::TestStack;
+use support::{TestStack, lab};
 
-fn lab_possible() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            == Some("0")
-    });
-    let tools = ["podman", "runc", "debootstrap"].iter().all(|t| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !(root && tools) {
-        eprintln!("skipping: the sentinel test needs root, podman, runc and debootstrap");
-    }
-    root && tools
-}
-
-/// A command run inside a lab host with podman, not through kz: what the host really holds.
 fn on_host(stack: &str, host: &str, script: &str) -> String {
-    let o = Command::new("podman")
-        .args(["exec", &format!("kzlab-{stack}-{host}"), "sh", "-c", script])
-        .env("CONTAINERS_CONF", "/var/cache/kz-lab/containers.conf")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).replace('\r', "")
-}
-
-/// Takes the lab down however the test ends.
-struct LabGuard<'a>(&'a TestStack);
-
-impl Drop for LabGuard<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.kz(&["lab", "down", "DIR"]);
-    }
+    lab::on_host(stack, host, script).replace('\r', "")
 }
 
 const HOSTS: [&str; 3] = ["redis-01", "redis-02", "redis-03"];
@@ -156,14 +121,14 @@ fn sentinel_changes(plan: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_group_is_made_survives_a_failover_and_is_repaired_from_no_master() {
-    if !lab_possible() {
+    if !lab::possible() {
         return;
     }
     let name = format!("kzsen{}", std::process::id());
     let s = TestStack::new(&name);
     s.write("stack.toml", &STACK.replace("NAME", &name));
     s.write("05_redis.toml", MODULE);
-    let _guard = LabGuard(&s);
+    let _guard = lab::Guard(&s);
     s.kz(&["lab", "up", "DIR"]).code(0);
 
     // From empty hosts: one master (the initial one), two replicas, three sentinels agreeing.
