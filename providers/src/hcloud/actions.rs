@@ -222,6 +222,11 @@ async fn post_action<B: serde::Serialize>(
 ) -> Result<(), String> {
     let mut unsure: Option<ApiError> = None;
     let mut attempt = 0;
+    // Bounded by the action's deadline, not by a count: a request refused with `locked` is sent
+    // again and again while another action holds the network, and each of those sends may meet a
+    // server error; the load balancer read after each one (which fails fast when the API is down)
+    // says whether it was carried out.
+    let deadline = Instant::now() + w.deadline;
     loop {
         let error = match c.post::<B, models::GetActionResponse>(path, body).await {
             Ok(got) => return wait(c, *got.action, w).await,
@@ -238,11 +243,12 @@ async fn post_action<B: serde::Serialize>(
             return Err(error.to_string());
         }
         attempt += 1;
-        if attempt >= c.tries() {
+        let pause = c.backoff(attempt - 1);
+        if Instant::now() + pause >= deadline {
             return Err(error.to_string());
         }
         unsure = Some(error);
-        tokio::time::sleep(c.backoff(attempt - 1)).await;
+        tokio::time::sleep(pause).await;
     }
 }
 

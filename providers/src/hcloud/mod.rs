@@ -16,7 +16,8 @@
 //!   lost answers, with exponential backoff from 1 s, doubling, capped at 60 s, full jitter,
 //!   5 tries. `locked` is tried again (at most 5 s apart) until the action deadline. A POST
 //!   whose outcome is unknown (5xx, lost answer) is not sent again blindly: [`actions`] reads the
-//!   load balancer once no action runs on it and counts a change it shows as made.
+//!   load balancer once no action runs on it and counts a change it shows as made, else sends
+//!   it again, with backoff, until the action deadline.
 //!   `KZ_HCLOUD_RETRY_BASE_MS` sets the first ceiling (tests make it small);
 //! - the rate limit ([`limit`]): requests are spaced once fewer than 10 remain;
 //! - waiting for actions ([`actions`]): polled every 500 ms, at most 5 minutes each.
