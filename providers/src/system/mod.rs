@@ -302,7 +302,11 @@ mod tests {
         assert_eq!(texts(&o.attrs["dns"]), ["10.0.0.2", "10.0.0.3"]);
         assert_eq!(
             texts(&o.attrs["sysctl"]),
-            ["net.ipv4.ip_forward = 0", "vm.nope = (no such key)"]
+            [
+                "net.ipv4.ip_forward = 0",
+                "vm.nope = (no such key)",
+                "(at boot: /etc/sysctl.d/90-kz-base.conf missing)"
+            ]
         );
         assert!(o.not_applicable.is_empty());
     }
@@ -321,7 +325,35 @@ mod tests {
         assert!(o.not_applicable["sysctl vm.overcommit_memory"].contains("not namespaced"));
         assert_eq!(
             texts(&o.attrs["sysctl"]),
-            ["net.core.somaxconn = 4096", "vm.overcommit_memory = 1"]
+            [
+                "net.core.somaxconn = 4096",
+                "vm.overcommit_memory = 1",
+                "(at boot: /etc/sysctl.d/90-kz-base.conf missing)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_boot_file_as_apply_writes_it_is_no_drift() {
+        use sha2::{Digest, Sha256};
+        let i = inst(&[("sysctl", &["net.core.somaxconn = 1024"])]);
+        let file =
+            "# Written by kz: changes made here are overwritten.\nnet.core.somaxconn = 1024\n";
+        let sum = hex::encode(Sha256::digest(file.as_bytes()));
+        let out = format!(
+            "{M} container\nno\n{M} ssh\n\n{M} sysctl\nnet.core.somaxconn rw 1024\n\
+             {M} sysctlboot\n{sum}  -\n"
+        );
+        let o = observe_system(&i, &Facts::parse(&out)).unwrap();
+        assert_eq!(texts(&o.attrs["sysctl"]), ["net.core.somaxconn = 1024"]);
+        let edited = out.replace(&sum, &"0".repeat(64));
+        let o = observe_system(&i, &Facts::parse(&edited)).unwrap();
+        assert_eq!(
+            texts(&o.attrs["sysctl"]),
+            [
+                "net.core.somaxconn = 1024",
+                "(at boot: /etc/sysctl.d/90-kz-base.conf not as declared)"
+            ]
         );
     }
 
@@ -353,7 +385,11 @@ mod tests {
         assert!(o.not_applicable.contains_key("sysctl vm.swappiness"));
         assert_eq!(
             texts(&o.attrs["sysctl"]),
-            ["net.ipv4.ip_forward = 0", "vm.swappiness = 10"]
+            [
+                "net.ipv4.ip_forward = 0",
+                "vm.swappiness = 10",
+                "(at boot: /etc/sysctl.d/90-kz-base.conf missing)"
+            ]
         );
         let all_ro = format!(
             "{M} container\nyes\n{M} ssh\n\n{M} sysctl\nnet.ipv4.ip_forward ro 0\nvm.swappiness ro 60\n"

@@ -75,8 +75,10 @@ pub fn script(inst: &Instance) -> String {
             "mark sysctl; for k in {}; do f=/proc/sys/$(printf %s \"$k\" | tr . /); \
              if [ -r \"$f\" ]; then w=ro; [ -w \"$f\" ] && w=rw; \
              printf '%s %s %s\\n' \"$k\" \"$w\" \"$(tr -s '\\t ' '  ' < \"$f\")\"; \
-             else printf '%s missing\\n' \"$k\"; fi; done\n",
-            keys.join(" ")
+             else printf '%s missing\\n' \"$k\"; fi; done\n\
+             mark sysctlboot; sha256sum < {} 2>/dev/null || echo missing\n",
+            keys.join(" "),
+            shell_quote(&super::sysctl::path(inst))
         ));
     }
     s.push_str("true\n");

@@ -25,7 +25,7 @@ pub fn keys(inst: &Instance) -> Vec<String> {
 }
 
 /// kz's file under /etc/sysctl.d/, named after the resource.
-fn path(inst: &Instance) -> String {
+pub fn path(inst: &Instance) -> String {
     format!("/etc/sysctl.d/90-kz-{}.conf", inst.address.name)
 }
 
@@ -75,7 +75,40 @@ pub fn observe(inst: &Instance, facts: &Facts) -> (Value, Vec<(String, &'static 
         };
         lines.push(Value::Text(format!("{k} = {now}")));
     }
+    if let Some(l) = boot_drift(inst, facts) {
+        lines.push(Value::Text(l));
+    }
     (Value::List(lines), fixed)
+}
+
+/// The boot file's content: every declared key.
+fn boot_file(inst: &Instance) -> String {
+    let mut content = String::from("# Written by kz: changes made here are overwritten.\n");
+    for (k, v) in &wanted(inst) {
+        content.push_str(&format!("{k} = {v}\n"));
+    }
+    content
+}
+
+/// A line saying the boot file is missing or not kz's, or `None` when it holds what apply writes:
+/// values set now but lost at the next boot are drift too.
+fn boot_drift(inst: &Instance, facts: &Facts) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let want = hex::encode(Sha256::digest(boot_file(inst).as_bytes()));
+    let seen = facts
+        .section("sysctlboot")
+        .split_whitespace()
+        .next()
+        .unwrap_or("missing");
+    if seen == want {
+        return None;
+    }
+    let what = if seen == "missing" {
+        "missing"
+    } else {
+        "not as declared"
+    };
+    Some(format!("(at boot: {} {what})", path(inst)))
 }
 
 pub async fn apply(inst: &Instance, t: &dyn Transport) -> Result<(), ProviderError> {
@@ -120,10 +153,7 @@ pub async fn apply(inst: &Instance, t: &dyn Transport) -> Result<(), ProviderErr
         };
         return Err(ProviderError::new("sysctl", msg));
     }
-    let mut content = String::from("# Written by kz: changes made here are overwritten.\n");
-    for (k, v) in &want {
-        content.push_str(&format!("{k} = {v}\n"));
-    }
+    let content = boot_file(inst);
     let opts = UploadOptions {
         mode: Some(0o644),
         timeout: t.command_timeout(),
