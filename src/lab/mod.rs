@@ -6,7 +6,7 @@ mod hosts;
 pub mod image;
 pub mod podman;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use kz_engine::lab::{LabOverlay, lab_dir};
@@ -338,9 +338,8 @@ async fn load_image(
         }
         wanted.iter().collect()
     };
-    // Without a tarball, the lab's own base image, saved once per call.
-    let saved: PathBuf;
-    let tar_is_ours = tar.is_none();
+    // Without a tarball, the lab's own base image, saved once in the lab's cache (`kz lab up`
+    // loads the same archive into hosts that run containers).
     let tar = match tar {
         Some(t) => {
             if !t.is_file() {
@@ -348,20 +347,7 @@ async fn load_image(
             }
             t.to_path_buf()
         }
-        None => {
-            // Per process, so that two loads at once do not share (and delete) one file.
-            saved = image::cache_dir().join(format!("kz-debian-12.{}.tar", std::process::id()));
-            let _ = std::fs::remove_file(&saved);
-            let s = saved.display().to_string();
-            podman
-                .run_with(
-                    &["save", "-o", &s, image::IMAGE],
-                    None,
-                    Duration::from_secs(600),
-                )
-                .await?;
-            saved.clone()
-        }
+        None => image::save(&podman).await?,
     };
     for host in targets {
         let lab = &overlay.hosts[host];
@@ -369,9 +355,6 @@ async fn load_image(
         let loaded = match loaded {
             Ok(l) => l,
             Err(e) => {
-                if tar_is_ours {
-                    let _ = std::fs::remove_file(&tar);
-                }
                 let hint = if e.contains("overlay") || e.contains("privileged") {
                     format!(
                         "\n  nested podman needs privileged lab hosts: kz lab down {d} && kz lab up {d} --privileged",
@@ -384,9 +367,6 @@ async fn load_image(
             }
         };
         shell.outln(&format!("Lab host {host}: loaded {loaded}"));
-    }
-    if tar_is_ours {
-        let _ = std::fs::remove_file(&tar);
     }
     Ok(())
 }
