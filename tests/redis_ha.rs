@@ -17,12 +17,12 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{TestStack, lab, read};
+use support::redis::{self, roles, settled};
+use support::{TestStack, lab, read, wait_until};
 
 /// The password the last step gives Redis, and HAProxy's check through a secret.
 const PASSWORD: &str = "kz-lab-pw-7f3a";
 
-const REDIS: [&str; 3] = ["redis-01", "redis-02", "redis-03"];
 const FILES: [&str; 4] = [
     "stack.toml",
     "02_base_os.toml",
@@ -43,45 +43,6 @@ fn lab_stack(name: &str) -> TestStack {
 
 fn on_host(name: &str, host: &str, script: &str) -> String {
     lab::on_host(name, host, script).replace('\r', "")
-}
-
-/// Each Redis host's role line, the master address its Sentinel names, and its own address.
-fn roles(name: &str) -> Vec<(String, String, String)> {
-    REDIS
-        .iter()
-        .map(|h| {
-            let out = on_host(
-                name,
-                h,
-                "echo \"$(redis-cli info replication | grep '^role:')\"; \
-                 echo \"$(redis-cli -p 26379 sentinel get-master-addr-by-name cache | head -n 1)\"; \
-                 hostname -i",
-            );
-            let mut l = out.lines().map(|l| l.trim().to_string());
-            let mut next = || l.next().unwrap_or_default();
-            (next(), next(), next())
-        })
-        .collect()
-}
-
-/// The master when exactly one node says master and every sentinel names it.
-fn settled(name: &str) -> Option<&'static str> {
-    let r = roles(name);
-    let masters: Vec<usize> = (0..3).filter(|i| r[*i].0 == "role:master").collect();
-    let [m] = masters[..] else {
-        return None;
-    };
-    r.iter()
-        .all(|(_, named, _)| *named == r[m].2)
-        .then(|| REDIS[m])
-}
-
-fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Writes through each HAProxy (from redis-03: lab hosts reach each other) until the value
@@ -197,7 +158,7 @@ fn made_from_empty_hosts(lab: &Lab) {
     assert_eq!(settled(name), Some("redis-01"), "{:?}", roles(name));
     let info = on_host(name, "redis-01", "redis-cli info replication");
     assert!(info.contains("connected_slaves:2"), "{info}");
-    for h in REDIS {
+    for h in redis::HOSTS {
         let ck = on_host(name, h, "redis-cli -p 26379 sentinel ckquorum cache");
         assert!(ck.starts_with("OK 3 usable Sentinels"), "{h}: {ck}");
         // Each node and each sentinel announces the host's address (NAT, containers).
@@ -233,7 +194,7 @@ fn keeps_data_written_before(lab: &Lab) {
         "the write to reach the replicas",
         Duration::from_secs(10),
         || {
-            REDIS
+            redis::HOSTS
                 .iter()
                 .all(|h| on_host(name, h, "redis-cli get kz-key").trim() == "kept")
         },
@@ -288,7 +249,7 @@ fn failover_is_followed(lab: &Lab) -> &'static str {
 /// its candidate, repaired, verified through HAProxy, and the data is still there. The master.
 fn no_master_is_repaired(lab: &Lab, before: &str) -> &'static str {
     let (s, name) = (lab.s, lab.name);
-    for h in REDIS {
+    for h in redis::HOSTS {
         on_host(
             name,
             h,
@@ -335,7 +296,7 @@ fn an_invalid_directive_is_refused(lab: &Lab, master: &str) {
 /// HAProxy hosts route to the master again.
 fn a_password_goes_through_a_secret(lab: &Lab, master: &str) {
     let (s, name) = (lab.s, lab.name);
-    for h in REDIS {
+    for h in redis::HOSTS {
         on_host(
             name,
             h,
@@ -344,7 +305,7 @@ fn a_password_goes_through_a_secret(lab: &Lab, master: &str) {
             ),
         );
     }
-    for h in REDIS {
+    for h in redis::HOSTS {
         on_host(
             name,
             h,

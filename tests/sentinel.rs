@@ -10,15 +10,14 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{TestStack, lab};
+use support::redis::{self, roles, settled};
+use support::{TestStack, lab, wait_until};
 
 fn on_host(stack: &str, host: &str, script: &str) -> String {
     lab::on_host(stack, host, script).replace('\r', "")
 }
-
-const HOSTS: [&str; 3] = ["redis-01", "redis-02", "redis-03"];
 
 const STACK: &str = r#"[stack]
 name = "NAME"
@@ -68,45 +67,6 @@ failover_timeout = "10s"
 sentinel_conf = "/etc/redis/kz-sentinel.conf"
 sentinel_start = "redis-sentinel /etc/redis/kz-sentinel.conf --daemonize yes --logfile /var/log/redis/kz-sentinel.log"
 "#;
-
-/// Each host's role line, its sentinel's master address, and the host's own address.
-fn roles(name: &str) -> Vec<(String, String, String)> {
-    HOSTS
-        .iter()
-        .map(|h| {
-            // One line each, even when Redis or Sentinel does not answer.
-            let out = on_host(
-                name,
-                h,
-                "echo \"$(redis-cli info replication | grep '^role:')\"; \
-                 echo \"$(redis-cli -p 26379 sentinel get-master-addr-by-name cache | head -n 1)\"; \
-                 hostname -i",
-            );
-            let mut l = out.lines().map(|l| l.trim().to_string());
-            let mut next = || l.next().unwrap_or_default();
-            (next(), next(), next())
-        })
-        .collect()
-}
-
-/// The one master's host when exactly one node says master and every sentinel names that
-/// node's own address (not merely the same address as the others: all may still name the old one).
-fn settled(name: &str) -> Option<&'static str> {
-    let r = roles(name);
-    let masters: Vec<usize> = (0..3).filter(|i| r[*i].0 == "role:master").collect();
-    let [m] = masters[..] else {
-        return None;
-    };
-    (!r[m].2.is_empty() && r.iter().all(|(_, named, _)| *named == r[m].2)).then(|| HOSTS[m])
-}
-
-fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
 
 fn sentinel_changes(plan: &str) -> Vec<serde_json::Value> {
     let json: serde_json::Value = serde_json::from_str(plan).unwrap();
@@ -159,7 +119,7 @@ fn a_group_is_made_survives_a_failover_and_is_repaired_from_no_master() {
         "the write to reach the replicas",
         Duration::from_secs(10),
         || {
-            HOSTS
+            redis::HOSTS
                 .iter()
                 .all(|h| on_host(&name, h, "redis-cli get kz-key").trim() == "kept")
         },
@@ -184,7 +144,7 @@ fn a_group_is_made_survives_a_failover_and_is_repaired_from_no_master() {
     });
 
     // The seed's state: no sentinel, every node a replica of nothing.
-    for h in HOSTS {
+    for h in redis::HOSTS {
         on_host(
             &name,
             h,

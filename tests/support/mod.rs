@@ -6,6 +6,7 @@
 pub mod lab;
 pub mod memory;
 pub mod pg;
+pub mod redis;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};
@@ -218,4 +219,16 @@ pub fn command_lines() -> Vec<String> {
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
         .collect()
+}
+
+/// Polls `done` every 200 ms until it holds, failing the test after `within`.
+pub fn wait_until(what: &str, within: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
