@@ -1,7 +1,7 @@
 //! `${...}` interpolation in string attributes.
 //!
 //! References: `${host.name}`, `${host.address}`, `${host.labels.KEY}`, `${hosts.NAME.address}`,
-//! `${env.NAME}` and `${secret.NAME}` (from `KZ_SECRET_NAME`). `$${` writes a literal `${`.
+//! `${networks.NAME}`, `${env.NAME}` and `${secret.NAME}` (from `KZ_SECRET_NAME`). `$${` writes a literal `${`.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +12,8 @@ pub struct Scope<'a> {
     /// The host of the instance; `None` for one on no single host (a group, an API).
     pub host: Option<&'a Host>,
     pub hosts: &'a BTreeMap<String, Host>,
+    /// `[networks]` of the stack, as the run sees them.
+    pub networks: &'a BTreeMap<String, String>,
     pub env: &'a dyn Fn(&str) -> Option<String>,
 }
 
@@ -104,7 +106,7 @@ fn resolve(expr: &str, scope: &Scope<'_>) -> Result<Resolved, String> {
     let unknown = || {
         format!(
             "unknown reference `${{{expr}}}`: expected host.name, host.address, host.labels.KEY, \
-             hosts.NAME.address, env.NAME or secret.NAME"
+             hosts.NAME.address, networks.NAME, env.NAME or secret.NAME"
         )
     };
     let host = match (parts.as_slice(), scope.host) {
@@ -137,6 +139,21 @@ fn resolve(expr: &str, scope: &Scope<'_>) -> Result<Resolved, String> {
         (["hosts", name, "name"], _) if scope.hosts.contains_key(*name) => {
             Ok(Resolved::Text((*name).to_string()))
         }
+        (["networks", name], _) => scope
+            .networks
+            .get(*name)
+            .map(|n| Resolved::Text(n.clone()))
+            .ok_or_else(|| {
+                let known: Vec<&str> = scope.networks.keys().map(String::as_str).collect();
+                if known.is_empty() {
+                    format!("unknown network `{name}` in `${{{expr}}}`: stack.toml has no [networks]")
+                } else {
+                    format!(
+                        "unknown network `{name}` in `${{{expr}}}`: [networks] in stack.toml has {}",
+                        known.join(", ")
+                    )
+                }
+            }),
         (["env", name], _) if valid_var(name) => (scope.env)(name)
             .map(Resolved::Text)
             .ok_or_else(|| format!("environment variable `{name}` is not set (in `${{{expr}}}`)")),
@@ -176,11 +193,13 @@ mod tests {
             "KZ_SECRET_REDIS_PASSWORD" => Some("s3cret".to_string()),
             _ => None,
         };
+        let networks = BTreeMap::from([("private".to_string(), "10.0.0.0/16".to_string())]);
         interpolate(
             input,
             &Scope {
                 host: Some(&h),
                 hosts: &hosts,
+                networks: &networks,
                 env: &env,
             },
         )
@@ -188,11 +207,11 @@ mod tests {
 
     #[test]
     fn resolves_every_reference_kind() {
-        let r = run("${host.name} ${host.address} ${host.labels.role} ${hosts.redis-02.address} ${env.HOME}")
+        let r = run("${host.name} ${host.address} ${host.labels.role} ${hosts.redis-02.address} ${env.HOME} ${networks.private}")
             .expect("valid");
         assert_eq!(
             r.text.as_deref(),
-            Some("redis-01 10.0.0.123 redis 10.0.0.124 /root")
+            Some("redis-01 10.0.0.123 redis 10.0.0.124 /root 10.0.0.0/16")
         );
         assert!(r.secrets.is_empty());
     }
@@ -219,6 +238,12 @@ mod tests {
         assert!(e.message.contains("unknown reference `${host.nope}`"));
         let e = run("x ${host.name").expect_err("unterminated");
         assert_eq!(e.offset, 2);
+        let e = run("${networks.public}").expect_err("unknown network");
+        assert!(
+            e.message.contains("[networks] in stack.toml has private"),
+            "{}",
+            e.message
+        );
         let e = run("${env.KZ_SURELY_UNSET}").expect_err("unset env");
         assert!(e.message.contains("KZ_SURELY_UNSET"));
     }

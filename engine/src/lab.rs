@@ -119,6 +119,7 @@ impl LabOverlay {
             keep_api: false,
             // Software the lab cannot install (no Debian package) is declared skipped there.
             skip_lab_modules: true,
+            network: Some(self.subnet.clone()),
         })
     }
 
@@ -160,6 +161,11 @@ impl Cidr {
 
     pub fn contains(self, addr: Ipv4Addr) -> bool {
         u32::from(addr) & self.mask() == u32::from(self.net) & self.mask()
+    }
+
+    /// Whether it is written with its host bits zero (`10.0.0.0/16`, not `10.0.0.7/16`).
+    pub fn is_network_address(self) -> bool {
+        u32::from(self.net) & !self.mask() == 0
     }
 
     /// How many addresses it holds.

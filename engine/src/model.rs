@@ -27,6 +27,8 @@ pub struct Stack {
     pub left_out: crate::overlay::LeftOut,
     /// The drills (`[[drill]]`), which plan and apply never touch.
     pub drills: Vec<crate::drill::Drill>,
+    /// `[networks]`: named IPv4 ranges as this run sees them (under the lab, the lab's network).
+    pub networks: BTreeMap<String, String>,
 }
 
 impl Stack {

@@ -20,6 +20,9 @@ pub struct HostOverlay {
     pub keep_api: bool,
     /// Leave out the modules declared `lab = { skip = "..." }` (set by the lab's overlay).
     pub skip_lab_modules: bool,
+    /// The one network every `[networks]` range of the stack stands for under the overlay (the
+    /// lab's subnet), so `${networks.private}` in a firewall rule or pg_hba.conf follows the hosts.
+    pub network: Option<String>,
 }
 
 /// One host's address and SSH settings under the overlay (user, port, keys, known_hosts, no jump

@@ -23,6 +23,8 @@ pub struct Declaration<'a> {
     pub name: &'a str,
     /// The inventory, for resources that refer to hosts (load balancer targets).
     pub hosts: &'a BTreeMap<String, Host>,
+    /// `[networks]` as the run sees them (the lab's network under `--lab`).
+    pub networks: &'a BTreeMap<String, String>,
     pub(crate) stack_dir: &'a Path,
     pub(crate) file: &'a Arc<SourceFile>,
     pub(crate) span: Range<usize>,
@@ -100,6 +102,23 @@ impl<'a> Declaration<'a> {
     }
 
     /// An error at a place of the declaration.
+    /// A value that is exactly `${networks.NAME}`, resolved: for attributes a provider reads
+    /// when declaring (a firewall rule's source), not per host. `None` for any other text.
+    pub fn network_ref(&self, text: &str) -> Option<Result<String, String>> {
+        let name = text.strip_prefix("${networks.")?.strip_suffix('}')?.trim();
+        Some(self.networks.get(name).cloned().ok_or_else(|| {
+            let known: Vec<&str> = self.networks.keys().map(String::as_str).collect();
+            if known.is_empty() {
+                format!("unknown network `{name}` in `{text}`: stack.toml has no [networks]")
+            } else {
+                format!(
+                    "unknown network `{name}` in `{text}`: [networks] in stack.toml has {}",
+                    known.join(", ")
+                )
+            }
+        }))
+    }
+
     pub fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
         self.error_span(at.span(), message);
     }

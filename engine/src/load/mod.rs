@@ -73,6 +73,7 @@ fn load(
         overlay,
         providers,
         host_defaults: BTreeMap::new(),
+        networks: BTreeMap::new(),
     };
     let stack = loader.load();
     match stack {
@@ -100,6 +101,8 @@ pub(crate) struct Loader<'a> {
     /// The stack's `[defaults]` of host settings, for hosts with no table of their own (hosts of
     /// an inventory file).
     host_defaults: BTreeMap<String, String>,
+    /// `[networks]`, as this run sees them (the overlay's network under the lab).
+    networks: BTreeMap<String, String>,
 }
 
 /// A module file, read: its name, source, `[module]` table and resource tables.
@@ -220,6 +223,7 @@ impl Loader<'_> {
             ));
         }
         let parallelism = self.parallelism(&stack_src, &raw);
+        self.networks = self.networks(&stack_src, &raw);
         let state = self.state_config(&stack_src, raw.state.as_ref());
         let hosts = self.hosts(&stack_src, &raw, settings);
         let (mut parsed, broken) = self.read_modules();
@@ -265,7 +269,45 @@ impl Loader<'_> {
             secrets,
             left_out,
             drills,
+            networks: std::mem::take(&mut self.networks),
         })
+    }
+
+    /// `[networks]`: each value an IPv4 range (`10.0.0.0/16`); under an overlay with a network
+    /// of its own (the lab), every range is that network.
+    fn networks(
+        &mut self,
+        src: &Arc<SourceFile>,
+        raw: &raw::StackFile,
+    ) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (name, range) in &raw.networks {
+            if !valid_name(name) {
+                self.error(Diagnostic::at(
+                    loc(src, range),
+                    format!("invalid network name `{name}`: use letters, digits, `-` and `_`"),
+                ));
+                continue;
+            }
+            let text = range.get_ref();
+            let canonical = crate::lab::Cidr::parse(text).filter(|c| c.is_network_address());
+            if canonical.is_none() {
+                self.error(Diagnostic::at(
+                    loc(src, range),
+                    format!(
+                        "network `{name}` = `{text}` is not an IPv4 range: write it as \
+                         ADDRESS/BITS with the host bits zero, such as `10.0.0.0/16`"
+                    ),
+                ));
+                continue;
+            }
+            let seen = match self.overlay.and_then(|o| o.network.as_ref()) {
+                Some(lab) => lab.clone(),
+                None => text.clone(),
+            };
+            out.insert(name.clone(), seen);
+        }
+        out
     }
 
     /// `stack.toml`, read, or an error saying what a stack is.

@@ -14,6 +14,9 @@ pub struct StackFile {
     pub inventory: Option<Spanned<InventoryTable>>,
     #[serde(default)]
     pub hosts: BTreeMap<String, Spanned<HostTable>>,
+    /// `[networks]`: named IPv4 ranges (`private = "10.0.0.0/16"`), for `${networks.NAME}`.
+    #[serde(default)]
+    pub networks: BTreeMap<String, Spanned<String>>,
 }
 
 /// `[inventory]`: more hosts, read from a TSV or CSV file with a header line.

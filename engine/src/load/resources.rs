@@ -159,6 +159,7 @@ impl Loader<'_> {
             module,
             name: common.name.get_ref(),
             hosts,
+            networks: &self.networks,
             stack_dir: &self.dir,
             file: src,
             span: span.clone(),
@@ -384,6 +385,7 @@ impl Loader<'_> {
                 let scope = Scope {
                     host,
                     hosts,
+                    networks: &self.networks,
                     env: self.env,
                 };
                 let r = match interpolate(s.get_ref(), &scope) {

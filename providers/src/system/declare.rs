@@ -316,7 +316,26 @@ enum From {
 /// Resolves `from`: `"any"`, an address or network, a host of the inventory, or labels (every
 /// host that has them).
 fn rule_from(decl: &mut Declaration<'_>, from: &Spanned<toml::Value>) -> Option<From> {
+    let network = from.get_ref().as_str().and_then(|s| decl.network_ref(s));
+    let network = match network {
+        Some(Ok(range)) => Some(range),
+        Some(Err(e)) => {
+            decl.error(from, format!("`from`: {e}"));
+            return None;
+        }
+        None => None,
+    };
     match from.get_ref() {
+        _ if network.is_some() => {
+            let range = network.unwrap_or_default();
+            match Source::parse(&range) {
+                Ok(src) => Some(From::Net(src)),
+                Err(e) => {
+                    decl.error(from, format!("invalid `from`: {e}"));
+                    None
+                }
+            }
+        }
         toml::Value::String(s) if s == "any" => Some(From::Any),
         toml::Value::String(s)
             if s.starts_with(|c: char| c.is_ascii_digit()) || s.contains(':') =>
@@ -331,7 +350,7 @@ fn rule_from(decl: &mut Declaration<'_>, from: &Spanned<toml::Value>) -> Option<
         }
         toml::Value::String(s) if decl.hosts.contains_key(s) => Some(From::Hosts(vec![s.clone()])),
         toml::Value::String(s) => {
-            decl.error(from, format!("`from`: unknown host `{s}` (expected \"any\", an address, a network, a host of the inventory or a table of labels)"));
+            decl.error(from, format!("`from`: unknown host `{s}` (expected \"any\", an address, a network, `${{networks.NAME}}`, a host of the inventory or a table of labels)"));
             None
         }
         toml::Value::Table(t) => {

@@ -69,6 +69,7 @@ fn depends_on_resolution_is_linear() {
         overlay: None,
         providers: &providers,
         host_defaults: Default::default(),
+        networks: Default::default(),
     };
     let (mut copy, mut resolve) = (std::time::Duration::MAX, std::time::Duration::MAX);
     let mut resolved = Vec::new();
