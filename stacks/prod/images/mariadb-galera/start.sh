@@ -5,6 +5,16 @@
 # environment and go to mariadb on its standard input, never on a command line.
 set -eu
 datadir=/var/lib/mysql
+# Root may log in from the private network (GALERA_CLIENTS, a range such as 10.0.0.0/16), which
+# MariaDB writes as ADDRESS/NETMASK.
+net=${GALERA_CLIENTS%/*}
+bits=${GALERA_CLIENTS#*/}
+mask=""
+for _ in 1 2 3 4; do
+  if [ "$bits" -ge 8 ]; then octet=255; bits=$((bits - 8)); else octet=$(((256 - (1 << (8 - bits))) % 256)); bits=0; fi
+  mask="$mask${mask:+.}$octet"
+done
+clients="$net/$mask"
 new=""
 if [ ! -d "$datadir/mysql" ]; then
   mariadb-install-db --user=mysql --datadir="$datadir" >/dev/null
@@ -12,8 +22,8 @@ if [ ! -d "$datadir/mysql" ]; then
     new="--wsrep-new-cluster"
     cat > /tmp/init.sql <<SQL
 ALTER USER 'root'@'localhost' IDENTIFIED BY '$MARIADB_ROOT_PASSWORD';
-CREATE USER IF NOT EXISTS 'root'@'10.0.0.%' IDENTIFIED BY '$MARIADB_ROOT_PASSWORD';
-GRANT ALL ON *.* TO 'root'@'10.0.0.%' WITH GRANT OPTION;
+CREATE USER IF NOT EXISTS 'root'@'$clients' IDENTIFIED BY '$MARIADB_ROOT_PASSWORD';
+GRANT ALL ON *.* TO 'root'@'$clients' WITH GRANT OPTION;
 CREATE USER IF NOT EXISTS 'sst'@'localhost' IDENTIFIED BY '$MARIADB_SST_PASSWORD';
 GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR ON *.* TO 'sst'@'localhost';
 SQL
