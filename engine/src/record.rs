@@ -223,6 +223,7 @@ mod tests {
             secrets: Default::default(),
             left_out: Default::default(),
             drills: Vec::new(),
+            lab: Default::default(),
         };
         assert_eq!(rekey_hostless(&mut state, &stack), 1);
         assert!(state.resources.contains_key("10_lb.lb.web"));

@@ -14,6 +14,14 @@ pub struct StackFile {
     pub inventory: Option<Spanned<InventoryTable>>,
     #[serde(default)]
     pub hosts: BTreeMap<String, Spanned<HostTable>>,
+    pub lab: Option<LabTable>,
+}
+
+/// `[lab]`: how `kz lab up` makes the stack's hosts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabTable {
+    pub init: Option<Spanned<String>>,
 }
 
 /// `[inventory]`: more hosts, read from a TSV or CSV file with a header line.

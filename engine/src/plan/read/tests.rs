@@ -159,6 +159,7 @@ mod panics {
             secrets: Default::default(),
             left_out: Default::default(),
             drills: Vec::new(),
+            lab: Default::default(),
         }
     }
 
