@@ -4,8 +4,10 @@
 
 mod hosts;
 pub mod image;
+mod nested;
 pub mod podman;
 mod select;
+mod systemd;
 
 use std::path::Path;
 use std::time::Duration;
@@ -154,6 +156,9 @@ async fn up(
     let podman = podman()?;
     if !image::present(&podman).await {
         image::build(&podman, &|m| shell.errln(&format!("lab: {m}"))).await?;
+    }
+    if stack.lab.init == kz_engine::model::LabInit::Systemd && !systemd::present(&podman).await {
+        systemd::build(&podman, &|m| shell.errln(&format!("lab: {m}"))).await?;
     }
     let overlay = hosts::up(shell, &podman, &stack, &selected, privileged).await?;
     print_status(shell, &overlay, &hosts::states(&podman, &overlay).await);
