@@ -127,3 +127,27 @@ pub const RUN_FLAGS: &[&str] = &[
     "--stop-signal",
     "RTMIN+3",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A privileged container shares the machine's kernel: the units that write to it at boot
+    /// must stay masked, and podman's systemd mode must stay off (nested Docker fails under it).
+    #[test]
+    fn units_that_touch_the_machine_kernel_are_masked() {
+        let masks = CONTAINERFILE
+            .split("systemctl mask")
+            .nth(1)
+            .expect("a mask line");
+        for unit in [
+            "systemd-sysctl.service",
+            "systemd-modules-load.service",
+            "systemd-binfmt.service",
+        ] {
+            assert!(masks.contains(unit), "{unit} is not masked");
+        }
+        assert!(RUN_FLAGS.contains(&"--systemd=false"));
+        assert!(CONTAINERFILE.contains("apt-get purge -y redis-server redis-sentinel haproxy"));
+    }
+}
