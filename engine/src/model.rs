@@ -29,6 +29,23 @@ pub struct Stack {
     pub drills: Vec<crate::drill::Drill>,
     /// `[networks]`: named IPv4 ranges as this run sees them (under the lab, the lab's network).
     pub networks: BTreeMap<String, String>,
+    /// `[lab]`: how `kz lab up` makes this stack's hosts.
+    pub lab: LabSettings,
+}
+
+/// The stack's `[lab]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabSettings {
+    pub init: LabInit,
+}
+
+/// The first process of a lab host: sshd alone (the default, quick and small), or systemd, so
+/// units, `systemctl` and Docker behave as on a real server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LabInit {
+    #[default]
+    Sshd,
+    Systemd,
 }
 
 impl Stack {

@@ -224,6 +224,7 @@ mod tests {
             left_out: Default::default(),
             drills: Vec::new(),
             networks: Default::default(),
+            lab: Default::default(),
         };
         assert_eq!(rekey_hostless(&mut state, &stack), 1);
         assert!(state.resources.contains_key("10_lb.lb.web"));

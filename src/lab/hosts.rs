@@ -6,10 +6,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kz_engine::lab::{Cidr, LabHost, LabOverlay, lab_dir};
-use kz_engine::model::{Instance, Stack};
+use kz_engine::model::{Instance, LabInit, Stack};
 
 use super::podman::Podman;
-use super::{STACK_LABEL, container_name, image, network_name};
+use super::{STACK_LABEL, container_name, image, nested, network_name, systemd};
 use crate::output::Shell;
 
 /// How long a new lab host has to make its host keys and answer on port 22.
@@ -48,18 +48,24 @@ pub async fn up(
     } else {
         None
     };
+    let systemd = stack.lab.init == LabInit::Systemd;
     let mut starts = tokio::task::JoinSet::new();
     for name in selected {
         let lab = overlay.hosts[name].clone();
         let podman = podman.clone();
+        let runs_containers = privileged || nested.contains(&name.as_str());
         let spec = ContainerSpec {
             stack: stack.name.clone(),
             owner: owner.clone(),
             host: name.clone(),
             network: network.clone(),
             public_key: public.display().to_string(),
-            privileged: privileged || nested.contains(&name.as_str()),
-            base_image: base_image.clone(),
+            privileged: runs_containers || systemd,
+            base_image: base_image.clone().filter(|_| runs_containers),
+            systemd,
+            docker: stack.hosts.get(name).is_some_and(|h| {
+                h.settings.get("container_runtime").map(String::as_str) == Some("docker")
+            }),
         };
         starts.spawn(async move {
             let key = start_host(&podman, &spec, &lab).await;
@@ -219,6 +225,10 @@ struct ContainerSpec {
     /// (`base_image`, an archive on this machine) loaded as `debian:12`.
     privileged: bool,
     base_image: Option<String>,
+    /// Boots systemd (`[lab] init = "systemd"`), with Docker installed.
+    systemd: bool,
+    /// The host's `container_runtime` is docker.
+    docker: bool,
 }
 
 /// Starts (or restarts) one lab host and returns its ed25519 public host key, `TYPE BASE64`.
@@ -230,18 +240,25 @@ async fn start_host(
     let c = lab.container.as_str();
     if podman.succeeds(&["container", "exists", c]).await {
         let format = format!(
-            "{}|{{{{.State.Status}}}}|{{{{.HostConfig.Privileged}}}}|{{{{range $k, $v := .NetworkSettings.Networks}}}}{{{{$k}}}} {{{{end}}}}",
+            "{}|{{{{.State.Status}}}}|{{{{.HostConfig.Privileged}}}}|{{{{range $k, $v := .NetworkSettings.Networks}}}}{{{{$k}}}} {{{{end}}}}|{{{{.ImageName}}}}",
             label_format(DIR_LABEL)
         );
         let info = podman.run(&["inspect", "--format", &format, c]).await?;
         let mut fields = info.split('|');
-        let (theirs, state, privileged, networks) = (
+        let (theirs, state, privileged, networks, booted_systemd) = (
             fields.next().unwrap_or(""),
             fields.next().unwrap_or(""),
             fields.next().unwrap_or("") == "true",
             fields.next().unwrap_or(""),
+            fields.next().unwrap_or("").contains(systemd::IMAGE),
         );
         check_owner(&format!("container {c}"), theirs, &spec.owner)?;
+        if spec.systemd != booted_systemd {
+            return Err(format!(
+                "lab host {} was made before [lab] init changed: remove the lab (kz lab down) and make it again",
+                spec.host
+            ));
+        }
         if spec.privileged && !privileged {
             return Err(format!(
                 "lab host {} exists without --privileged: remove the lab (kz lab down) and make it again",
@@ -293,15 +310,26 @@ async fn start_host(
         let base_mount = spec
             .base_image
             .as_ref()
-            .map(|b| format!("{b}:{NESTED_BASE}:ro"));
-        if spec.privileged {
-            // Nested podman stores images on a volume: overlay cannot stack on the host's overlay.
-            args.extend(["--privileged", "-v", "/var/lib/containers"]);
-            if let Some(m) = &base_mount {
-                args.extend(["-v", m.as_str()]);
+            .map(|b| format!("{b}:{}:ro", nested::NESTED_BASE));
+        if spec.systemd {
+            // Docker is installed and starts at boot on every systemd host, as on the real
+            // servers: its storage is always on a volume; podman's too when it runs containers.
+            args.extend(systemd::RUN_FLAGS);
+            args.extend(["-v", nested::storage(true)]);
+            if spec.base_image.is_some() && !spec.docker {
+                args.extend(["-v", nested::storage(false)]);
             }
+        } else if spec.privileged {
+            args.extend(["--privileged", "-v", nested::storage(false)]);
         }
-        args.push(image::IMAGE);
+        if let Some(m) = base_mount.as_ref().filter(|_| spec.privileged) {
+            args.extend(["-v", m.as_str()]);
+        }
+        if spec.systemd {
+            args.extend([systemd::IMAGE, "/sbin/init"]);
+        } else {
+            args.push(image::IMAGE);
+        }
         if let Err(e) = podman.run(&args).await {
             // A container that could not start would be found, and fail, by every later `up`.
             let _ = podman.run(&["rm", "-f", "-t", "0", c]).await;
@@ -323,31 +351,10 @@ async fn start_host(
     };
     wait_for_ssh(&lab.address).await?;
     if spec.privileged && spec.base_image.is_some() {
-        load_base_image(podman, c).await?;
+        nested::load_base_image(podman, c, spec.docker && spec.systemd).await?;
     }
     // `TYPE BASE64`, without the comment (root@host), as known_hosts wants.
     Ok(key.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
-}
-
-/// Where a nested lab host finds the saved lab image.
-const NESTED_BASE: &str = "/var/lib/kz-lab/debian-12.tar";
-
-/// Makes the lab image `debian:12` in a lab host's own podman (once), so stacks build `FROM
-/// debian:12` with Debian's packages and no registry.
-async fn load_base_image(podman: &Podman, container: &str) -> Result<(), String> {
-    let script = format!(
-        "podman image exists debian:12 || {{ podman load -q -i {NESTED_BASE} >/dev/null && podman tag {} debian:12; }}",
-        image::IMAGE
-    );
-    podman
-        .run_with(
-            &["exec", container, "sh", "-c", &script],
-            None,
-            Duration::from_secs(300),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("cannot make debian:12 in the lab host: {e}"))
 }
 
 /// Waits until `address:22` accepts connections.

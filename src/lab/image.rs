@@ -10,7 +10,7 @@ use super::podman::{CONTAINERS_CONF, Podman};
 pub const IMAGE: &str = "kz-debian:12";
 
 /// Bumped when the image's content changes, so an old cached image is rebuilt.
-const IMAGE_VERSION: &str = "1";
+pub const IMAGE_VERSION: &str = "1";
 const VERSION_LABEL: &str = "io.kz.lab.image-version";
 
 /// What every lab host has: sshd, the services KeyBuzz runs, UFW, and podman for nested containers.
@@ -241,7 +241,7 @@ fn customize(root: &Path) -> Result<(), String> {
 }
 
 /// Removes a scratch path when the build ends, however it ends.
-struct RemoveOnDrop(PathBuf);
+pub(super) struct RemoveOnDrop(pub(super) PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {

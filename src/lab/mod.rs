@@ -4,7 +4,10 @@
 
 mod hosts;
 pub mod image;
+mod nested;
 pub mod podman;
+mod select;
+mod systemd;
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,6 +18,7 @@ use kz_engine::model::Stack;
 use crate::cli::LabCommand;
 use crate::output::Shell;
 use podman::Podman;
+use select::{only_skipped, select_hosts};
 
 const OK: i32 = 0;
 const FAILED: i32 = 1;
@@ -128,52 +132,6 @@ fn load_stack(shell: &Shell, dir: &Path) -> Result<Stack, String> {
     })
 }
 
-/// The hosts a lab is made of: every machine of the inventory (not API pseudo-hosts), or those
-/// asked for.
-fn select_hosts(
-    stack: &Stack,
-    wanted: &[String],
-    module: Option<&str>,
-) -> Result<Vec<String>, String> {
-    let machines: Vec<&String> = stack.hosts.values().map(|h| &h.name).collect();
-    if !wanted.is_empty() {
-        for w in wanted {
-            if !machines.contains(&w) {
-                return Err(format!(
-                    "unknown host `{w}` in --hosts: the stack has {}",
-                    machines
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-        }
-        return Ok(wanted.to_vec());
-    }
-    if let Some(m) = module {
-        if !stack.modules.contains_key(m) {
-            return Err(format!(
-                "unknown module `{m}` in --module: the stack has {}",
-                stack.modules.keys().cloned().collect::<Vec<_>>().join(", ")
-            ));
-        }
-        let mut on: Vec<String> = stack
-            .instances
-            .iter()
-            .filter(|i| i.address.module == m)
-            .flat_map(|i| i.hosts().map(String::from).collect::<Vec<_>>())
-            .collect();
-        on.sort();
-        on.dedup();
-        if on.is_empty() {
-            return Err(format!("module `{m}` has no resource on any host"));
-        }
-        return Ok(on);
-    }
-    Ok(machines.into_iter().cloned().collect())
-}
-
 async fn up(
     shell: &Shell,
     dir: &Path,
@@ -183,10 +141,24 @@ async fn up(
 ) -> Result<(), String> {
     check_requirements()?;
     let stack = load_stack(shell, dir)?;
-    let selected = select_hosts(&stack, wanted, module)?;
+    let mut selected = select_hosts(&stack, wanted, module)?;
+    if wanted.is_empty() && module.is_none() {
+        let out = only_skipped(&stack);
+        if !out.is_empty() {
+            selected.retain(|h| !out.contains(h));
+            shell.errln(&format!(
+                "lab: left out {} only skipped modules use: {}",
+                crate::commands::count(out.len(), "host"),
+                out.join(", ")
+            ));
+        }
+    }
     let podman = podman()?;
     if !image::present(&podman).await {
         image::build(&podman, &|m| shell.errln(&format!("lab: {m}"))).await?;
+    }
+    if stack.lab.init == kz_engine::model::LabInit::Systemd && !systemd::present(&podman).await {
+        systemd::build(&podman, &|m| shell.errln(&format!("lab: {m}"))).await?;
     }
     let overlay = hosts::up(shell, &podman, &stack, &selected, privileged).await?;
     print_status(shell, &overlay, &hosts::states(&podman, &overlay).await);

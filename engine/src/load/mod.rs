@@ -27,6 +27,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::diag::{Diagnostic, Diagnostics, Location, SourceFile};
 use crate::graph::DepGraph;
 use crate::model::{Host, Module, Stack};
+use crate::model::{LabInit, LabSettings};
 use crate::overlay::HostOverlay;
 use crate::provider::Providers;
 use crate::secrets::Secrets;
@@ -224,6 +225,7 @@ impl Loader<'_> {
         }
         let parallelism = self.parallelism(&stack_src, &raw);
         self.networks = self.networks(&stack_src, &raw);
+        let lab = self.lab_settings(&stack_src, &raw);
         let state = self.state_config(&stack_src, raw.state.as_ref());
         let hosts = self.hosts(&stack_src, &raw, settings);
         let (mut parsed, broken) = self.read_modules();
@@ -270,6 +272,7 @@ impl Loader<'_> {
             left_out,
             drills,
             networks: std::mem::take(&mut self.networks),
+            lab,
         })
     }
 
@@ -308,6 +311,25 @@ impl Loader<'_> {
             out.insert(name.clone(), seen);
         }
         out
+    }
+
+    /// `[lab] init = "sshd" | "systemd"`.
+    fn lab_settings(&mut self, src: &Arc<SourceFile>, raw: &raw::StackFile) -> LabSettings {
+        let Some(init) = raw.lab.as_ref().and_then(|l| l.init.as_ref()) else {
+            return LabSettings::default();
+        };
+        let init = match init.get_ref().as_str() {
+            "sshd" => LabInit::Sshd,
+            "systemd" => LabInit::Systemd,
+            other => {
+                self.error(Diagnostic::at(
+                    loc(src, init),
+                    format!("unknown lab init `{other}`: expected \"sshd\" or \"systemd\""),
+                ));
+                LabInit::Sshd
+            }
+        };
+        LabSettings { init }
     }
 
     /// `stack.toml`, read, or an error saying what a stack is.

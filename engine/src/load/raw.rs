@@ -17,6 +17,14 @@ pub struct StackFile {
     /// `[networks]`: named IPv4 ranges (`private = "10.0.0.0/16"`), for `${networks.NAME}`.
     #[serde(default)]
     pub networks: BTreeMap<String, Spanned<String>>,
+    pub lab: Option<LabTable>,
+}
+
+/// `[lab]`: how `kz lab up` makes the stack's hosts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabTable {
+    pub init: Option<Spanned<String>>,
 }
 
 /// `[inventory]`: more hosts, read from a TSV or CSV file with a header line.

@@ -160,6 +160,7 @@ mod panics {
             left_out: Default::default(),
             drills: Vec::new(),
             networks: BTreeMap::new(),
+            lab: Default::default(),
         }
     }
 
