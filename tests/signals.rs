@@ -137,3 +137,52 @@ fn sigterm_to_an_apply_aborts_what_runs_and_records_what_finished() {
         vec!["01_app.command.quick[local]".to_string()]
     );
 }
+
+/// A health check that keeps failing only waits: the first SIGINT stops its retries at once
+/// (there is no change to finish), where it used to hold the apply for its whole deadline.
+#[test]
+fn sigint_stops_a_health_check_s_retries_at_once() {
+    let s = TestStack::new("siggate");
+    s.write(
+        "01_app.toml",
+        r#"
+[[command]]
+name = "made"
+on = ["local"]
+run = "touch @ROOT@/made"
+check = "test -e @ROOT@/made"
+
+[[check]]
+name = "never"
+on = ["local"]
+depends_on = ["command.made"]
+command = "echo try >> @ROOT@/tries; false"
+tries = 100
+interval = "5s"
+deadline = "10m"
+"#,
+    );
+    let mut c = s.command(&["apply", "DIR", "--yes"]);
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().expect("kz apply");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The plan reads the check once; apply's first try is the second line.
+    let tries = || std::fs::read_to_string(s.at("tries")).map_or(0, |t| t.lines().count());
+    while tries() < 2 {
+        assert!(Instant::now() < deadline, "the check never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    signal(&child, "INT");
+    let out = finish(child);
+    let waited = sent.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        waited < Duration::from_secs(4),
+        "the first interrupt waited {waited:?} for the check's retries"
+    );
+    assert!(stdout.contains("stopped waiting: interrupted"), "{stdout}");
+}

@@ -212,4 +212,19 @@ impl ApplyCtx {
     pub fn aborted(&self) -> bool {
         *self.interrupt.borrow() == Interrupt::Abort
     }
+
+    /// Whether any interrupt arrived: what only waits and changes nothing (a health check's
+    /// retries) stops at the first one, since there is no change to finish.
+    pub fn interrupted(&self) -> bool {
+        *self.interrupt.borrow() != Interrupt::None
+    }
+
+    /// Sleeps for `d`, or less when an interrupt arrives meanwhile.
+    pub async fn sleep_unless_interrupted(&self, d: std::time::Duration) {
+        let mut rx = self.interrupt.clone();
+        tokio::select! {
+            () = tokio::time::sleep(d) => {}
+            _ = rx.changed() => {}
+        }
+    }
 }

@@ -43,7 +43,9 @@ pub(super) async fn verify(
                 last = e;
             }
         }
-        if tries >= gate.tries || started.elapsed() + gate.interval >= gate.deadline || cx.aborted()
+        if tries >= gate.tries
+            || started.elapsed() + gate.interval >= gate.deadline
+            || cx.interrupted()
         {
             break;
         }
@@ -52,7 +54,11 @@ pub(super) async fn verify(
             gate.tries,
             crate::units::format_duration(gate.interval)
         ));
-        tokio::time::sleep(gate.interval).await;
+        cx.sleep_unless_interrupted(gate.interval).await;
+        if cx.interrupted() {
+            last = format!("{last} (stopped waiting: interrupted)");
+            break;
+        }
     }
     Err(ProviderError::new(
         "gate",

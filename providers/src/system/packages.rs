@@ -49,7 +49,13 @@ fn script(present: &[String], absent: &[String], lock_wait: Duration) -> String 
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let lock = format!("-o DPkg::Lock::Timeout={}", lock_wait.as_secs().max(1));
+    // A configuration file kz (or an operator) wrote before its package arrived, such as
+    // /etc/default/haproxy, would make dpkg ask which to keep and fail on the closed stdin:
+    // keep the file on the host, as Ansible's apt module does by default.
+    let lock = format!(
+        "-o DPkg::Lock::Timeout={} -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold",
+        lock_wait.as_secs().max(1)
+    );
     format!(
         "{PATH}\nexport DEBIAN_FRONTEND=noninteractive\n\
          has() {{ dpkg-query -W -f='${{db:Status-Status}}\\n' \"$1\" 2>/dev/null | grep -qx installed; }}\n\
@@ -57,6 +63,8 @@ fn script(present: &[String], absent: &[String], lock_wait: Duration) -> String 
          extra=; for p in {absent}; do has \"$p\" && extra=\"$extra $p\"; done\n\
          apt() {{ apt-get -y -q {lock} \"$@\" </dev/null; }}\n\
          if [ -n \"$missing\" ]; then\n\
+           # A package an earlier run left half-configured is finished first (apt would refuse).\n\
+           if [ -n \"$(dpkg --audit 2>/dev/null)\" ]; then dpkg --configure -a --force-confdef --force-confold </dev/null >&2 || exit 1; fi\n\
            if ! find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -{LISTS_FRESH_MINUTES} 2>/dev/null | grep -q .; then\n\
              echo 'kz: apt-get update (package lists are old)'; apt update >&2 || exit 1\n\
            fi\n\
