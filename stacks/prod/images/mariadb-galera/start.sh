@@ -2,7 +2,7 @@
 # Starts one Galera node. A node with an empty data directory is initialised first; only the node
 # named by GALERA_BOOTSTRAP_NODE, and only then, starts a new cluster (--wsrep-new-cluster) and sets
 # the root and SST passwords; every other start joins the cluster. Passwords come from the
-# environment and go to mariadb on its standard input, never on a command line.
+# environment and reach mariadbd through an init file in the container, never a command line.
 set -eu
 datadir=/var/lib/mysql
 # Root may log in from the private network (GALERA_CLIENTS, a range such as 10.0.0.0/16), which
@@ -16,20 +16,35 @@ for _ in 1 2 3 4; do
 done
 clients="$net/$mask"
 new=""
+pending="$datadir/.kz-bootstrap-pending"
 if [ ! -d "$datadir/mysql" ]; then
   mariadb-install-db --user=mysql --datadir="$datadir" >/dev/null
-  if [ "$GALERA_NODE" = "$GALERA_BOOTSTRAP_NODE" ]; then
-    new="--wsrep-new-cluster"
-    cat > /tmp/init.sql <<SQL
+  if [ "$GALERA_NODE" = "$GALERA_BOOTSTRAP_NODE" ]; then touch "$pending"; fi
+fi
+# The bootstrap node starts a new cluster until it has served once (a first start that failed
+# is tried again as a bootstrap, not as a join of a cluster nobody started).
+if [ -f "$pending" ]; then
+  new="--wsrep-new-cluster"
+  cat > /tmp/init.sql <<SQL
 ALTER USER 'root'@'localhost' IDENTIFIED BY '$MARIADB_ROOT_PASSWORD';
 CREATE USER IF NOT EXISTS 'root'@'$clients' IDENTIFIED BY '$MARIADB_ROOT_PASSWORD';
 GRANT ALL ON *.* TO 'root'@'$clients' WITH GRANT OPTION;
 CREATE USER IF NOT EXISTS 'sst'@'localhost' IDENTIFIED BY '$MARIADB_SST_PASSWORD';
 GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR ON *.* TO 'sst'@'localhost';
 SQL
-    chown mysql /tmp/init.sql
-    new="$new --init-file=/tmp/init.sql"
-  fi
+  chown mysql /tmp/init.sql
+  new="$new --init-file=/tmp/init.sql"
+  # `ping` answers once the server runs (even when access is denied): then it has served.
+  (
+    i=0
+    until mariadb-admin --protocol=socket ping >/dev/null 2>&1; do
+      i=$((i + 1)); [ "$i" -gt 600 ] && exit 0; sleep 1
+    done
+    rm -f "$pending"
+  ) &
 fi
+# The server's socket directory (systemd's tmpfiles make it on a host; here, nobody).
+mkdir -p /run/mysqld
+chown mysql:mysql /run/mysqld
 chown -R mysql:mysql "$datadir"
 exec mariadbd --user=mysql $new
