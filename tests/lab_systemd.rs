@@ -52,11 +52,19 @@ on = { role = "app" }
 run = "systemctl is-active ssh docker"
 "#;
 
+/// Kernel settings that are the machine's, not the container's, which systemd's boot would raise
+/// (pid_max by systemd-sysctl, the other two by PID 1 itself).
 fn pid_max() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .unwrap()
-        .trim()
-        .to_string()
+    ["kernel/pid_max", "fs/file-max", "fs/nr_open"]
+        .iter()
+        .map(|k| {
+            std::fs::read_to_string(format!("/proc/sys/{k}"))
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[test]

@@ -147,6 +147,10 @@ pub struct Cidr {
 impl Cidr {
     pub fn parse(cidr: &str) -> Option<Cidr> {
         let (net, bits) = cidr.split_once('/')?;
+        // u32's parser takes a leading `+`: `10.0.0.0/+16` is no range to pass on to UFW.
+        if !bits.bytes().all(|b| b.is_ascii_digit()) || bits.is_empty() {
+            return None;
+        }
         let (net, bits) = (net.parse().ok()?, bits.parse().ok()?);
         (bits <= 32).then_some(Cidr { net, bits })
     }

@@ -326,13 +326,13 @@ async fn start_host(
             args.extend(["-v", m.as_str()]);
         }
         if spec.systemd {
-            args.extend([systemd::IMAGE, "/sbin/init"]);
+            args.extend([systemd::IMAGE, "/usr/local/sbin/kz-lab-init"]);
         } else {
             args.push(image::IMAGE);
         }
         if let Err(e) = podman.run(&args).await {
             // A container that could not start would be found, and fail, by every later `up`.
-            let _ = podman.run(&["rm", "-f", "-t", "0", c]).await;
+            let _ = podman.run(&["rm", "-f", "-v", "-t", "0", c]).await;
             return Err(e);
         }
     }

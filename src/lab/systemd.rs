@@ -12,7 +12,7 @@ pub const IMAGE: &str = "kz-debian-systemd:12";
 
 /// Bumped when the Containerfile's content changes, so an old cached image is rebuilt; the base
 /// image's version is part of the label too, since this image is built on it.
-const VERSION: &str = "1";
+const VERSION: &str = "2";
 const VERSION_LABEL: &str = "io.kz.lab.systemd-version";
 
 fn version() -> String {
@@ -33,6 +33,7 @@ RUN export DEBIAN_FRONTEND=noninteractive \
  && apt-get autoremove -y \
  && apt-get clean
 COPY kz-hostkeys.service /etc/systemd/system/kz-hostkeys.service
+COPY kz-lab-init /usr/local/sbin/kz-lab-init
 RUN systemctl enable kz-hostkeys.service docker.service ssh.service \
  && systemctl mask systemd-sysctl.service systemd-modules-load.service \
     systemd-binfmt.service proc-sys-fs-binfmt_misc.automount \
@@ -42,8 +43,18 @@ RUN systemctl enable kz-hostkeys.service docker.service ssh.service \
     apt-daily.timer apt-daily-upgrade.timer \
  && rm -f /etc/machine-id /var/lib/dbus/machine-id && touch /etc/machine-id
 STOPSIGNAL SIGRTMIN+3
-CMD ["/sbin/init"]
+CMD ["/usr/local/sbin/kz-lab-init"]
 "#;
+
+/// The host's first process. systemd itself (not a unit) raises fs.file-max and fs.nr_open at
+/// every boot, and a privileged container's /proc/sys is the machine's: the parts of /proc/sys
+/// that are not per container (fs, kernel, vm) are made read-only before systemd starts. net
+/// stays writable: it belongs to the host's own network namespace, and Docker needs it.
+const INIT: &str = "#!/bin/sh\n\
+    for d in fs kernel vm; do\n\
+    \x20 mount --bind /proc/sys/$d /proc/sys/$d && mount -o remount,bind,ro /proc/sys/$d || exit 1\n\
+    done\n\
+    exec /sbin/init\n";
 
 /// Each lab host makes its own host keys on its first boot (the image has none), before sshd.
 const HOSTKEYS_UNIT: &str = "[Unit]\n\
@@ -84,6 +95,12 @@ pub async fn build(podman: &Podman, progress: &dyn Fn(&str)) -> Result<(), Strin
     };
     write("Containerfile", CONTAINERFILE)?;
     write("kz-hostkeys.service", HOSTKEYS_UNIT)?;
+    write("kz-lab-init", INIT)?;
+    std::fs::set_permissions(
+        dir.join("kz-lab-init"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .map_err(|e| format!("{}: {e}", dir.display()))?;
     progress(&format!(
         "building {IMAGE} from {} (once; about a minute)",
         image::IMAGE

@@ -173,10 +173,23 @@ impl TestStack {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run kz");
+        // The pipes are drained while kz runs: a long output (an apply of a big stack) would
+        // fill them and block kz on its writes, which this loop would take for a hang.
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut buf);
+                }
+                buf
+            })
+        };
+        let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
         let start = std::time::Instant::now();
-        loop {
-            if child.try_wait().expect("wait for kz").is_some() {
-                return Run::from(child.wait_with_output().expect("kz output"));
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for kz") {
+                break status;
             }
             if start.elapsed() > limit {
                 let _ = child.kill();
@@ -184,7 +197,12 @@ impl TestStack {
                 panic!("kz {} ran longer than {limit:?}", args.join(" "));
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        };
+        Run::from(Output {
+            status,
+            stdout: out.join().expect("stdout reader"),
+            stderr: err.join().expect("stderr reader"),
+        })
     }
 
     pub fn state(&self) -> serde_json::Value {

@@ -222,9 +222,16 @@ impl ApplyCtx {
     /// Sleeps for `d`, or less when an interrupt arrives meanwhile.
     pub async fn sleep_unless_interrupted(&self, d: std::time::Duration) {
         let mut rx = self.interrupt.clone();
+        let sleep = tokio::time::sleep(d);
+        tokio::pin!(sleep);
         tokio::select! {
-            () = tokio::time::sleep(d) => {}
-            _ = rx.changed() => {}
+            () = &mut sleep => {}
+            changed = rx.changed() => {
+                // With no sender left no interrupt can come: sleep the whole interval.
+                if changed.is_err() {
+                    sleep.await;
+                }
+            }
         }
     }
 }

@@ -63,8 +63,8 @@ fn script(present: &[String], absent: &[String], lock_wait: Duration) -> String 
          extra=; for p in {absent}; do has \"$p\" && extra=\"$extra $p\"; done\n\
          apt() {{ apt-get -y -q {lock} \"$@\" </dev/null; }}\n\
          if [ -n \"$missing\" ]; then\n\
-           # A package an earlier run left half-configured is finished first (apt would refuse).\n\
-           if [ -n \"$(dpkg --audit 2>/dev/null)\" ]; then dpkg --configure -a --force-confdef --force-confold </dev/null >&2 || exit 1; fi\n\
+           # A package an earlier run left half-configured is finished first (`apt-get -f install`, which waits for the dpkg lock too).\n\
+           if [ -n \"$(dpkg --audit 2>/dev/null)\" ]; then apt install -f >&2 || exit 1; fi\n\
            if ! find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -{LISTS_FRESH_MINUTES} 2>/dev/null | grep -q .; then\n\
              echo 'kz: apt-get update (package lists are old)'; apt update >&2 || exit 1\n\
            fi\n\

@@ -25,6 +25,8 @@ fi
 # is tried again as a bootstrap, not as a join of a cluster nobody started).
 if [ -f "$pending" ]; then
   new="--wsrep-new-cluster"
+  # The passwords stay readable by mysql only, and the file goes once the server has read it.
+  (umask 077; : > /tmp/init.sql)
   cat > /tmp/init.sql <<SQL
 ALTER USER 'root'@'localhost' IDENTIFIED BY '$MARIADB_ROOT_PASSWORD';
 CREATE USER IF NOT EXISTS 'root'@'$clients' IDENTIFIED BY '$MARIADB_ROOT_PASSWORD';
@@ -40,7 +42,7 @@ SQL
     until mariadb-admin --protocol=socket ping >/dev/null 2>&1; do
       i=$((i + 1)); [ "$i" -gt 600 ] && exit 0; sleep 1
     done
-    rm -f "$pending"
+    rm -f "$pending" /tmp/init.sql
   ) &
 fi
 # The server's socket directory (systemd's tmpfiles make it on a host; here, nobody).
