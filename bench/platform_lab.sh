@@ -81,7 +81,7 @@ for run in $(seq "$RUNS"); do
 done
 
 echo
-echo "stacks/prod in the lab ($(grep -c . "$TMP/stack/servers.tsv") inventory lines; medians of $RUNS run(s)):"
+echo "stacks/prod in the lab ($(grep -c running "$TMP/up.txt") lab hosts; medians of $RUNS run(s)):"
 echo "  kz lab up:          $(median "${ups[@]}") s"
 echo "  kz apply --lab:     $(median "${applies[@]}") s"
 echo "  kz verify --lab:    $(median "${verifies[@]}") s"
