@@ -248,3 +248,32 @@ fn in_a_lab_the_skipped_modules_checks_hold_nothing_back() {
         .code(0)
         .stdout_has("No changes.");
 }
+
+/// A check's own `address` or `url` is not overlaid like host addresses: under `--lab`, one that
+/// points outside the lab (a production load balancer) is refused before anything connects.
+#[test]
+fn a_check_aimed_outside_the_lab_is_refused_before_anything_runs() {
+    let name = format!("kzaim{}", std::process::id());
+    let s = stack(&name, "true");
+    s.write(
+        "12_lb_checks.toml",
+        "[[check]]\nname = \"via-lb\"\non = [\"local\"]\nkind = \"tcp\"\naddress = \"10.0.0.10\"\nport = 5432\n",
+    );
+    fake_lab(&s, &name);
+    s.kz(&["plan", "DIR", "--lab", "--refresh=false"])
+        .code(1)
+        .stderr_has("refusing to use the lab: 12_lb_checks.check.via-lb[local] would reach 10.0.0.10, outside the lab network 10.89.251.0/24");
+    s.write(
+        "12_lb_checks.toml",
+        "[[check]]\nname = \"via-lb\"\non = [\"local\"]\nkind = \"http\"\nurl = \"http://10.0.0.5/\"\n",
+    );
+    s.kz(&["verify", "DIR", "--lab"])
+        .code(1)
+        .stderr_has("would reach 10.0.0.5, outside the lab network");
+    // A check of the lab host itself (its default address) is the lab's.
+    s.write(
+        "12_lb_checks.toml",
+        "[[check]]\nname = \"own\"\non = [\"local\"]\nkind = \"tcp\"\nport = 5432\n",
+    );
+    s.kz(&["plan", "DIR", "--lab", "--refresh=false"]).code(0);
+}

@@ -123,7 +123,9 @@ impl LabOverlay {
         })
     }
 
-    /// Refuses a lab made for another stack.
+    /// Refuses a lab made for another stack, and a check that would look at an address outside
+    /// the lab (a load balancer's 10.0.0.10 written in the stack): host addresses are the lab's,
+    /// but a check's own `address` or `url` is the stack's, and a lab run must reach nothing else.
     pub fn check_stack(&self, stack: &Stack) -> Result<(), String> {
         if stack.name != self.stack {
             return Err(format!(
@@ -133,8 +135,39 @@ impl LabOverlay {
                 stack.name
             ));
         }
+        for inst in stack.instances.iter().filter(|i| i.gate.is_some()) {
+            let targets = [inst.text("address"), inst.text("url").and_then(url_host)];
+            for target in targets.into_iter().flatten() {
+                if !self.inside(target) {
+                    return Err(format!(
+                        "refusing to use the lab: {} would reach {target}, outside the lab network {} \
+                         (skip its module in the lab with `lab = {{ skip = \"...\" }}`)",
+                        inst.address, self.subnet
+                    ));
+                }
+            }
+        }
         Ok(())
     }
+
+    /// Whether a lab run may reach `host`: this machine's loopback, or a lab host.
+    fn inside(&self, host: &str) -> bool {
+        host == "localhost"
+            || host
+                .parse::<Ipv4Addr>()
+                .is_ok_and(|a| a.is_loopback() || in_subnet(host, &self.subnet))
+    }
+}
+
+/// The host of a URL (`http://10.0.0.5:8080/x` -> `10.0.0.5`), brackets kept off an IPv6 one.
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next();
+    }
+    authority.split(':').next()
 }
 
 /// An IPv4 range such as `10.89.3.0/24`.
@@ -217,6 +250,14 @@ pub fn in_subnet(address: &str, cidr: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_s_host_is_found() {
+        assert_eq!(url_host("http://10.0.0.5/"), Some("10.0.0.5"));
+        assert_eq!(url_host("https://u@10.0.0.6:8443/x?y"), Some("10.0.0.6"));
+        assert_eq!(url_host("http://[::1]:80/"), Some("::1"));
+        assert_eq!(url_host("localhost:8008"), Some("localhost"));
+    }
 
     #[test]
     fn only_addresses_inside_the_lab_subnet_pass() {
