@@ -157,18 +157,6 @@ fn typed_stack_name_runs_drills_that_pass_fail_and_always_restore() {
     assert!(!s.at("broken").exists(), "the fault was not undone");
 }
 
-/// Takes the lab down however the test ends.
-struct LabGuard<'a>(&'a TestStack);
-
-impl Drop for LabGuard<'_> {
-    fn drop(&mut self) {
-        for h in ["h2", "h3"] {
-            let _ = self.0.kz(&["lab", "unpause", "DIR", h]);
-        }
-        let _ = self.0.kz(&["lab", "down", "DIR"]);
-    }
-}
-
 const LAB_STACK: &str = r#"[stack]
 name = "NAME"
 
@@ -266,7 +254,7 @@ fn lab_drills_measure_a_failover_and_report_a_lost_quorum() {
     let s = TestStack::new(&name);
     s.write("stack.toml", &LAB_STACK.replace("NAME", &name));
     s.write("01_redis.toml", LAB_REDIS);
-    let _guard = LabGuard(&s);
+    let _guard = lab::PausingGuard(&s, &["h2", "h3"]);
     s.kz(&["lab", "up", "DIR"]).code(0);
     s.kz(&["apply", "DIR", "--lab", "--yes"]).code(0);
 

@@ -250,16 +250,6 @@ timeout = "10s"
     assert!(!String::from_utf8_lossy(&out.stdout).contains(secret));
 }
 
-/// Takes the lab down however the test ends.
-struct LabGuard<'a>(&'a TestStack);
-
-impl Drop for LabGuard<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.kz(&["lab", "unpause", "DIR", "h2"]);
-        let _ = self.0.kz(&["lab", "down", "DIR"]);
-    }
-}
-
 const LAB_STACK: &str = r#"[stack]
 name = "NAME"
 
@@ -381,7 +371,7 @@ fn verify_on_the_lab_names_the_healthy_the_failing_and_the_paused() {
     s.write("02_cache.toml", LAB_CACHE);
     s.write("03_far.toml", LAB_FAR);
     s.write("05_pair.toml", LAB_PAIR);
-    let _guard = LabGuard(&s);
+    let _guard = lab::PausingGuard(&s, &["h2"]);
     s.kz(&["lab", "up", "DIR"]).code(0);
     s.kz(&["apply", "DIR", "--lab", "--yes"])
         .code(1)

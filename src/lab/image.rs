@@ -50,7 +50,6 @@ pub fn cache_dir() -> PathBuf {
     PathBuf::from("/var/cache/kz-lab")
 }
 
-/// Whether the base image is present and current.
 /// Where the lab image, saved as an archive, waits to be loaded into lab hosts that run
 /// containers: there it is also `debian:12`, so `FROM debian:12` builds with no registry.
 pub fn saved_path() -> PathBuf {
@@ -82,17 +81,24 @@ pub async fn save(podman: &Podman) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// Whether the base image is present and current.
 pub async fn present(podman: &Podman) -> bool {
+    has_version(podman, IMAGE, VERSION_LABEL, IMAGE_VERSION).await
+}
+
+/// Whether image `image` is present with `version` in its label `label` (an image of an older
+/// kz lacks it, or has another: it is rebuilt).
+pub(crate) async fn has_version(podman: &Podman, image: &str, label: &str, version: &str) -> bool {
     podman
         .run(&[
             "image",
             "inspect",
             "--format",
-            &format!("{{{{index .Labels \"{VERSION_LABEL}\"}}}}"),
-            IMAGE,
+            &format!("{{{{index .Labels \"{label}\"}}}}"),
+            image,
         ])
         .await
-        .is_ok_and(|v| v == IMAGE_VERSION)
+        .is_ok_and(|v| v == version)
 }
 
 /// The mirror of the machine's Debian sources (deb822 `debian.sources`, else `sources.list`).

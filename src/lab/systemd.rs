@@ -71,16 +71,7 @@ const HOSTKEYS_UNIT: &str = "[Unit]\n\
 
 /// Whether the systemd image is present and current.
 pub async fn present(podman: &Podman) -> bool {
-    podman
-        .run(&[
-            "image",
-            "inspect",
-            "--format",
-            &format!("{{{{index .Labels \"{VERSION_LABEL}\"}}}}"),
-            IMAGE,
-        ])
-        .await
-        .is_ok_and(|v| v == version())
+    image::has_version(podman, IMAGE, VERSION_LABEL, &version()).await
 }
 
 /// Builds the systemd image from the base image (which must be present); apt reaches the

@@ -62,3 +62,16 @@ impl Drop for Guard<'_> {
         let _ = self.0.kz(&["lab", "down", "DIR"]);
     }
 }
+
+/// Like [`Guard`], for tests that pause lab hosts: those named are unpaused first, so a test
+/// that failed while they were paused still takes its lab down whole.
+pub struct PausingGuard<'a>(pub &'a TestStack, pub &'static [&'static str]);
+
+impl Drop for PausingGuard<'_> {
+    fn drop(&mut self) {
+        for h in self.1 {
+            let _ = self.0.kz(&["lab", "unpause", "DIR", h]);
+        }
+        let _ = self.0.kz(&["lab", "down", "DIR"]);
+    }
+}
