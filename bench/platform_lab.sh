@@ -2,7 +2,8 @@
 # Issue 15's budget: stacks/prod in the lab, from `kz lab up` (lab image cached) to a green
 # `kz verify --lab`, within 10 minutes on 2 cores and 12 GB. Measures each step's wall time and
 # the machine's memory in use (MemTotal - MemAvailable, sampled every second) above what it was
-# before the lab, at its peak and at the end; then the Redis and PostgreSQL drills' times.
+# before the lab, at its peak and at the end; then the drills' times. Module 10's load balancers
+# are made on the Hetzner API stand-in (kz-test-hcloud --keybuzz, on loopback).
 #
 #   bash bench/platform_lab.sh            # one run (each takes minutes)
 #   RUNS=3 bash bench/platform_lab.sh     # medians of three
@@ -18,14 +19,17 @@ RUNS="${RUNS:-1}"
 DRILLS="${DRILLS:-1}"
 
 echo "== cargo build --release" >&2
-cargo build --release --quiet --bin kz
+cargo build --release --quiet -p kz -p kz-test-hcloud
 KZ="$(cd "$CARGO_TARGET_DIR" && pwd)/release/kz"
+HCLOUD="$(cd "$CARGO_TARGET_DIR" && pwd)/release/kz-test-hcloud"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/kz-platform-bench.XXXXXX")
 NAME="kzprodbench$$"
 SAMPLER=""
+API=""
 cleanup() {
     [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null || true
+    [ -n "$API" ] && kill "$API" 2>/dev/null || true
     "$KZ" lab down "$TMP/stack" >/dev/null 2>&1 || true
     rm -rf "$TMP"
 }
@@ -39,6 +43,14 @@ for s in PG_SUPERUSER_PASSWORD PG_REPLICATION_PASSWORD PATRONI_RAFT_PASSWORD RED
     PROXYSQL_MONITOR_PASSWORD K3S_TOKEN; do
     export "KZ_SECRET_$s=bench${s//_/}x9"
 done
+
+# The stand-in prints KZ_HCLOUD_ENDPOINT (loopback) and HCLOUD_TOKEN once it serves.
+unset HCLOUD_TOKEN KZ_HCLOUD_ENDPOINT
+"$HCLOUD" --keybuzz > "$TMP/hcloud.env" &
+API=$!
+for _ in $(seq 50); do grep -q '^HCLOUD_TOKEN=' "$TMP/hcloud.env" && break; sleep 0.2; done
+set -a; . "$TMP/hcloud.env"; set +a
+case "$KZ_HCLOUD_ENDPOINT" in http://127.*) ;; *) echo "the stand-in is not on loopback" >&2; exit 1;; esac
 
 now() { date +%s%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1e9 }'; }

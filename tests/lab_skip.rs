@@ -277,3 +277,88 @@ fn a_check_aimed_outside_the_lab_is_refused_before_anything_runs() {
     );
     s.kz(&["plan", "DIR", "--lab", "--refresh=false"]).code(0);
 }
+
+/// A check whose production target has no lab counterpart says where a lab run looks instead
+/// (`lab = { address = "..." }`, so the guard above lets it through) or why the lab leaves it
+/// out (`lab = { skip = "..." }`, said by plan, and its dependents no longer wait for it).
+#[test]
+fn a_check_gets_its_lab_target_or_is_skipped_with_its_reason() {
+    let name = format!("kzlabck{}", std::process::id());
+    let s = stack(&name, "true");
+    s.write(
+        "12_lb_checks.toml",
+        r#"[[check]]
+name = "via-lb"
+on = ["local"]
+kind = "tcp"
+address = "10.0.0.10"
+port = 5432
+lab = { address = "${hosts.local.address}" }
+
+[[check]]
+name = "via-proxysql"
+on = ["local"]
+kind = "tcp"
+address = "10.0.0.20"
+port = 3306
+lab = { skip = "it goes through ProxySQL, which the lab has not" }
+
+[[file]]
+name = "after"
+on = ["local"]
+path = "@ROOT@/after.conf"
+content = "after\n"
+depends_on = ["check.via-proxysql", "check.via-lb"]
+"#,
+    );
+    // Outside the lab nothing is skipped.
+    let p = s.kz(&["plan", "DIR", "--refresh=false"]);
+    p.code(0);
+    assert!(!p.stdout.contains("skipped in the lab"), "{}", p.stdout);
+
+    fake_lab(&s, &name);
+    s.kz(&["plan", "DIR", "--lab", "--refresh=false"])
+        .code(0)
+        .stdout_has(
+            "12_lb_checks.check.via-proxysql: skipped in the lab: it goes through ProxySQL, \
+             which the lab has not (1 instance left out)",
+        )
+        .stdout_has("12_lb_checks.file.after[local]");
+    let j = s.kz(&["plan", "DIR", "--lab", "--refresh=false", "--json"]);
+    j.code(0);
+    let doc: serde_json::Value = serde_json::from_str(&j.stdout).unwrap();
+    assert_eq!(
+        doc["skipped_resources"],
+        serde_json::json!([{
+            "module": "12_lb_checks",
+            "resource": "check.via-proxysql",
+            "reason": "it goes through ProxySQL, which the lab has not",
+            "instances": 1
+        }]),
+        "{}",
+        j.stdout
+    );
+    // The file is planned (its dependency on the skipped check is dropped), and nothing of the
+    // skipped check is.
+    assert!(
+        doc["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["address"] == "12_lb_checks.file.after[local]"),
+        "{}",
+        j.stdout
+    );
+    assert!(!j.stdout.contains("via-proxysql[local]"), "{}", j.stdout);
+
+    // Without its lab target, the first check is refused as aimed outside the lab.
+    let text = std::fs::read_to_string(s.path().join("12_lb_checks.toml")).unwrap();
+    s.write(
+        "12_lb_checks.toml",
+        &text.replace("lab = { address = \"${hosts.local.address}\" }\n", ""),
+    );
+    s.kz(&["plan", "DIR", "--lab", "--refresh=false"])
+        .code(1)
+        .stderr_has("12_lb_checks.check.via-lb[local] would reach 10.0.0.10")
+        .stderr_has("lab = { address = ");
+}

@@ -1,7 +1,8 @@
 //! Issue 15's whole platform: `stacks/prod` itself (a copy, renamed so it cannot meet a lab of
 //! the real directory) brought up in the lab, applied, verified green, then its Redis and
 //! PostgreSQL drills run and pass with their times in the journal; the next plan proposes
-//! nothing; `kz lab down` leaves nothing of it behind.
+//! nothing; `kz lab down` leaves nothing of it behind. Module 10's load balancers are made on
+//! the Hetzner API stand-in (`tests/hcloud`, on loopback), seeded with KeyBuzz's servers.
 //!
 //! Needs root and the lab's tools (like tests/lab.rs); skips without them. It is the longest test
 //! of the suite (minutes): images are built from Debian's packages on the lab hosts.
@@ -15,6 +16,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use kz_test_hcloud::FakeHcloud;
 use support::{TestStack, lab};
 
 /// Every secret stacks/prod uses, with lab values (letters and digits: they go into configuration
@@ -119,14 +121,21 @@ fn the_keybuzz_platform_runs_in_the_lab_and_survives_its_drills() {
         return;
     }
     let name = format!("kzprod{}", std::process::id());
-    let s = prod_copy(&name);
+    let api = FakeHcloud::start();
+    api.seed_keybuzz();
+    let s = prod_copy(&name)
+        .env("KZ_HCLOUD_ENDPOINT", &api.url())
+        .env("HCLOUD_TOKEN", api.token())
+        .env("KZ_HCLOUD_RETRY_BASE_MS", "20");
     let volumes_before = volume_count();
     let _down = lab::Guard(&s);
 
     let up = timed("lab up", || s.kz(&["lab", "up", "DIR"]));
     up.code(0)
-        .stderr_has("left out 14 hosts only skipped modules use");
+        .stderr_has("left out 13 hosts only skipped modules use");
     assert!(up.stdout.contains("db-master-01"), "{}", up.stdout);
+    // kz's own host, where module 10's checks look at the load balancers from.
+    assert!(up.stdout.contains("install-01"), "{}", up.stdout);
     assert!(!up.stdout.contains("minio-01"), "{}", up.stdout);
 
     // Nothing of a lab run may name a production address: the plan shows every value it sends.
@@ -157,6 +166,7 @@ fn the_keybuzz_platform_runs_in_the_lab_and_survives_its_drills() {
         "04_redis_ha",
         "05_rabbitmq_ha",
         "07_mariadb_galera",
+        "10_lb",
     ] {
         // The summary's line is the last that starts with the module's name.
         let line = verify
@@ -180,6 +190,51 @@ fn the_keybuzz_platform_runs_in_the_lab_and_survives_its_drills() {
             verify.stdout
         );
     }
+    // Module 10 in the lab: its checks through the load balancer look at one of its targets, and
+    // those through ProxySQL and K3s are skipped, each with its reason.
+    assert!(
+        verify
+            .stdout
+            .contains("note: check.mariadb-via-lb skipped in the lab: it goes through ProxySQL"),
+        "{}",
+        verify.stdout
+    );
+    for check in [
+        "postgres-via-lb",
+        "pgbouncer-via-lb",
+        "redis-master-via-lb",
+        "amqp-via-lb",
+    ] {
+        assert!(
+            verify
+                .stdout
+                .contains(&format!("pass 10_lb.check.{check}[install-01]")),
+            "{check}:\n{}",
+            verify.stdout
+        );
+    }
+    // The load balancers, on the stand-in, as module 10 declares them.
+    let mut lbs = api.load_balancer_names();
+    lbs.sort();
+    assert_eq!(
+        lbs,
+        ["lb-internal", "lb-mariadb", "lb-public-1", "lb-public-2"]
+    );
+    let internal = api.load_balancer("lb-internal").unwrap();
+    assert_eq!(
+        internal["services"].as_array().unwrap().len(),
+        4,
+        "{internal:#}"
+    );
+    assert_eq!(
+        internal["targets"].as_array().unwrap().len(),
+        2,
+        "{internal:#}"
+    );
+    assert_eq!(
+        internal["private_net"][0]["ip"], "10.0.0.10",
+        "{internal:#}"
+    );
     s.kz(&["plan", "DIR", "--lab", "--detailed-exitcode"])
         .code(0);
 

@@ -40,13 +40,21 @@ fn copy() -> tempfile::TempDir {
 
 /// Runs kz with the stack directory as its last argument, without any KZ_SECRET_* or token.
 fn kz(dir: &Path, args: &[&str]) -> support::Run {
+    // An endpoint that refuses connections at once: were anything to call the API, it would fail
+    // rather than reach Hetzner.
+    kz_with_api(dir, args, Some("http://127.0.0.1:9/v1"))
+}
+
+/// `kz ARGS DIR` with `KZ_HCLOUD_ENDPOINT` set to `endpoint`, or unset.
+fn kz_with_api(dir: &Path, args: &[&str], endpoint: Option<&str>) -> support::Run {
     let mut c = Command::new(support::kz_bin());
     c.args(["--color", "never"]).args(args).arg(dir);
     c.env("LANG", "C.UTF-8").env_remove("LC_ALL");
     c.env_remove("HCLOUD_TOKEN").env_remove("SSH_AUTH_SOCK");
-    // An endpoint that refuses connections at once: were anything to call the API, it would fail
-    // rather than reach Hetzner.
-    c.env("KZ_HCLOUD_ENDPOINT", "http://127.0.0.1:9/v1");
+    match endpoint {
+        Some(e) => c.env("KZ_HCLOUD_ENDPOINT", e),
+        None => c.env_remove("KZ_HCLOUD_ENDPOINT"),
+    };
     for (k, _) in std::env::vars() {
         if k.starts_with("KZ_SECRET_") {
             c.env_remove(k);
@@ -257,10 +265,11 @@ fn fake_lab(dir: &Path) {
     std::fs::write(dir.join(".kz/lab/lab.json"), lab).unwrap();
 }
 
-/// MinIO, ProxySQL and K3s have no Debian package, and the Hetzner load balancers no lab
-/// counterpart: the lab skips those modules, each with its reason, and keeps Galera (module 7).
+/// MinIO, ProxySQL and K3s have no Debian package: the lab skips those modules, each with its
+/// reason, and keeps Galera (module 7) and the load balancers (module 10, on the Hetzner API
+/// stand-in), whose checks through ProxySQL and K3s are skipped one by one.
 #[test]
-fn the_lab_skips_minio_proxysql_k3s_and_the_load_balancers_with_their_reasons() {
+fn the_lab_skips_minio_proxysql_k3s_and_the_checks_through_them_with_their_reasons() {
     let dir = copy();
     fake_lab(dir.path());
     let run = kz(dir.path(), &["plan", "--lab", "--refresh=false", "--json"]);
@@ -275,24 +284,53 @@ fn the_lab_skips_minio_proxysql_k3s_and_the_load_balancers_with_their_reasons() 
     let names: Vec<&str> = skipped.iter().map(|(m, _)| m.trim_matches('"')).collect();
     assert_eq!(
         names,
-        ["06_minio", "08_proxysql", "09_k3s_ha", "10_lb"],
+        ["06_minio", "08_proxysql", "09_k3s_ha"],
         "{skipped:?}"
     );
     for (needle, (_, reason)) in [
         "no Debian package of MinIO",
         "no Debian package of ProxySQL",
         "no Debian package of K3s",
-        "load balancers",
     ]
     .iter()
     .zip(&skipped)
     {
         assert!(reason.contains(needle), "{reason}");
     }
-    // 10_lb depends on every skipped module before it.
+    // 10_lb depends on every skipped module.
     assert_eq!(
         plan["skipped_modules"][0]["dependents"],
         serde_json::json!(["10_lb"])
+    );
+    let resources: Vec<(&str, &str)> = plan["skipped_resources"]
+        .as_array()
+        .expect("skipped resources")
+        .iter()
+        .map(|r| {
+            (
+                r["resource"].as_str().unwrap_or_default(),
+                r["reason"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        resources,
+        [
+            (
+                "check.mariadb-via-lb",
+                "it goes through ProxySQL (module 8), which has no Debian package"
+            ),
+            (
+                "check.ingress-via-lb-public-1",
+                "it goes to ingress-nginx on K3s (module 9), which has no Debian package"
+            ),
+            (
+                "check.ingress-via-lb-public-2",
+                "it goes to ingress-nginx on K3s (module 9), which has no Debian package"
+            ),
+        ],
+        "{}",
+        run.stdout
     );
     let changes: Vec<&str> = plan["changes"]
         .as_array()
@@ -300,9 +338,15 @@ fn the_lab_skips_minio_proxysql_k3s_and_the_load_balancers_with_their_reasons() 
         .iter()
         .filter_map(|c| c["address"].as_str())
         .collect();
+    for lb in ["lb-internal", "lb-mariadb", "lb-public-1", "lb-public-2"] {
+        assert!(
+            changes.contains(&format!("10_lb.lb.{lb}").as_str()),
+            "{lb} is not planned in the lab: {changes:?}"
+        );
+    }
     for c in &changes {
         assert!(
-            !["06_minio.", "08_proxysql.", "09_k3s_ha.", "10_lb."]
+            !["06_minio.", "08_proxysql.", "09_k3s_ha."]
                 .iter()
                 .any(|m| c.starts_with(m)),
             "{c} is planned in the lab"
@@ -322,5 +366,37 @@ fn the_lab_skips_minio_proxysql_k3s_and_the_load_balancers_with_their_reasons() 
     let text = kz(dir.path(), &["plan", "--lab", "--refresh=false"]);
     text.code(0)
         .stdout_has("06_minio: skipped in the lab: no Debian package of MinIO")
-        .stdout_has("10_lb depends on 08_proxysql, skipped in the lab");
+        .stdout_has("10_lb depends on 08_proxysql, skipped in the lab")
+        .stdout_has("10_lb.check.mariadb-via-lb: skipped in the lab: it goes through ProxySQL");
+}
+
+/// Without a stand-in of the Hetzner API on this machine, a lab run leaves the load balancers
+/// out, and says why: a lab never changes real cloud resources.
+#[test]
+fn without_an_api_stand_in_the_lab_leaves_the_load_balancers_out() {
+    let dir = copy();
+    fake_lab(dir.path());
+    for endpoint in [
+        None,
+        Some("https://api.hetzner.cloud/v1"),
+        Some("http://10.0.0.1/v1"),
+    ] {
+        let out = kz_with_api(dir.path(), &["plan", "--lab", "--refresh=false"], endpoint);
+        out.code(0).stdout_has(
+            "10_lb.lb.lb-internal: skipped in the lab: it lives behind the Hetzner Cloud API, \
+             which a lab run reaches only through a stand-in on this machine",
+        );
+        assert!(
+            !out.stdout.contains("+ 10_lb.lb."),
+            "{endpoint:?}: {}",
+            out.stdout
+        );
+        // Its checks stay: in the lab they look at the load balancer's targets.
+        assert!(
+            out.stdout
+                .contains("10_lb.system.control-clients[install-01]"),
+            "{}",
+            out.stdout
+        );
+    }
 }

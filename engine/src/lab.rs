@@ -141,7 +141,8 @@ impl LabOverlay {
                 if !self.inside(target) {
                     return Err(format!(
                         "refusing to use the lab: {} would reach {target}, outside the lab network {} \
-                         (skip its module in the lab with `lab = {{ skip = \"...\" }}`)",
+                         (tell it where to look in the lab with `lab = {{ address = \"...\" }}`, \
+                         or leave it out there with `lab = {{ skip = \"why\" }}`)",
                         inst.address, self.subnet
                     ));
                 }

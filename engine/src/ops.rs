@@ -296,6 +296,7 @@ pub fn destroy_plan(ws: &Workspace, state: &State, targets: &[String]) -> Plan {
         warnings: Vec::new(),
         removed_modules: Vec::new(),
         skipped_modules: Vec::new(),
+        skipped_resources: Vec::new(),
         modules: Vec::new(),
         unverified: Vec::new(),
         not_applicable: Vec::new(),

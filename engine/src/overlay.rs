@@ -40,6 +40,48 @@ pub struct LeftOut {
     pub instances: usize,
     /// Modules skipped in the lab (`lab = { skip = "..." }`), in name order.
     pub modules: Vec<SkippedModule>,
+    /// Resources skipped in the lab one by one (their own `lab = { skip = "..." }`, or behind an
+    /// API with no stand-in on this machine), in module order; those of a skipped module are not
+    /// repeated here.
+    pub resources: Vec<SkippedResource>,
+}
+
+impl LeftOut {
+    /// Why the check (or other resource) at `address` (`MODULE.KIND.NAME`) is not in this run:
+    /// its module or itself is skipped in the lab.
+    pub fn skip_reason(&self, address: &str) -> Option<String> {
+        let module = address.split('.').next().unwrap_or_default();
+        if let Some(m) = self.modules.iter().find(|m| m.module == module) {
+            return Some(m.said());
+        }
+        self.resources
+            .iter()
+            .find(|r| r.address() == address)
+            .map(SkippedResource::said)
+    }
+}
+
+/// One resource a lab run leaves out while its module runs, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedResource {
+    pub module: String,
+    /// `KIND.NAME`, as plans name resources within a module (`check.mariadb-via-lb`).
+    pub resource: String,
+    pub reason: String,
+    /// How many of its instances were left out.
+    pub instances: usize,
+}
+
+impl SkippedResource {
+    /// `MODULE.KIND.NAME`.
+    pub fn address(&self) -> String {
+        format!("{}.{}", self.module, self.resource)
+    }
+
+    /// `skipped in the lab: REASON`.
+    pub fn said(&self) -> String {
+        format!("skipped in the lab: {}", self.reason)
+    }
 }
 
 /// A module a lab run leaves out whole, why, and the modules that depend on it, which its
@@ -154,14 +196,41 @@ impl HostOverlay {
         skipped
     }
 
-    /// Leaves out the instances on a left-out host, and those behind an API (an overlay has
-    /// none, unless `keep_api`); keeps dependencies only on what stays.
+    /// Leaves out the instances of each resource skipped in the lab on its own (`skips`: the
+    /// resource's `MODULE.KIND.NAME` and why), and says which those were. Dependencies on them
+    /// are dropped by [`HostOverlay::filter_instances`], which runs next.
+    pub(crate) fn skip_resources(
+        &self,
+        instances: &mut Vec<Instance>,
+        skips: &[(String, String)],
+    ) -> Vec<SkippedResource> {
+        if !self.skip_lab_modules {
+            return Vec::new();
+        }
+        let mut skipped = Vec::new();
+        for (address, reason) in skips {
+            let before = instances.len();
+            instances.retain(|i| {
+                let a = &i.address;
+                format!("{}.{}.{}", a.module, a.kind, a.name) != *address
+            });
+            let (module, resource) = address.split_once('.').unwrap_or((address, ""));
+            if before > instances.len() {
+                skipped.push(SkippedResource {
+                    module: module.to_string(),
+                    resource: resource.to_string(),
+                    reason: reason.clone(),
+                    instances: before - instances.len(),
+                });
+            }
+        }
+        skipped
+    }
+
+    /// Leaves out the instances on a left-out host; keeps dependencies only on what stays.
     pub(crate) fn filter_instances(&self, instances: &mut Vec<Instance>, gone: &[String]) -> usize {
         let before = instances.len();
-        instances.retain(|i| {
-            (self.keep_api || i.hosts().next().is_some())
-                && !i.hosts().any(|m| gone.iter().any(|g| g == m))
-        });
+        instances.retain(|i| !i.hosts().any(|m| gone.iter().any(|g| g == m)));
         let kept: std::collections::HashSet<String> =
             instances.iter().map(|i| i.address.to_string()).collect();
         for i in instances.iter_mut() {

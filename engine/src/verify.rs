@@ -150,13 +150,22 @@ pub async fn verify(
             Some(_) => ModuleStatus::Skipped,
             None => module_status(stack, state, name, &checks),
         };
-        // A module is told when one it depends on is skipped: its absent checks passed nothing.
+        // A module is told when one it depends on is skipped (its absent checks passed
+        // nothing), and which of its own resources the lab left out.
         let notes = stack
             .left_out
             .modules
             .iter()
             .filter(|m| m.dependents.contains(name))
             .map(|m| format!("{name} depends on {}, skipped in the lab", m.module))
+            .chain(
+                stack
+                    .left_out
+                    .resources
+                    .iter()
+                    .filter(|r| &r.module == name)
+                    .map(|r| format!("{} {}", r.resource, r.said())),
+            )
             .collect();
         out.push(ModuleReport {
             module: name.clone(),

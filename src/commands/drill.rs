@@ -73,10 +73,7 @@ pub(super) async fn drill_cmd(shell: &Shell, args: DrillArgs, command_line: &str
         .into());
     }
     let ws = open_for_plan(shell, &args.dir, args.lab)?;
-    let (drills, skipped) = lab_skips(
-        select(&ws.stack.drills, &args.names)?,
-        &ws.stack.left_out.modules,
-    );
+    let (drills, skipped) = lab_skips(select(&ws.stack.drills, &args.names)?, &ws.stack.left_out);
     if !args.lab {
         refuse_host_faults(&drills)?;
         typed_confirmation(shell, &ws.stack.name, &drills)?;
@@ -164,7 +161,7 @@ fn select(all: &[Drill], names: &[String]) -> Result<Vec<Drill>, Failure> {
 /// the lab (outside the lab no module is skipped, so every drill runs).
 fn lab_skips(
     drills: Vec<Drill>,
-    skipped: &[kz_engine::overlay::SkippedModule],
+    skipped: &kz_engine::overlay::LeftOut,
 ) -> (Vec<Drill>, Vec<SkippedDrill>) {
     let mut run = Vec::new();
     let mut not_run = Vec::new();

@@ -109,6 +109,7 @@ pub struct ApplyReport {
     /// Modules the lab run left out (from the plan), said again at the end: their checks held
     /// nothing back.
     pub skipped_modules: Vec<crate::overlay::SkippedModule>,
+    pub skipped_resources: Vec<crate::overlay::SkippedResource>,
 }
 
 impl ApplyReport {
@@ -168,6 +169,7 @@ pub async fn apply(
         cancel,
         report: ApplyReport {
             skipped_modules: plan.skipped_modules.clone(),
+            skipped_resources: plan.skipped_resources.clone(),
             ..ApplyReport::default()
         },
         parallelism: opts.parallelism.max(1),

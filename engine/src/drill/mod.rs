@@ -31,19 +31,16 @@ pub struct Drill {
 }
 
 impl Drill {
-    /// Why a lab run cannot run this drill: its own module, or the module of a check it
-    /// waits for, is skipped in the lab (`skipped in the lab: REASON`).
-    pub fn lab_skip(&self, skipped: &[crate::overlay::SkippedModule]) -> Option<String> {
-        let module_of = |check: &str| check.split('.').next().unwrap_or_default().to_string();
-        let used = std::iter::once(self.module.clone())
-            .chain(self.steady.iter().map(|c| module_of(c)))
-            .chain(self.expect.iter().map(|e| module_of(&e.check)));
-        for m in used {
-            if let Some(s) = skipped.iter().find(|s| s.module == m) {
-                return Some(s.said());
-            }
+    /// Why a lab run cannot run this drill: its own module, or a check it waits for (or that
+    /// check's module), is skipped in the lab (`skipped in the lab: REASON`).
+    pub fn lab_skip(&self, left_out: &crate::overlay::LeftOut) -> Option<String> {
+        if let Some(m) = left_out.modules.iter().find(|m| m.module == self.module) {
+            return Some(m.said());
         }
-        None
+        self.steady
+            .iter()
+            .chain(self.expect.iter().map(|e| &e.check))
+            .find_map(|c| left_out.skip_reason(c))
     }
 }
 

@@ -251,7 +251,7 @@ impl Loader<'_> {
         if self.diags.is_empty() {
             instances = self.expand(&decls, &hosts, &mut secrets_used);
         }
-        let left_out = self.leave_out(&mut hosts, &mut instances, &gone, &modules);
+        let left_out = self.leave_out(&mut hosts, &mut instances, &gone, &modules, &decls);
         if !self.diags.is_empty() {
             return None;
         }
@@ -488,11 +488,30 @@ impl Loader<'_> {
         instances: &mut Vec<crate::model::Instance>,
         gone: &[String],
         modules: &BTreeMap<String, Module>,
+        decls: &[resources::Decl],
     ) -> crate::overlay::LeftOut {
         let Some(overlay) = self.overlay else {
             return crate::overlay::LeftOut::default();
         };
         let skipped = overlay.skip_modules(instances, modules);
+        let skips: Vec<(String, String)> = decls
+            .iter()
+            .filter_map(|d| {
+                let reason = match (&d.lab_skip, &d.placement) {
+                    (Some(reason), _) => reason.clone(),
+                    // A lab never changes real cloud resources: without a stand-in of the API on
+                    // this machine, what lives behind it stays out of the run.
+                    (None, crate::provider::Placement::Api { service }) if !overlay.keep_api => {
+                        format!(
+                            "it lives behind the {service} API, which a lab run reaches only through a stand-in on this machine (KZ_HCLOUD_ENDPOINT, a loopback URL)"
+                        )
+                    }
+                    _ => return None,
+                };
+                Some((format!("{}.{}.{}", d.module, d.kind, d.name.get_ref()), reason))
+            })
+            .collect();
+        let skipped_resources = overlay.skip_resources(instances, &skips);
         let dropped = overlay.filter_instances(instances, gone);
         for i in instances.iter() {
             if let Some(host) = i
@@ -515,6 +534,7 @@ impl Loader<'_> {
             hosts: gone.to_vec(),
             instances: dropped,
             modules: skipped,
+            resources: skipped_resources,
         }
     }
 
@@ -525,7 +545,7 @@ impl Loader<'_> {
         if reason.is_empty() || reason.contains('\n') {
             self.error(Diagnostic::at(
                 loc(src, skip),
-                "lab.skip must say, on one line, why the module cannot run in the lab (`no Debian package of MinIO`)",
+                "lab.skip must say, on one line, why the lab leaves this out (`no Debian package of MinIO`)",
             ));
             return None;
         }

@@ -30,6 +30,17 @@ pub(crate) struct Decl {
     pub on: Option<Spanned<toml::Value>>,
     pub depends_on: Vec<Spanned<String>>,
     pub declared: Declared,
+    /// `lab = { skip = "REASON" }`: why a lab run leaves this resource out.
+    pub lab_skip: Option<String>,
+}
+
+/// A resource's `lab = { ... }`: how a lab run (`--lab`) takes it.
+enum ResourceLab {
+    /// `lab = { skip = "REASON" }`: the lab leaves it out, and says why.
+    Skip(String),
+    /// `lab = { address = "...", ... }`, for checks only: these keys replace the check's own in
+    /// a lab run (where to look, when the production target has no lab counterpart).
+    Override(DeTable<'static>),
 }
 
 /// The keys the engine reads in every resource table.
@@ -43,6 +54,9 @@ struct Common {
 }
 
 const COMMON_KEYS: [&str; 3] = ["name", "on", "depends_on"];
+
+/// The key of a resource's lab behaviour, read by the engine too.
+const LAB_KEY: &str = "lab";
 
 impl Loader<'_> {
     /// The resource declarations of one module file: every top-level key but `module` is a
@@ -114,8 +128,11 @@ impl Loader<'_> {
             return None;
         };
         let (mut common, mut rest) = (DeTable::new(), DeTable::new());
+        let mut lab = None;
         for (k, v) in table {
-            if COMMON_KEYS.contains(&k.get_ref().as_ref()) {
+            if k.get_ref() == LAB_KEY {
+                lab = Some(v);
+            } else if COMMON_KEYS.contains(&k.get_ref().as_ref()) {
                 common.insert(k, v);
             } else {
                 rest.insert(k, v);
@@ -155,18 +172,83 @@ impl Loader<'_> {
             }
             _ => {}
         }
+        let lab = match lab {
+            Some(v) => Some(self.resource_lab(src, v)?),
+            None => None,
+        };
+        let lab_table = match &lab {
+            Some(ResourceLab::Override(over)) => Some(with_overrides(&rest, over)),
+            _ => None,
+        };
+        let name = common.name.get_ref();
+        let declared = self.declare_with(src, module, name, &span, provider, rest, hosts)?;
+        let mut lab_skip = None;
+        let declared = match (lab, lab_table) {
+            (Some(ResourceLab::Skip(reason)), _) => {
+                lab_skip = Some(reason);
+                declared
+            }
+            (Some(ResourceLab::Override(over)), Some(table)) => {
+                if declared.gate.is_none() {
+                    let at = over.values().next().map_or(span.clone(), Spanned::span);
+                    self.error(Diagnostic::at(
+                        Location::new(src, at),
+                        format!(
+                            "`lab` can change only where a check looks: a {kind} is built in the lab as in production (leave it out there with `lab = {{ skip = \"why\" }}`)"
+                        ),
+                    ));
+                    return None;
+                }
+                // The lab's variant is declared (and so checked) on every run, so a mistake in
+                // it is found by `kz validate`, not on the first lab run.
+                let in_lab = self.declare_with(src, module, name, &span, provider, table, hosts)?;
+                if self.overlay.is_some_and(|o| o.skip_lab_modules) {
+                    in_lab
+                } else {
+                    declared
+                }
+            }
+            _ => declared,
+        };
+        Some(Decl {
+            module: module.into(),
+            kind: kind.into(),
+            placement,
+            file: Arc::clone(src),
+            span,
+            name: common.name,
+            on: common.on,
+            depends_on: common.depends_on,
+            declared,
+            lab_skip,
+        })
+    }
+
+    /// Hands one table to its provider; `None` after an error.
+    #[allow(clippy::too_many_arguments)]
+    fn declare_with(
+        &mut self,
+        src: &Arc<SourceFile>,
+        module: &str,
+        name: &str,
+        span: &Range<usize>,
+        provider: &dyn crate::provider::Provider,
+        table: DeTable<'static>,
+        hosts: &BTreeMap<String, Host>,
+    ) -> Option<Declared> {
+        let placement = provider.placement();
         let mut decl = Declaration {
             module,
-            name: common.name.get_ref(),
+            name,
             hosts,
             networks: &self.networks,
             stack_dir: &self.dir,
             file: src,
             span: span.clone(),
-            table: Some(rest),
+            table: Some(table),
             common: match placement {
-                Placement::Api { .. } => &["name", "depends_on"],
-                _ => &COMMON_KEYS,
+                Placement::Api { .. } => &["name", "depends_on", LAB_KEY],
+                _ => &["name", "on", "depends_on", LAB_KEY],
             },
             diags: Vec::new(),
             sources: Vec::new(),
@@ -182,20 +264,75 @@ impl Loader<'_> {
         for d in diags {
             self.error(d);
         }
-        let declared = declared.filter(|_| ok)?;
-        Some(Decl {
-            module: module.into(),
-            kind: kind.into(),
-            placement,
-            file: Arc::clone(src),
-            span,
-            name: common.name,
-            on: common.on,
-            depends_on: common.depends_on,
-            declared,
-        })
+        declared.filter(|_| ok)
     }
 
+    /// A resource's `lab = { ... }`: `{ skip = "REASON" }`, or keys that replace its own in a
+    /// lab run.
+    fn resource_lab(
+        &mut self,
+        src: &Arc<SourceFile>,
+        v: Spanned<DeValue<'static>>,
+    ) -> Option<ResourceLab> {
+        let span = v.span();
+        let DeValue::Table(t) = v.into_inner() else {
+            self.error(Diagnostic::at(
+                Location::new(src, span),
+                "`lab` must be a table: `lab = { skip = \"why\" }`, or the check keys a lab run uses instead (`lab = { address = \"...\" }`)",
+            ));
+            return None;
+        };
+        if t.is_empty() {
+            self.error(Diagnostic::at(
+                Location::new(src, span),
+                "`lab = {}` says nothing: give `skip = \"why\"`, or the check keys a lab run uses instead",
+            ));
+            return None;
+        }
+        if let Some(skip) = t.get("skip") {
+            if t.len() > 1 {
+                self.error(Diagnostic::at(
+                    Location::new(src, span),
+                    "`lab` gives `skip` and other keys: a resource left out of the lab needs nothing else there",
+                ));
+                return None;
+            }
+            let text = match skip.get_ref() {
+                DeValue::String(s) => Spanned::new(skip.span(), s.to_string()),
+                _ => {
+                    self.error(Diagnostic::at(
+                        Location::new(src, skip.span()),
+                        "`lab.skip` must be a string: why the lab leaves this out",
+                    ));
+                    return None;
+                }
+            };
+            return self.lab_skip_reason(src, &text).map(ResourceLab::Skip);
+        }
+        for k in t.keys() {
+            let key: &str = k.get_ref();
+            if COMMON_KEYS.contains(&key) || key == "kind" || key == LAB_KEY {
+                self.error(Diagnostic::at(
+                    Location::new(src, k.span()),
+                    format!("`lab.{key}`: a lab run keeps the resource's `{key}` (it may change only where a check looks)"),
+                ));
+                return None;
+            }
+        }
+        Some(ResourceLab::Override(t))
+    }
+}
+
+/// The resource's own keys with the lab's in their place.
+fn with_overrides(own: &DeTable<'static>, over: &DeTable<'static>) -> DeTable<'static> {
+    let mut t = own.clone();
+    for (k, v) in over {
+        t.insert(k.clone(), v.clone());
+    }
+    t
+}
+
+impl Loader<'_> {
     /// Expands declarations into instances (one per selected host, one per group, or one behind
     /// an API) and resolves `depends_on`.
     pub(crate) fn expand(

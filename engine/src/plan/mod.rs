@@ -205,6 +205,10 @@ pub struct Plan {
     /// modules that depend on them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped_modules: Vec<crate::overlay::SkippedModule>,
+    /// Resources a lab run leaves out on their own (`lab = { skip = "..." }`, or behind an API
+    /// with no stand-in here), with their reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_resources: Vec<crate::overlay::SkippedResource>,
     /// The modules that have changes, in the order apply reaches them, with how many.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub modules: Vec<ModuleChanges>,
@@ -331,10 +335,16 @@ pub async fn plan(
         .map_err(|c| PlanInputError::Cycle(c.members.join(" -> ")))?;
     let mut selected = select(stack, &graph, &opts.targets)?;
     let mut deletes = select::deleted_in_scope(stack, state, &opts.targets);
-    // A module skipped in the lab is left alone there: what the lab's state recorded of it
-    // (applied before it was skipped) is neither read nor deleted.
-    let skipped = &stack.left_out.modules;
-    deletes.retain(|(_, r)| !skipped.iter().any(|m| m.module == r.module));
+    // A module or resource skipped in the lab is left alone there: what the lab's state recorded
+    // of it (applied before it was skipped) is neither read nor deleted.
+    let skipped = &stack.left_out;
+    deletes.retain(|(_, r)| {
+        !skipped.modules.iter().any(|m| m.module == r.module)
+            && !skipped
+                .resources
+                .iter()
+                .any(|s| s.module == r.module && s.resource == format!("{}.{}", r.kind, r.name))
+    });
     if !opts.targets.is_empty() && selected.iter().all(|s| !s) && deletes.is_empty() {
         return Err(PlanInputError::UnknownTarget(opts.targets.join(", ")));
     }
@@ -407,6 +417,7 @@ pub async fn plan(
         warnings,
         removed_modules,
         skipped_modules: stack.left_out.modules.clone(),
+        skipped_resources: stack.left_out.resources.clone(),
         modules,
         changes: d.changes,
         unverified: d.unverified,

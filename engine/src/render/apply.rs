@@ -146,7 +146,7 @@ pub fn render_report(r: &ApplyReport, style: &Style, title: &str) -> String {
     if let Some(e) = &r.state_error {
         let _ = writeln!(out, "{} {}", style.red("State not saved:"), style.safe(e));
     }
-    render_skipped(&mut out, &r.skipped_modules, style);
+    render_skipped(&mut out, &r.skipped_modules, &r.skipped_resources, style);
     let verified = if r.verified.is_empty() {
         String::new()
     } else {

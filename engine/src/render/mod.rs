@@ -92,9 +92,10 @@ impl Style {
 pub(crate) fn render_skipped(
     out: &mut String,
     skipped: &[crate::overlay::SkippedModule],
+    resources: &[crate::overlay::SkippedResource],
     style: &Style,
 ) {
-    if skipped.is_empty() {
+    if skipped.is_empty() && resources.is_empty() {
         return;
     }
     let _ = writeln!(out, "\n{}", style.bold("Skipped in the lab:"));
@@ -116,6 +117,17 @@ pub(crate) fn render_skipped(
                 style.safe(d)
             );
         }
+    }
+    for r in resources {
+        let _ = writeln!(
+            out,
+            "  {} {}: {} ({} instance{} left out)",
+            style.yellow(if style.ascii { "~" } else { "⊘" }),
+            style.safe(&r.address()),
+            style.yellow(&style.safe(&r.said())),
+            r.instances,
+            plural(r.instances)
+        );
     }
 }
 

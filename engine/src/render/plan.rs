@@ -49,7 +49,12 @@ pub fn render_plan(plan: &Plan, style: &Style) -> String {
             }
         );
     }
-    render_skipped(&mut out, &plan.skipped_modules, style);
+    render_skipped(
+        &mut out,
+        &plan.skipped_modules,
+        &plan.skipped_resources,
+        style,
+    );
     let mut place: Option<String> = None;
     for c in &plan.changes {
         let here = c.place();

@@ -18,6 +18,7 @@ fn decl(file: &Arc<SourceFile>, name: &str, deps: &[&str]) -> Decl {
             .map(|d| Spanned::new(0..0, d.to_string()))
             .collect(),
         declared: Declared::default(),
+        lab_skip: None,
     }
 }
 
