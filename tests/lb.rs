@@ -515,3 +515,54 @@ fn a_private_load_balancer_never_has_a_service_while_its_public_interface_is_on(
     }
     no_changes(&s);
 }
+
+/// A lab run with no stand-in of the API on this machine leaves alone the load balancers its
+/// state recorded (made on a stand-in earlier): no delete is planned, even once the stack no
+/// longer declares them, `kz destroy --lab` does not touch them, and a warning names each. The
+/// lab here is written by hand: nothing in these runs reaches a host.
+#[test]
+fn a_lab_without_a_stand_in_leaves_its_recorded_load_balancers_alone() {
+    let api = FakeHcloud::start();
+    let name = format!("kzlbnostandin{}", std::process::id());
+    let s = TestStack::new(&name)
+        .env("KZ_HCLOUD_ENDPOINT", &api.url())
+        .env("HCLOUD_TOKEN", api.token())
+        .env("KZ_HCLOUD_RETRY_BASE_MS", "20");
+    s.write(
+        "10_lb.toml",
+        "[[lb]]\nname = \"lb-lab\"\ntype = \"lb11\"\nlocation = \"nbg1\"\n",
+    );
+    s.write(
+        ".kz/lab/lab.json",
+        &format!(
+            r#"{{"stack": "{name}", "network": "kzlab-{name}", "subnet": "10.89.250.0/24",
+  "hosts": {{"local": {{"container": "kzlab-{name}-local", "address": "10.89.250.10"}}}}}}"#
+        ),
+    );
+    // With the stand-in, the lab makes the load balancer there.
+    s.kz(&["apply", "DIR", "--lab", "--yes"])
+        .code(0)
+        .stdout_has("10_lb.lb.lb-lab: created");
+    assert!(api.load_balancer("lb-lab").is_some());
+
+    // Without it (no endpoint, no token: were anything to call the API, it would fail first),
+    // the lab leaves the load balancer out, and what its state records of it alone.
+    let without = ["KZ_HCLOUD_ENDPOINT", "HCLOUD_TOKEN"];
+    s.kz_without(&without, &["plan", "DIR", "--lab"])
+        .code(0)
+        .stdout_has("10_lb.lb.lb-lab: skipped in the lab: it lives behind the Hetzner Cloud API")
+        .stdout_has("No changes.");
+    s.write("10_lb.toml", "");
+    let p = s.kz_without(&without, &["plan", "DIR", "--lab"]);
+    p.code(0)
+        .stdout_has("10_lb.lb.lb-lab is left alone: it lives behind the Hetzner Cloud API")
+        .stdout_has("No changes.");
+    assert!(!p.stdout.contains("- 10_lb.lb.lb-lab"), "{}", p.stdout);
+    s.kz_without(&without, &["destroy", "DIR", "--lab", "--yes"])
+        .stdout_has("10_lb.lb.lb-lab is left alone");
+    assert!(api.load_balancer("lb-lab").is_some());
+    assert!(
+        api.requests().iter().all(|r| r.method != "DELETE"),
+        "a DELETE reached the API"
+    );
+}

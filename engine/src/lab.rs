@@ -117,6 +117,7 @@ impl LabOverlay {
             name: "the lab".into(),
             hosts,
             keep_api: false,
+            api_hint: String::new(),
             // Software the lab cannot install (no Debian package) is declared skipped there.
             skip_lab_modules: true,
             network: Some(self.subnet.clone()),

@@ -270,7 +270,13 @@ pub fn check_saved_plan(
 /// A plan that deletes everything in the state (optionally only what the targets name).
 pub fn destroy_plan(ws: &Workspace, state: &State, targets: &[String]) -> Plan {
     let mut changes = Vec::new();
-    for (addr, r) in &state.resources {
+    let mut records: Vec<(&String, &kz_state::ResourceState)> = state.resources.iter().collect();
+    // Under the lab, what lives behind an API it does not reach (and what it skips) is left alone.
+    let mut warnings = Vec::new();
+    ws.stack
+        .left_out
+        .keep_out_of_deletes(&mut records, &mut warnings);
+    for (addr, r) in records {
         let resource = format!("{}.{}.{}", r.module, r.kind, r.name);
         if !targets.is_empty()
             && !targets
@@ -293,7 +299,7 @@ pub fn destroy_plan(ws: &Workspace, state: &State, targets: &[String]) -> Plan {
         },
         refreshed: false,
         targets: targets.to_vec(),
-        warnings: Vec::new(),
+        warnings,
         removed_modules: Vec::new(),
         skipped_modules: Vec::new(),
         skipped_resources: Vec::new(),

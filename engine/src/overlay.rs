@@ -18,6 +18,9 @@ pub struct HostOverlay {
     /// Keep the instances behind an API: the binary sets it only when the API is a stand-in
     /// on this machine's loopback (so a lab run never reaches a real API).
     pub keep_api: bool,
+    /// How to give the run a stand-in of the API, added to the reason instances behind it are
+    /// left out (the binary knows its variable: `set KZ_HCLOUD_ENDPOINT to its loopback URL`).
+    pub api_hint: String,
     /// Leave out the modules declared `lab = { skip = "..." }` (set by the lab's overlay).
     pub skip_lab_modules: bool,
     /// The one network every `[networks]` range of the stack stands for under the overlay (the
@@ -36,6 +39,9 @@ pub struct HostReach {
 /// What a run under an overlay leaves out of the stack.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LeftOut {
+    /// The run is under an overlay (the lab): the binary then gives it providers that reach an
+    /// API only through a stand-in on this machine.
+    pub under_overlay: bool,
     pub hosts: Vec<String>,
     pub instances: usize,
     /// Modules skipped in the lab (`lab = { skip = "..." }`), in name order.
@@ -44,6 +50,9 @@ pub struct LeftOut {
     /// API with no stand-in on this machine), in module order; those of a skipped module are not
     /// repeated here.
     pub resources: Vec<SkippedResource>,
+    /// Resource types behind an API this run does not reach (no stand-in of it on this machine),
+    /// with why: what the state records of them is left alone, neither read nor deleted.
+    pub api_kinds: Vec<(String, String)>,
 }
 
 impl LeftOut {
@@ -58,6 +67,42 @@ impl LeftOut {
             .iter()
             .find(|r| r.address() == address)
             .map(SkippedResource::said)
+    }
+
+    /// Why a state record of type `kind` is left alone by this run (behind an API it does not
+    /// reach), if it is.
+    pub fn api_left_alone(&self, kind: &str) -> Option<&str> {
+        self.api_kinds
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, why)| why.as_str())
+    }
+
+    /// Drops from `deletes` the state records this run leaves alone (those of skipped modules and
+    /// resources, and those behind an API it does not reach), and says why for the last ones,
+    /// whose declaration may be gone.
+    pub fn keep_out_of_deletes(
+        &self,
+        deletes: &mut Vec<(&String, &kz_state::ResourceState)>,
+        warnings: &mut Vec<String>,
+    ) {
+        deletes.retain(|(addr, r)| {
+            if self.modules.iter().any(|m| m.module == r.module)
+                || self
+                    .resources
+                    .iter()
+                    .any(|s| s.module == r.module && s.resource == format!("{}.{}", r.kind, r.name))
+            {
+                return false;
+            }
+            match self.api_left_alone(&r.kind) {
+                Some(why) => {
+                    warnings.push(format!("{addr} is left alone: {why}"));
+                    false
+                }
+                None => true,
+            }
+        });
     }
 }
 
@@ -196,7 +241,7 @@ impl HostOverlay {
         skipped
     }
 
-    /// Leaves out the instances of each resource skipped in the lab on its own (`skips`: the
+    /// Leaves out the instances of each resource skipped on its own (`skips`: the
     /// resource's `MODULE.KIND.NAME` and why), and says which those were. Dependencies on them
     /// are dropped by [`HostOverlay::filter_instances`], which runs next.
     pub(crate) fn skip_resources(
@@ -204,9 +249,6 @@ impl HostOverlay {
         instances: &mut Vec<Instance>,
         skips: &[(String, String)],
     ) -> Vec<SkippedResource> {
-        if !self.skip_lab_modules {
-            return Vec::new();
-        }
         let mut skipped = Vec::new();
         for (address, reason) in skips {
             let before = instances.len();
@@ -227,15 +269,89 @@ impl HostOverlay {
         skipped
     }
 
-    /// Leaves out the instances on a left-out host; keeps dependencies only on what stays.
+    /// Leaves out the instances on a left-out host.
     pub(crate) fn filter_instances(&self, instances: &mut Vec<Instance>, gone: &[String]) -> usize {
         let before = instances.len();
         instances.retain(|i| !i.hosts().any(|m| gone.iter().any(|g| g == m)));
-        let kept: std::collections::HashSet<String> =
-            instances.iter().map(|i| i.address.to_string()).collect();
-        for i in instances.iter_mut() {
-            i.depends_on.retain(|d| kept.contains(&d.to_string()));
-        }
         before - instances.len()
+    }
+}
+
+/// After instances were left out (`all` holds every instance's dependencies from before): each
+/// instance that stays waits for what a left-out one it depended on waited for, transitively, so
+/// that leaving out a middle link (a skipped check between a container and a file) does not let
+/// the file race the container; dependencies on what was left out are dropped.
+pub(crate) fn reroute_dependencies(
+    instances: &mut [Instance],
+    all: &std::collections::HashMap<String, Vec<crate::model::Address>>,
+) {
+    use std::collections::HashSet;
+    let kept: HashSet<String> = instances.iter().map(|i| i.address.to_string()).collect();
+    for i in instances.iter_mut() {
+        let mut out = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut todo: Vec<crate::model::Address> = std::mem::take(&mut i.depends_on);
+        todo.reverse();
+        while let Some(d) = todo.pop() {
+            let key = d.to_string();
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            if kept.contains(&key) {
+                out.push(d);
+            } else if let Some(further) = all.get(&key) {
+                todo.extend(further.iter().rev().cloned());
+            }
+        }
+        i.depends_on = out;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use super::reroute_dependencies;
+    use crate::model::{Address, Instance};
+
+    fn addr(name: &str) -> Address {
+        Address {
+            module: "m".into(),
+            kind: "check".into(),
+            name: name.into(),
+            host: Some("h".into()),
+        }
+    }
+
+    fn inst(name: &str, deps: &[&str]) -> Instance {
+        Instance {
+            address: addr(name),
+            members: Vec::new(),
+            attrs: BTreeMap::new(),
+            depends_on: deps.iter().map(|d| addr(d)).collect(),
+            outputs: BTreeMap::new(),
+            gate: None,
+        }
+    }
+
+    /// file -> skipped check -> another skipped check -> container: the file waits for the
+    /// container once both checks are left out, and for nothing that was left out.
+    #[test]
+    fn what_stays_waits_for_what_a_left_out_link_waited_for() {
+        let all = [
+            inst("container", &[]),
+            inst("gone-1", &["gone-2"]),
+            inst("gone-2", &["container", "gone-host"]),
+            inst("gone-host", &[]),
+            inst("file", &["gone-1", "container"]),
+        ];
+        let deps: HashMap<String, Vec<Address>> = all
+            .iter()
+            .map(|i| (i.address.to_string(), i.depends_on.clone()))
+            .collect();
+        let mut kept = vec![all[0].clone(), all[4].clone()];
+        reroute_dependencies(&mut kept, &deps);
+        assert_eq!(kept[1].depends_on, vec![addr("container")]);
+        assert!(kept[0].depends_on.is_empty());
     }
 }

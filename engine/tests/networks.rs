@@ -104,6 +104,7 @@ fn under_the_lab_every_network_is_the_lab_s_subnet() {
             },
         )]),
         keep_api: false,
+        api_hint: String::new(),
         skip_lab_modules: true,
         network: Some("10.89.3.0/24".into()),
     };

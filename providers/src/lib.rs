@@ -25,13 +25,23 @@ use kz_engine::provider::{Provider, Providers, Transport, TransportError, Transp
 
 /// Every provider of this build.
 pub fn providers() -> Providers {
+    providers_with(hcloud::LbProvider::from_env())
+}
+
+/// Every provider, for a lab run (`--lab`): the ones behind an API reach only a stand-in on this
+/// machine, whatever the lab's state or a saved plan asks of them.
+pub fn lab_providers() -> Providers {
+    providers_with(hcloud::LbProvider::for_lab())
+}
+
+fn providers_with(lb: hcloud::LbProvider) -> Providers {
     let list: Vec<Arc<dyn Provider>> = vec![
         Arc::new(file::FileProvider),
         Arc::new(command::CommandProvider),
         Arc::new(check::CheckProvider),
         Arc::new(container::ContainerProvider),
         Arc::new(image::ImageProvider),
-        Arc::new(hcloud::LbProvider::from_env()),
+        Arc::new(lb),
         Arc::new(system::SystemProvider),
         Arc::new(haproxy::HaproxyProvider),
         Arc::new(sentinel::SentinelProvider),

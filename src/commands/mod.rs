@@ -104,8 +104,15 @@ fn runtime(ws: &Workspace) -> Runtime {
 /// The runtime, and its transports as such, to wait for their clean-ups after an interrupt.
 fn runtime_with(ws: &Workspace) -> (Runtime, Arc<kz_providers::Transports>) {
     let transports = Arc::new(kz_providers::Transports::new(ws.stack.hosts.clone()));
+    // A lab run's providers reach an API only through a stand-in here, so that neither the lab's
+    // state (load balancers it recorded) nor a saved plan can make it change real ones.
+    let providers = if ws.stack.left_out.under_overlay {
+        kz_providers::lab_providers()
+    } else {
+        kz_providers::providers()
+    };
     let runtime = Runtime {
-        providers: kz_providers::providers(),
+        providers,
         transports: Arc::clone(&transports) as Arc<dyn kz_engine::provider::TransportFactory>,
     };
     (runtime, transports)
@@ -229,7 +236,8 @@ fn open_in(shell: &Shell, dir: &Path, lab: bool) -> Result<Workspace, Failure> {
         .map(|o| o.host_overlay(dir))
         .transpose()?;
     if let Some(o) = overlay.as_mut() {
-        o.keep_api = api_stand_in_on_loopback();
+        o.keep_api = kz_providers::hcloud::stand_in_from_env();
+        o.api_hint = "set KZ_HCLOUD_ENDPOINT to its loopback URL".into();
     }
     let stack = load_with(shell, dir, overlay.as_ref())?;
     if let Some(o) = &lab_overlay {
@@ -250,27 +258,6 @@ fn open_in(shell: &Shell, dir: &Path, lab: bool) -> Result<Workspace, Failure> {
     };
     let backend = crate::backend::open_backend(&stack, &choice)?;
     Ok(Workspace::new(stack, backend))
-}
-
-/// The Hetzner API is the stand-in on this machine (`KZ_HCLOUD_ENDPOINT` is a loopback URL): a
-/// lab run may then keep the load balancers, which reach nothing else. Any other endpoint, or
-/// none, leaves them out of the lab, as a lab must never change real cloud resources.
-fn api_stand_in_on_loopback() -> bool {
-    let Ok(url) = std::env::var("KZ_HCLOUD_ENDPOINT") else {
-        return false;
-    };
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
-    };
-    let authority = rest.split('/').next().unwrap_or("");
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Like `open`, for commands that plan: refused while a rescue file from an earlier apply waits

@@ -493,26 +493,48 @@ impl Loader<'_> {
         let Some(overlay) = self.overlay else {
             return crate::overlay::LeftOut::default();
         };
+        let deps_before: std::collections::HashMap<String, Vec<crate::model::Address>> = instances
+            .iter()
+            .map(|i| (i.address.to_string(), i.depends_on.clone()))
+            .collect();
         let skipped = overlay.skip_modules(instances, modules);
         let skips: Vec<(String, String)> = decls
             .iter()
             .filter_map(|d| {
                 let reason = match (&d.lab_skip, &d.placement) {
-                    (Some(reason), _) => reason.clone(),
+                    (Some(reason), _) if overlay.skip_lab_modules => reason.clone(),
                     // A lab never changes real cloud resources: without a stand-in of the API on
                     // this machine, what lives behind it stays out of the run.
-                    (None, crate::provider::Placement::Api { service }) if !overlay.keep_api => {
-                        format!(
-                            "it lives behind the {service} API, which a lab run reaches only through a stand-in on this machine (KZ_HCLOUD_ENDPOINT, a loopback URL)"
-                        )
+                    (_, crate::provider::Placement::Api { service }) if !overlay.keep_api => {
+                        api_reason(service, &overlay.api_hint)
                     }
                     _ => return None,
                 };
-                Some((format!("{}.{}.{}", d.module, d.kind, d.name.get_ref()), reason))
+                Some((
+                    format!("{}.{}.{}", d.module, d.kind, d.name.get_ref()),
+                    reason,
+                ))
             })
             .collect();
         let skipped_resources = overlay.skip_resources(instances, &skips);
+        let api_kinds = if overlay.keep_api {
+            Vec::new()
+        } else {
+            let mut kinds: Vec<(String, String)> = self
+                .providers
+                .kinds()
+                .filter_map(|k| match self.providers.get(k)?.placement() {
+                    crate::provider::Placement::Api { service } => {
+                        Some((k.to_string(), api_reason(service, &overlay.api_hint)))
+                    }
+                    _ => None,
+                })
+                .collect();
+            kinds.sort();
+            kinds
+        };
         let dropped = overlay.filter_instances(instances, gone);
+        crate::overlay::reroute_dependencies(instances, &deps_before);
         for i in instances.iter() {
             if let Some(host) = i
                 .attrs
@@ -531,10 +553,12 @@ impl Loader<'_> {
             hosts.remove(h);
         }
         crate::overlay::LeftOut {
+            under_overlay: true,
             hosts: gone.to_vec(),
             instances: dropped,
             modules: skipped,
             resources: skipped_resources,
+            api_kinds,
         }
     }
 
@@ -551,4 +575,16 @@ impl Loader<'_> {
         }
         Some(reason.to_string())
     }
+}
+
+/// Why a run under an overlay leaves out what lives behind `service`'s API: it reaches an API
+/// only through a stand-in on this machine (the binary decides whether there is one).
+fn api_reason(service: &str, hint: &str) -> String {
+    let mut why = format!(
+        "it lives behind the {service} API, which a lab run reaches only through a stand-in on this machine"
+    );
+    if !hint.is_empty() {
+        why.push_str(&format!(" ({hint})"));
+    }
+    why
 }

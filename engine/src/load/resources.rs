@@ -32,6 +32,9 @@ pub(crate) struct Decl {
     pub declared: Declared,
     /// `lab = { skip = "REASON" }`: why a lab run leaves this resource out.
     pub lab_skip: Option<String>,
+    /// The lab's variant of a check (`lab = { address = ... }`) when this run is not a lab run:
+    /// interpolated too, only to find its mistakes (a misspelt host) on every run.
+    pub lab_variant: Option<Declared>,
 }
 
 /// A resource's `lab = { ... }`: how a lab run (`--lab`) takes it.
@@ -183,6 +186,7 @@ impl Loader<'_> {
         let name = common.name.get_ref();
         let declared = self.declare_with(src, module, name, &span, provider, rest, hosts)?;
         let mut lab_skip = None;
+        let mut lab_variant = None;
         let declared = match (lab, lab_table) {
             (Some(ResourceLab::Skip(reason)), _) => {
                 lab_skip = Some(reason);
@@ -205,6 +209,7 @@ impl Loader<'_> {
                 if self.overlay.is_some_and(|o| o.skip_lab_modules) {
                     in_lab
                 } else {
+                    lab_variant = Some(in_lab);
                     declared
                 }
             }
@@ -221,6 +226,7 @@ impl Loader<'_> {
             depends_on: common.depends_on,
             declared,
             lab_skip,
+            lab_variant,
         })
     }
 
@@ -402,7 +408,15 @@ impl Loader<'_> {
             // One gate, shared by every instance of the resource.
             let gate = d.declared.gate.clone().map(Arc::new);
             for (host, members) in placed {
-                if let Some(attrs) = self.instance_attrs(d, host, &members, hosts, secrets_used) {
+                if let Some(lab) = &d.lab_variant {
+                    // Errors only: the values are the lab's, and this run is not in the lab.
+                    let mut unused = BTreeSet::new();
+                    self.instance_attrs(d, &lab.attrs, host, &members, hosts, &mut unused);
+                }
+                let own = &d.declared.attrs;
+                if let Some(attrs) =
+                    self.instance_attrs(d, own, host, &members, hosts, secrets_used)
+                {
                     instances.push(Instance {
                         address: Address {
                             module: d.module.clone(),
@@ -429,6 +443,7 @@ impl Loader<'_> {
     fn instance_attrs(
         &mut self,
         d: &Decl,
+        declared: &[(String, Template)],
         host: Option<&Host>,
         members: &[String],
         hosts: &BTreeMap<String, Host>,
@@ -436,7 +451,7 @@ impl Loader<'_> {
     ) -> Option<Attrs> {
         let mut attrs = Attrs::new();
         let mut ok = true;
-        for (attr_name, t) in &d.declared.attrs {
+        for (attr_name, t) in declared {
             let mut sensitive = false;
             let at = At { host, members };
             match self.template(d, t, at, hosts, secrets_used, &mut sensitive) {

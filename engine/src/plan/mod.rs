@@ -336,15 +336,12 @@ pub async fn plan(
     let mut selected = select(stack, &graph, &opts.targets)?;
     let mut deletes = select::deleted_in_scope(stack, state, &opts.targets);
     // A module or resource skipped in the lab is left alone there: what the lab's state recorded
-    // of it (applied before it was skipped) is neither read nor deleted.
-    let skipped = &stack.left_out;
-    deletes.retain(|(_, r)| {
-        !skipped.modules.iter().any(|m| m.module == r.module)
-            && !skipped
-                .resources
-                .iter()
-                .any(|s| s.module == r.module && s.resource == format!("{}.{}", r.kind, r.name))
-    });
+    // of it (applied before it was skipped) is neither read nor deleted; nor is what lives behind
+    // an API the run does not reach.
+    let mut left_alone = Vec::new();
+    stack
+        .left_out
+        .keep_out_of_deletes(&mut deletes, &mut left_alone);
     if !opts.targets.is_empty() && selected.iter().all(|s| !s) && deletes.is_empty() {
         return Err(PlanInputError::UnknownTarget(opts.targets.join(", ")));
     }
@@ -396,7 +393,7 @@ pub async fn plan(
     d.summary.count(&d.changes);
     d.summary.unverified = d.unverified.len();
     mark_gates_below_changes(stack, &graph, &d.changes, &mut d.gates);
-    let mut warnings = Vec::new();
+    let mut warnings = left_alone;
     if d.unknown_used {
         warnings.push(format!(
             "secrets not set: {}; changes to attributes that use them cannot be detected until they are",

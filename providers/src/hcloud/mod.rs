@@ -83,6 +83,10 @@ pub struct Settings {
     /// Variables looked up before the process environment (so that a test can hand over a token
     /// without changing the environment of its process).
     pub vars: BTreeMap<String, String>,
+    /// A lab run (`--lab`): every operation is refused, before any request, unless the endpoint
+    /// is a stand-in on this machine ([`is_stand_in`]), so a lab never changes real cloud
+    /// resources, whatever its state or plan says.
+    pub stand_in_only: bool,
 }
 
 impl fmt::Debug for Settings {
@@ -95,6 +99,7 @@ impl fmt::Debug for Settings {
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("vars", &self.vars.keys().collect::<Vec<_>>())
+            .field("stand_in_only", &self.stand_in_only)
             .finish()
     }
 }
@@ -108,6 +113,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             vars: BTreeMap::new(),
+            stand_in_only: false,
         }
     }
 }
@@ -153,6 +159,19 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `endpoint` is a stand-in of the API on this machine: an http(s) URL whose host is a
+/// loopback address or `localhost` (parsed as a URL, so `http://127.0.0.1:1@api.example/` is not).
+pub fn is_stand_in(endpoint: &str) -> bool {
+    reqwest::Url::parse(endpoint.trim()).is_ok_and(|url| {
+        matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(is_loopback)
+    })
+}
+
+/// Whether `KZ_HCLOUD_ENDPOINT` names a stand-in of the API on this machine ([`is_stand_in`]).
+pub fn stand_in_from_env() -> bool {
+    std::env::var("KZ_HCLOUD_ENDPOINT").is_ok_and(|e| is_stand_in(&e))
+}
+
 /// A loopback address, or `localhost`, as a URL spells its host (an IPv6 address in brackets).
 fn is_loopback(host: &str) -> bool {
     let bare = host
@@ -192,6 +211,15 @@ impl LbProvider {
         LbProvider::new(Settings::from_env())
     }
 
+    /// The provider of a lab run: as [`LbProvider::from_env`], but it reaches a stand-in on
+    /// this machine only.
+    pub fn for_lab() -> LbProvider {
+        LbProvider::new(Settings {
+            stand_in_only: true,
+            ..Settings::from_env()
+        })
+    }
+
     /// The token, or the error every operation fails with before any request when it is unset.
     fn token(&self, env: &str) -> Result<String, String> {
         let token = match self.settings.vars.get(env) {
@@ -209,6 +237,15 @@ impl LbProvider {
     /// A client for the project whose token `env` holds; an error, before any request, when the
     /// endpoint is not safe for the token or the token is unset.
     fn client(&self, env: &str) -> Result<Client, String> {
+        if self.settings.stand_in_only
+            && !self.settings.endpoint.as_deref().is_some_and(is_stand_in)
+        {
+            return Err(
+                "hcloud: refusing to reach the Hetzner API from a lab run: a lab reaches \
+                 only a stand-in on this machine (KZ_HCLOUD_ENDPOINT, a loopback URL)"
+                    .into(),
+            );
+        }
         if let Some(e) = &self.settings.endpoint {
             check_endpoint(e)?;
         }

@@ -12,7 +12,7 @@ use super::spec::{
     AttachedNet, Current, Desired, LabelTarget, ServerTarget, Targets, observe, service_from_api,
     service_to_api,
 };
-use super::{LbProvider, Settings, check_endpoint};
+use super::{LbProvider, Settings, check_endpoint, is_stand_in};
 
 const WEB: &str = "tcp 80 -> 8080, health tcp:8080 every 15s timeout 10s retries 3";
 const TLS: &str = "tcp 443 -> 8443, proxyprotocol, health tcp:8443 every 15s timeout 10s retries 3";
@@ -767,6 +767,62 @@ async fn an_endpoint_in_clear_text_fails_every_operation_before_any_request() {
     }
     let e = p.delete_lb(&insts[0]).await.expect_err("refused");
     assert!(e.message.contains("KZ_HCLOUD_ENDPOINT"), "{}", e.message);
+}
+
+#[test]
+fn only_a_loopback_url_is_a_stand_in() {
+    for yes in [
+        "http://127.0.0.1:8080/v1",
+        "http://127.9.9.9/v1",
+        "https://localhost/v1",
+        "http://[::1]:1/v1",
+    ] {
+        assert!(is_stand_in(yes), "{yes}");
+    }
+    for no in [
+        "https://api.hetzner.cloud/v1",
+        "http://10.0.0.1/v1",
+        "http://127.0.0.1:1@api.hetzner.cloud/v1",
+        "http://127.0.0.1.example.com/v1",
+        "ftp://127.0.0.1/v1",
+        "127.0.0.1:8080",
+        "",
+    ] {
+        assert!(!is_stand_in(no), "{no}");
+    }
+}
+
+/// A lab run's provider refuses every operation, before any request, unless the endpoint is a
+/// stand-in on this machine: neither the lab's state nor a saved plan can reach the real API.
+#[tokio::test]
+async fn a_lab_run_reaches_no_api_but_a_stand_in() {
+    use kz_engine::provider::Provider;
+    for endpoint in [
+        None,
+        Some("https://api.example.com/v1"),
+        Some("http://127.0.0.1:1@api.example.com/v1"),
+    ] {
+        let p = LbProvider::new(Settings {
+            endpoint: endpoint.map(String::from),
+            vars: [("HCLOUD_TOKEN".to_string(), "s3cr3t".to_string())].into(),
+            stand_in_only: true,
+            ..Settings::default()
+        });
+        let insts = [instance(&[])];
+        for r in p.read(&insts).await.expect("an API read") {
+            let e = r.expect_err("refused");
+            assert!(
+                e.contains("refusing to reach the Hetzner API from a lab run"),
+                "{e}"
+            );
+        }
+        let e = p.delete_lb(&insts[0]).await.expect_err("refused");
+        assert!(
+            e.message.contains("a lab reaches only a stand-in"),
+            "{}",
+            e.message
+        );
+    }
 }
 
 #[test]

@@ -19,6 +19,7 @@ fn decl(file: &Arc<SourceFile>, name: &str, deps: &[&str]) -> Decl {
             .collect(),
         declared: Declared::default(),
         lab_skip: None,
+        lab_variant: None,
     }
 }
 
