@@ -57,7 +57,9 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1e9 }'; }
 median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 used_mib() { awk '/^MemTotal:/ { t = $2 } /^MemAvailable:/ { a = $2 } END { print int((t - a) / 1024) }' /proc/meminfo; }
 
-ups=(); applies=(); verifies=(); totals=(); peaks=(); ends=(); redis=(); pg=()
+DRILL_NAMES=(redis-master-loss postgres-leader-loss rabbitmq-node-loss galera-node-loss)
+ups=(); applies=(); verifies=(); totals=(); peaks=(); ends=()
+declare -A drill_times=()
 for run in $(seq "$RUNS"); do
     "$KZ" lab down "$TMP/stack" >/dev/null 2>&1 || true
     base=$(used_mib)
@@ -81,11 +83,11 @@ for run in $(seq "$RUNS"); do
     totals+=("$(secs "$t0" "$t3")")
     echo "   up ${ups[-1]} s, apply ${applies[-1]} s, verify ${verifies[-1]} s, total ${totals[-1]} s; memory +${peaks[-1]} MiB at peak, +${ends[-1]} MiB at the end" >&2
     if [ "$DRILLS" = 1 ]; then
-        for d in redis-master-loss postgres-leader-loss; do
+        for d in "${DRILL_NAMES[@]}"; do
             t4=$(now)
             "$KZ" drill "$TMP/stack" "$d" --lab > "$TMP/$d.txt"
             t5=$(now)
-            case $d in redis*) redis+=("$(secs "$t4" "$t5")");; *) pg+=("$(secs "$t4" "$t5")");; esac
+            drill_times[$d]="${drill_times[$d]:-} $(secs "$t4" "$t5")"
             echo "   drill $d: $(secs "$t4" "$t5") s" >&2
             grep -E "expect|restore" "$TMP/$d.txt" | sed 's/^/     /' >&2 || true
         done
@@ -100,6 +102,8 @@ echo "  kz verify --lab:    $(median "${verifies[@]}") s"
 echo "  up to green verify: $(median "${totals[@]}") s (budget 600 s)"
 echo "  memory in use:      +$(median "${peaks[@]}") MiB at peak, +$(median "${ends[@]}") MiB at the end (budget 12288 MiB)"
 if [ "$DRILLS" = 1 ]; then
-    echo "  drill redis-master-loss:    $(median "${redis[@]}") s"
-    echo "  drill postgres-leader-loss: $(median "${pg[@]}") s"
+    for d in "${DRILL_NAMES[@]}"; do
+        # shellcheck disable=SC2086 # the times are words
+        printf '  drill %-21s %s s\n' "$d:" "$(median ${drill_times[$d]})"
+    done
 fi

@@ -1,5 +1,6 @@
 //! `kz drill` through the binary: refusals on hosts that are not a lab; drills with command
-//! faults on the local host, typed through a terminal (`script` gives kz one); and on the lab, a
+//! faults on the local host, typed through a terminal (`script` gives kz one), one of them an
+//! expectation that passes and then breaks within its `hold`; and on the lab, a
 //! Redis master-loss drill on three hosts with Sentinel that passes with its times in the
 //! journal, and a quorum-loss drill that fails, names the check and what it saw, and restores.
 
@@ -26,8 +27,15 @@ name = "blip"
 description = "the flag breaks and heals itself"
 steady = ["check.flag"]
 fault = { kind = "command", hosts = ["local"], command = "touch @ROOT@/broken; touch @ROOT@/fault-ran; (sleep 1; rm -f @ROOT@/broken) >/dev/null 2>&1 &" }
-expect = [{ check = "check.flag", within = "10s" }]
+expect = [{ check = "check.flag", within = "10s", hold = "1s" }]
 measure = [{ name = "marker", on = "local", command = "echo measured-here" }]
+
+[[drill]]
+name = "relapse"
+description = "the flag holds at first, then breaks while it must hold"
+steady = ["check.flag"]
+fault = { kind = "command", hosts = ["local"], command = "(sleep 1; touch @ROOT@/broken) >/dev/null 2>&1 &", undo = "sleep 0.5; rm -f @ROOT@/broken" }
+expect = [{ check = "check.flag", within = "5s", hold = "4s" }]
 
 [[drill]]
 name = "broken"
@@ -144,6 +152,19 @@ fn typed_stack_name_runs_drills_that_pass_fail_and_always_restore() {
         "{out}"
     );
     assert!(out.contains("PASSED in "), "{out}");
+    assert!(out.contains("; held 1s ("), "{out}");
+    // The relapse passes at first, then breaks while it must hold: failed, with both times.
+    assert!(
+        out.contains(
+            "Drill relapse ── 01_m (the flag holds at first, then breaks while it must hold)"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("then failed "), "{out}");
+    assert!(
+        out.contains("after it, within its hold of 4s: FAIL on local: exit 1"),
+        "{out}"
+    );
     // The broken flag never heals: the failed check and what it saw, then the undo ran.
     assert!(out.contains("✗ expect       01_m.check.flag FAIL"), "{out}");
     assert!(
@@ -152,7 +173,7 @@ fn typed_stack_name_runs_drills_that_pass_fail_and_always_restore() {
     );
     assert!(out.contains("✓ restore      command pass"), "{out}");
     assert!(out.contains("FAILED in "), "{out}");
-    assert!(out.contains("Drills: 1 passed, 1 failed."), "{out}");
+    assert!(out.contains("Drills: 1 passed, 2 failed."), "{out}");
     assert!(s.at("undo-ran").exists(), "the restore did not run");
     assert!(!s.at("broken").exists(), "the fault was not undone");
 }

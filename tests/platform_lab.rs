@@ -1,6 +1,6 @@
 //! Issue 15's whole platform: `stacks/prod` itself (a copy, renamed so it cannot meet a lab of
-//! the real directory) brought up in the lab, applied, verified green, then its Redis and
-//! PostgreSQL drills run and pass with their times in the journal; the next plan proposes
+//! the real directory) brought up in the lab, applied, verified green, then its four drills
+//! (Redis, PostgreSQL, RabbitMQ, Galera) run and pass with their times in the journal; the next plan proposes
 //! nothing; `kz lab down` leaves nothing of it behind. Module 10's load balancers are made on
 //! the Hetzner API stand-in (`tests/hcloud`, on loopback), seeded with KeyBuzz's servers.
 //!
@@ -113,6 +113,26 @@ fn expectation_ms(drill: &serde_json::Value, check: &str) -> u64 {
     let after = step["after_ms"].as_u64().unwrap();
     eprintln!("  {check}: passed {after} ms after the fault");
     after
+}
+
+/// What the drill's step `step` named `name` (or ending with it) observed.
+fn step_observed(drill: &serde_json::Value, step: &str, name: &str) -> String {
+    drill["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == step && s["name"].as_str().unwrap_or_default().ends_with(name))
+        .and_then(|s| s["observed"].as_str())
+        .unwrap_or_else(|| panic!("no {step} {name} in {drill:#}"))
+        .to_string()
+}
+
+/// A lab host's address, from the lab's file.
+fn lab_address(s: &TestStack, host: &str) -> String {
+    let lab: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path().join(".kz/lab/lab.json")).unwrap())
+            .unwrap();
+    lab["hosts"][host]["address"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -251,6 +271,38 @@ fn the_keybuzz_platform_runs_in_the_lab_and_survives_its_drills() {
     let pg = drill(&s, "postgres-leader-loss");
     let after = expectation_ms(&pg, "check.writes-through-haproxy");
     assert!(after < 90_000, "writes through HAProxy after {after} ms");
+
+    // The RabbitMQ drill: queue-03, which leads kz's quorum probe queue, is killed; the queue
+    // elects another leader and keeps taking and giving back messages for the 15 s it is held.
+    let rabbit = drill(&s, "rabbitmq-node-loss");
+    expectation_ms(&rabbit, "check.quorum-queues-serving");
+    assert!(
+        step_observed(&rabbit, "expect", "check.quorum-queues-serving").contains("held 15s"),
+        "{rabbit:#}"
+    );
+    let queue_03 = lab_address(&s, "queue-03");
+    let leader = |when: &str| {
+        step_observed(&rabbit, "measure", &format!("probe queue leader ({when})"))
+            .split('\t')
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(leader("before"), format!("rabbit@{queue_03}"), "{rabbit:#}");
+    assert_ne!(leader("after"), format!("rabbit@{queue_03}"), "{rabbit:#}");
+
+    // The Galera drill: maria-03 is killed; the other two stay Synced and writable through the
+    // cluster's reconfiguration (held 20 s), and maria-03 rejoins.
+    let galera = drill(&s, "galera-node-loss");
+    for check in ["check.synced-primary", "check.writable"] {
+        expectation_ms(&galera, check);
+        assert!(
+            step_observed(&galera, "expect", check).contains("held 20s"),
+            "{galera:#}"
+        );
+    }
+    s.kz(&["plan", "DIR", "--lab", "--detailed-exitcode"])
+        .code(0);
 
     s.kz(&["lab", "down", "DIR"]).code(0);
     let (_, left) = lab::podman(&["ps", "-a", "--format", "{{.Names}}"]);

@@ -125,6 +125,9 @@ pub struct Fault {
 pub struct Expectation {
     pub check: String,
     pub within: Duration,
+    /// Once it passes, how long it must go on passing (read every half second): "the other two
+    /// *stay* Synced" holds through the cluster's reconfiguration, not only at its first read.
+    pub hold: Duration,
 }
 
 /// A command whose output the journal records, before the fault and after the restore.

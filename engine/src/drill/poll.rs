@@ -53,33 +53,13 @@ pub(super) async fn poll(env: &DrillEnv<'_>, resources: &[String], within: Durat
     let mut pending: Vec<&String> = resources.iter().collect();
     pending.dedup();
     while !pending.is_empty() {
-        let stack = env.stack;
-        let selected: Vec<bool> = stack
-            .instances
-            .iter()
-            .map(|i| i.gate.is_some() && pending.contains(&&i.address.resource()))
-            .collect();
-        let reads = read_all(
-            stack,
-            &stack.instances,
-            &selected,
-            env.parallelism,
-            env.runtime,
-        )
-        .await;
+        let read = read_once(env, &pending).await;
         let at = start.elapsed();
-        for r in &pending {
-            let reports: Vec<CheckReport> = stack
-                .instances
-                .iter()
-                .enumerate()
-                .filter(|(i, inst)| selected[*i] && &&inst.address.resource() == r)
-                .map(|(i, inst)| check_report(inst, i, &reads))
-                .collect();
-            if !reports.is_empty() && reports.iter().all(|c| c.result == CheckResult::Pass) {
-                polled.passed_after.insert((*r).clone(), at);
+        for (r, reports) in read {
+            if passes(&reports) {
+                polled.passed_after.insert(r.clone(), at);
             }
-            polled.last.insert((*r).clone(), reports);
+            polled.last.insert(r, reports);
         }
         pending.retain(|r| !polled.passed_after.contains_key(*r));
         let elapsed = start.elapsed();
@@ -89,4 +69,82 @@ pub(super) async fn poll(env: &DrillEnv<'_>, resources: &[String], within: Durat
         tokio::time::sleep(POLL_INTERVAL.min(within - elapsed)).await;
     }
     polled
+}
+
+/// How a check held after it first passed: each `(resource, until)` is read again and again
+/// until `until` (from `start`); the first read that does not pass ends its hold.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    /// When it stopped passing (from `start`), and what that read saw.
+    pub broke: BTreeMap<String, (Duration, String)>,
+    /// How many reads it passed while held.
+    pub reads: BTreeMap<String, u32>,
+}
+
+pub(super) async fn hold(
+    env: &DrillEnv<'_>,
+    holding: &[(String, Duration)],
+    start: Instant,
+) -> Held {
+    let mut held = Held::default();
+    loop {
+        let at = start.elapsed();
+        let pending: Vec<&String> = holding
+            .iter()
+            .filter(|(r, until)| at < *until && !held.broke.contains_key(r))
+            .map(|(r, _)| r)
+            .collect();
+        if pending.is_empty() || (env.interrupted)() {
+            break;
+        }
+        let read = read_once(env, &pending).await;
+        let at = start.elapsed();
+        for (r, reports) in read {
+            if passes(&reports) {
+                *held.reads.entry(r).or_default() += 1;
+            } else {
+                let mut p = Polled::default();
+                p.last.insert(r.clone(), reports);
+                let seen = p.observed(&r);
+                held.broke.insert(r, (at, seen));
+            }
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    held
+}
+
+fn passes(reports: &[CheckReport]) -> bool {
+    !reports.is_empty() && reports.iter().all(|c| c.result == CheckResult::Pass)
+}
+
+/// One read of the checks `pending` (one round trip per host): each one's instances' reports.
+async fn read_once(env: &DrillEnv<'_>, pending: &[&String]) -> Vec<(String, Vec<CheckReport>)> {
+    let stack = env.stack;
+    let selected: Vec<bool> = stack
+        .instances
+        .iter()
+        .map(|i| i.gate.is_some() && pending.contains(&&i.address.resource()))
+        .collect();
+    let reads = read_all(
+        stack,
+        &stack.instances,
+        &selected,
+        env.parallelism,
+        env.runtime,
+    )
+    .await;
+    pending
+        .iter()
+        .map(|r| {
+            let reports: Vec<CheckReport> = stack
+                .instances
+                .iter()
+                .enumerate()
+                .filter(|(i, inst)| selected[*i] && &&inst.address.resource() == r)
+                .map(|(i, inst)| check_report(inst, i, &reads))
+                .collect();
+            ((*r).clone(), reports)
+        })
+        .collect()
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::journal::{DrillRun, Outcome, Step};
-use super::poll::poll;
-use super::{Drill, FaultKind};
+use super::poll::{hold, poll};
+use super::{Drill, Expectation, FaultKind};
 use crate::model::Stack;
 use crate::plan::Runtime;
 use crate::provider::CommandSpec;
@@ -162,7 +162,8 @@ async fn checks(
     ok
 }
 
-/// Polls every expectation at once from the end of the fault, each until its own `within`.
+/// Polls every expectation at once from the end of the fault, each until its own `within`; then
+/// reads again, until its `hold` ends, each one that passed and must hold.
 async fn expectations(
     env: &DrillEnv<'_>,
     drill: &Drill,
@@ -176,19 +177,47 @@ async fn expectations(
         .max()
         .unwrap_or_default();
     let resources: Vec<String> = drill.expect.iter().map(|e| e.check.clone()).collect();
+    let poll_start = Instant::now();
     let polled = poll(env, &resources, longest).await;
-    let mut ok = true;
-    for e in &drill.expect {
-        // The poll measures from its own start, right after the fault.
-        let after = polled
+    // The poll measures from its own start, right after the fault.
+    let passed = |e: &Expectation| {
+        polled
             .passed_after
             .get(&e.check)
             .copied()
-            .filter(|t| *t <= e.within);
-        ok &= after.is_some();
-        let (outcome, observed) = match after {
-            Some(_) => (Outcome::Pass, polled.observed(&e.check)),
-            None => (
+            .filter(|t| *t <= e.within)
+    };
+    let holding: Vec<(String, Duration)> = drill
+        .expect
+        .iter()
+        .filter(|e| !e.hold.is_zero())
+        .filter_map(|e| passed(e).map(|t| (e.check.clone(), t + e.hold)))
+        .collect();
+    let held = hold(env, &holding, poll_start).await;
+    let mut ok = true;
+    for e in &drill.expect {
+        let after = passed(e);
+        let (outcome, observed) = match (after, held.broke.get(&e.check)) {
+            (Some(t), Some((at, seen))) => (
+                Outcome::Fail,
+                format!(
+                    "passed {} after the fault, then failed {} after it, within its hold of {}: {seen}",
+                    seconds(t),
+                    seconds(*at),
+                    crate::units::format_duration(e.hold)
+                ),
+            ),
+            (Some(_), None) if !e.hold.is_zero() => (
+                Outcome::Pass,
+                format!(
+                    "{}; held {} ({} more reads passed)",
+                    polled.observed(&e.check),
+                    crate::units::format_duration(e.hold),
+                    held.reads.get(&e.check).copied().unwrap_or(0)
+                ),
+            ),
+            (Some(_), None) => (Outcome::Pass, polled.observed(&e.check)),
+            (None, _) => (
                 Outcome::Fail,
                 format!(
                     "not passing within {}: {}",
@@ -197,9 +226,15 @@ async fn expectations(
                 ),
             ),
         };
+        ok &= outcome == Outcome::Pass;
         rec.push(("expect", &e.check), fault_end, outcome, observed, after);
     }
     ok
+}
+
+/// `6.20s`.
+fn seconds(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
 }
 
 /// Breaks what the drill breaks, on each of its hosts in turn.

@@ -76,7 +76,11 @@ fn container_commands(kind: FaultKind, runtime: &str, name: &str) -> (String, St
 struct RawExpect {
     check: Spanned<String>,
     within: Spanned<String>,
+    hold: Option<Spanned<String>>,
 }
+
+/// The longest an expectation may be held: a drill keeps its fault in place meanwhile.
+const MAX_HOLD: Duration = Duration::from_secs(3600);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,8 +174,26 @@ impl Loader<'_> {
         for e in &raw.expect {
             let check = self.check_ref(module, src, &e.check, decls, "expect", &name);
             let within = self.duration(src, &e.within);
-            if let (Some(check), Some(within)) = (check, within) {
-                expect.push(Expectation { check, within });
+            let hold = match &e.hold {
+                Some(h) => match self.duration(src, h) {
+                    Some(d) if d <= MAX_HOLD => Some(d),
+                    Some(_) => {
+                        self.error(Diagnostic::at(
+                            loc(src, h),
+                            "`hold` is at most 1h: the fault stays in place while the check is held",
+                        ));
+                        None
+                    }
+                    None => None,
+                },
+                None => Some(Duration::ZERO),
+            };
+            if let (Some(check), Some(within), Some(hold)) = (check, within, hold) {
+                expect.push(Expectation {
+                    check,
+                    within,
+                    hold,
+                });
             }
         }
         let fault = self.fault(src, &raw.fault, hosts);
