@@ -62,6 +62,28 @@ pub async fn wait_for_docker(podman: &Podman, container: &str) -> Result<(), Str
         if state == "active" {
             return Ok(());
         }
+        // `failed` is final (a unit about to restart shows `activating`): say why at once rather
+        // than wait out the deadline.
+        if state == "failed" {
+            let log = podman
+                .run(&[
+                    "exec",
+                    container,
+                    "journalctl",
+                    "-u",
+                    "docker",
+                    "-n",
+                    "5",
+                    "--no-pager",
+                    "-q",
+                ])
+                .await
+                .unwrap_or_else(|e| e);
+            return Err(format!(
+                "docker.service failed on the lab host; its last lines:\n{}",
+                log.trim()
+            ));
+        }
         if Instant::now() > deadline {
             return Err(format!(
                 "docker.service is not active after {}s ({})",

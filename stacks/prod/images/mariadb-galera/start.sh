@@ -36,12 +36,12 @@ GRANT RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR ON *.* TO 'sst'@'localhost';
 SQL
   chown mysql /tmp/init.sql
   new="$new --init-file=/tmp/init.sql"
-  # `ping` answers once the server runs (even when access is denied): then it has served.
+  # `ping` answers once the server runs (even when access is denied): then it has served. No
+  # time limit of its own: a bootstrap slower than any limit must not leave the marker behind (the
+  # next start would found a second cluster); the container's life bounds this loop, since the
+  # loop dies with the container when mariadbd exits.
   (
-    i=0
-    until mariadb-admin --protocol=socket ping >/dev/null 2>&1; do
-      i=$((i + 1)); [ "$i" -gt 600 ] && exit 0; sleep 1
-    done
+    until mariadb-admin --protocol=socket ping >/dev/null 2>&1; do sleep 1; done
     rm -f "$pending" /tmp/init.sql
   ) &
 fi
