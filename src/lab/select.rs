@@ -36,7 +36,12 @@ pub(super) fn select_hosts(
             .instances
             .iter()
             .filter(|i| i.address.module == m)
-            .flat_map(|i| i.hosts().map(String::from).collect::<Vec<_>>())
+            .flat_map(|i| {
+                i.hosts()
+                    .chain(i.read_host())
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
             .collect();
         on.sort();
         on.dedup();
@@ -49,15 +54,23 @@ pub(super) fn select_hosts(
 }
 
 /// The hosts only lab-skipped modules use (`lab = { skip = "..." }`): a lab with no --hosts or
-/// --module leaves them out, since nothing would run there. A module with instances on every
-/// SSH host (fleet-wide, like a base OS module) does not count as a use, or no host would ever
-/// be left out; a host no module uses stays.
+/// --module leaves them out, since nothing would run there. A host is used by a module that has
+/// an instance on it, runs a check from it (`from`), or names its address in a value (the lab
+/// refuses a value that carries the address of a host it lacks). A module with instances on
+/// every SSH host (fleet-wide, like a base OS module) does not count as a use, or no host would
+/// ever be left out; a host no module uses stays.
 pub(super) fn only_skipped(stack: &Stack) -> Vec<String> {
     use std::collections::{BTreeMap, BTreeSet};
     let mut uses: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for i in &stack.instances {
-        for h in i.hosts() {
-            uses.entry(h).or_default().insert(i.address.module.as_str());
+        let module = i.address.module.as_str();
+        for h in i.hosts().chain(i.read_host()) {
+            uses.entry(h).or_default().insert(module);
+        }
+        for h in stack.hosts.values() {
+            if names_address(i, &h.address) {
+                uses.entry(h.name.as_str()).or_default().insert(module);
+            }
         }
     }
     let ssh: Vec<&str> = stack
@@ -88,6 +101,26 @@ pub(super) fn only_skipped(stack: &Stack) -> Vec<String> {
         })
         .cloned()
         .collect()
+}
+
+/// Whether a known value of `i` holds `address` as a whole word (`10.0.0.1` is not in
+/// `10.0.0.10`).
+fn names_address(i: &kz_engine::model::Instance, address: &str) -> bool {
+    if address.is_empty() {
+        return false;
+    }
+    let part = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '-';
+    i.attrs
+        .values()
+        .filter_map(|a| a.known())
+        .flat_map(|v| v.texts())
+        .any(|text| {
+            text.match_indices(address).any(|(at, _)| {
+                let before = text[..at].chars().next_back();
+                let after = text[at + address.len()..].chars().next();
+                !before.is_some_and(part) && !after.is_some_and(part)
+            })
+        })
 }
 
 #[cfg(test)]
@@ -140,8 +173,49 @@ mod tests {
         ]);
         assert_eq!(only_skipped(&s), vec!["minio-01".to_string()]);
 
+        // A host a kept module runs a check from, or whose address it names, stays; a longer
+        // address that starts like it does not count.
+        let from = "[[check]]\nname = \"from-minio\"\non = [\"db-01\"]\nfrom = \"minio-01\"\ncommand = \"true\"\n";
+        let s = stack(&[
+            ("stack.toml", HOSTS),
+            ("03_db.toml", &format!("{db}{from}")),
+            ("06_minio.toml", &minio),
+        ]);
+        assert!(only_skipped(&s).is_empty());
+        let named = "[[file]]\nname = \"peers\"\non = [\"db-01\"]\npath = \"/etc/peers\"\ncontent = \"${hosts.minio-01.address}\\n\"\n";
+        let s = stack(&[
+            ("stack.toml", HOSTS),
+            ("03_db.toml", &format!("{db}{named}")),
+            ("06_minio.toml", &minio),
+        ]);
+        assert!(only_skipped(&s).is_empty());
+        let longer = "[[file]]\nname = \"peers\"\non = [\"db-01\"]\npath = \"/etc/peers\"\ncontent = \"10.0.0.20 10.0.0.2x\\n\"\n";
+        let s = stack(&[
+            ("stack.toml", HOSTS),
+            ("03_db.toml", &format!("{db}{longer}")),
+            ("06_minio.toml", &minio),
+        ]);
+        assert_eq!(only_skipped(&s), vec!["minio-01".to_string()]);
+
         // With no skipped module, every host stays.
         let s = stack(&[("stack.toml", HOSTS), ("03_db.toml", &db)]);
         assert!(only_skipped(&s).is_empty());
+    }
+
+    /// stacks/prod: the lab leaves out the 13 hosts of MinIO, ProxySQL and K3s, and keeps
+    /// install-01, from where module 10's checks look.
+    #[test]
+    fn the_production_stack_leaves_out_its_thirteen_unpackaged_hosts() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("stacks/prod");
+        let s = kz_engine::load::load_stack(&dir, &kz_providers::providers())
+            .unwrap_or_else(|d| panic!("{d:?}"));
+        let left = only_skipped(&s);
+        assert_eq!(left.len(), 13, "{left:?}");
+        assert!(
+            left.iter().all(|h| ["k3s-", "minio-", "proxysql-"]
+                .iter()
+                .any(|p| h.starts_with(p))),
+            "{left:?}"
+        );
     }
 }
