@@ -32,8 +32,11 @@ pub async fn apply(inst: &Instance, t: &dyn Transport) -> Result<(), ProviderErr
     let dir = RESOLVED_DROP_IN.rsplit_once('/').map_or("/", |(d, _)| d);
     // In a container /etc/resolv.conf is often a bind mount, which a rename cannot replace: the
     // file is then written in place; elsewhere it is renamed over, so a reader never sees half.
+    // A write that fails half-way leaves no temporary file behind (the trap).
     let script = format!(
-        "{PATH}\nset -e\nif {RESOLVED_ACTIVE}; then\n\
+        "{PATH}\nset -e\n\
+         trap 'rm -f {RESOLVED_DROP_IN}.kz /etc/.resolv.conf.kz' EXIT\n\
+         if {RESOLVED_ACTIVE}; then\n\
          mkdir -p {dir}\n\
          printf '# Written by kz.\\n[Resolve]\\nDNS=%s\\n' \"$(echo {addrs})\" > {RESOLVED_DROP_IN}.kz\n\
          mv {RESOLVED_DROP_IN}.kz {RESOLVED_DROP_IN}\n\

@@ -30,9 +30,10 @@ pub fn observe(facts: &Facts) -> Value {
 
 pub async fn apply(t: &dyn Transport) -> Result<(), ProviderError> {
     // The fstab is rewritten beside itself and renamed over, its swap lines commented out (kept,
-    // so that undoing it by hand is easy).
+    // so that undoing it by hand is easy); a failure half-way leaves no temporary file (the trap).
     let script = format!(
-        "{PATH}\nif {IN_CONTAINER}; then exit 0; fi\nset -e\nswapoff -a\n\
+        "{PATH}\nif {IN_CONTAINER}; then exit 0; fi\nset -e\n\
+         trap 'rm -f /etc/.fstab.kz' EXIT\nswapoff -a\n\
          if awk '$1 !~ /^#/ && $3 == \"swap\" {{ found = 1 }} END {{ exit !found }}' /etc/fstab; then\n\
          cp -p /etc/fstab /etc/.fstab.kz\n\
          awk '$1 !~ /^#/ && $3 == \"swap\" {{ print \"# swap off by kz: \" $0; next }} {{ print }}' /etc/fstab > /etc/.fstab.kz\n\
