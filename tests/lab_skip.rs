@@ -111,6 +111,19 @@ fn plan_under_lab_leaves_out_the_skipped_module_and_says_why() {
         .stdout_has("11_after depends on 06_minio, skipped in the lab")
         .stdout_has("10_lb.file.front[local]");
     assert!(!p.stdout.contains("06_minio.file"), "{}", p.stdout);
+    // A target the lab left out says why, rather than "matches no instance".
+    s.kz(&[
+        "plan",
+        "DIR",
+        "--lab",
+        "--refresh=false",
+        "--target",
+        "06_minio.file.conf[local]",
+    ])
+    .code(1)
+    .stderr_has(
+        "--target `06_minio.file.conf[local]` is skipped in the lab: no Debian package of MinIO",
+    );
 
     let json = s.kz(&["plan", "DIR", "--lab", "--refresh=false", "--json"]);
     json.code(0);

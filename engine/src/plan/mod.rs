@@ -316,6 +316,8 @@ pub enum PlanInputError {
         "--target `{0}` matches no instance of the stack or the state (expected MODULE, MODULE.TYPE.NAME or MODULE.TYPE.NAME[HOST])"
     )]
     UnknownTarget(String),
+    #[error("--target {0}: nothing of it runs here")]
+    SkippedTarget(String),
     #[error("--replace `{0}` is not an instance of the stack (expected MODULE.TYPE.NAME[HOST])")]
     UnknownReplace(String),
     /// Loading rejects cycles; a stack built some other way may still hold one.
@@ -333,7 +335,10 @@ pub async fn plan(
 ) -> Result<Plan, PlanInputError> {
     let graph = DepGraph::build(&stack.instances, &stack.modules)
         .map_err(|c| PlanInputError::Cycle(c.members.join(" -> ")))?;
-    let mut selected = select(stack, &graph, &opts.targets)?;
+    let mut selected = select(stack, &graph, &opts.targets).map_err(|e| match e {
+        PlanInputError::UnknownTarget(_) => skipped_target(stack, &opts.targets).unwrap_or(e),
+        e => e,
+    })?;
     let mut deletes = select::deleted_in_scope(stack, state, &opts.targets);
     // A module or resource skipped in the lab is left alone there: what the lab's state recorded
     // of it (applied before it was skipped) is neither read nor deleted; nor is what lives behind
@@ -343,7 +348,8 @@ pub async fn plan(
         .left_out
         .keep_out_of_deletes(&mut deletes, &mut left_alone);
     if !opts.targets.is_empty() && selected.iter().all(|s| !s) && deletes.is_empty() {
-        return Err(PlanInputError::UnknownTarget(opts.targets.join(", ")));
+        return Err(skipped_target(stack, &opts.targets)
+            .unwrap_or_else(|| PlanInputError::UnknownTarget(opts.targets.join(", "))));
     }
     let replace: HashSet<&str> = opts.replace.iter().map(String::as_str).collect();
     for r in &replace {
@@ -556,4 +562,19 @@ fn shown_value(v: &Value) -> serde_json::Value {
         }
         other => serde_json::to_value(other).unwrap_or_default(),
     }
+}
+
+/// A target the lab left out is no unknown one: the error says why it is not in this run.
+fn skipped_target(stack: &Stack, targets: &[String]) -> Option<PlanInputError> {
+    let skipped: Vec<String> = targets
+        .iter()
+        .filter_map(|t| {
+            let resource = t.split('[').next().unwrap_or(t);
+            stack
+                .left_out
+                .skip_reason(resource)
+                .map(|why| format!("`{t}` is {why}"))
+        })
+        .collect();
+    (!skipped.is_empty()).then(|| PlanInputError::SkippedTarget(skipped.join("; ")))
 }
