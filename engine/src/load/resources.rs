@@ -256,7 +256,8 @@ impl Loader<'_> {
             table: Some(table),
             common: match placement {
                 Placement::Api { .. } => &["name", "depends_on", LAB_KEY],
-                _ => &["name", "on", "depends_on", LAB_KEY, SERIAL_KEY],
+                Placement::Group => &["name", "on", "depends_on", LAB_KEY],
+                Placement::EachHost => &["name", "on", "depends_on", LAB_KEY, SERIAL_KEY],
             },
             diags: Vec::new(),
             sources: Vec::new(),

@@ -47,13 +47,13 @@ impl Loader<'_> {
             Placement::EachHost => {}
             Placement::Api { service } => {
                 self.error(err(format!(
-                    "`serial` is for resources on hosts: a {kind} lives behind {service}, on no host"
+                    "`serial` is for resources on hosts: `{kind}` lives behind {service}, on no host"
                 )));
                 return None;
             }
             Placement::Group => {
                 self.error(err(format!(
-                    "`serial` is for resources with one instance per host: a {kind} has one instance for its whole group of hosts"
+                    "`serial` is for resources with one instance per host: `{kind}` has one instance for its whole group of hosts"
                 )));
                 return None;
             }
