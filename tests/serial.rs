@@ -65,22 +65,42 @@ fn without_serial_the_hosts_overlap() {
     );
 }
 
+/// Once applied, the chain through the check costs nothing: the check is read passing, and
+/// nothing runs again.
+#[test]
+fn after_each_with_nothing_to_change_is_no_change() {
+    let s = three_hosts("serial-steady");
+    s.write(
+        "01_db.toml",
+        &(logged("serial = { after_each = \"check.ok\" }") + CHECK.replace("H2", "none").as_str()),
+    );
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    assert_eq!(log(&s).len(), 6);
+    s.kz(&["plan", "DIR"])
+        .code(0)
+        .stdout_has("No changes. The hosts match the stack.");
+    s.kz(&["apply", "DIR", "--yes"]).code(0);
+    assert_eq!(log(&s).len(), 6, "nothing ran again");
+}
+
+/// Passes on every host but `H2`.
+const CHECK: &str = r#"
+[[check]]
+name = "ok"
+on = { role = "db" }
+depends_on = ["command.restart"]
+command = "test ${host.name} != H2"
+tries = 1
+interval = "100ms"
+deadline = "5s"
+"#;
+
 #[test]
 fn a_failing_check_stops_the_next_hosts() {
     let s = three_hosts("serial-check");
     s.write(
         "01_db.toml",
-        &(logged("serial = { after_each = \"check.ok\" }")
-            + r#"
-[[check]]
-name = "ok"
-on = { role = "db" }
-depends_on = ["command.restart"]
-command = "test ${host.name} != h2"
-tries = 1
-interval = "100ms"
-deadline = "5s"
-"#),
+        &(logged("serial = { after_each = \"check.ok\" }") + CHECK.replace("H2", "h2").as_str()),
     );
     let r = s.kz(&["apply", "DIR", "--yes"]);
     r.code(1)
