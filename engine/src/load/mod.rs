@@ -10,6 +10,7 @@ mod modules;
 mod names;
 mod raw;
 mod resources;
+mod serial;
 mod state;
 
 pub use names::suggest;

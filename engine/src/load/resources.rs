@@ -11,11 +11,13 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::declare::{Declaration, Declared, Template};
+use super::serial::{SERIAL_KEY, Serial};
 use super::{Loader, loc, suggest, valid_name};
 use crate::diag::{Diagnostic, Location, SourceFile};
 use crate::interp::{Scope, interpolate};
 use crate::model::{Address, Attr, AttrValue, Attrs, Host, Instance, Value};
 use crate::provider::Placement;
+use lab::{ResourceLab, with_overrides};
 
 /// One `[[TYPE]]` table of a module file: what every resource type shares, and what its
 /// provider made of the rest.
@@ -35,15 +37,8 @@ pub(crate) struct Decl {
     /// The lab's variant of a check (`lab = { address = ... }`) when this run is not a lab run:
     /// interpolated too, only to find its mistakes (a misspelt host) on every run.
     pub lab_variant: Option<Declared>,
-}
-
-/// A resource's `lab = { ... }`: how a lab run (`--lab`) takes it.
-enum ResourceLab {
-    /// `lab = { skip = "REASON" }`: the lab leaves it out, and says why.
-    Skip(String),
-    /// `lab = { address = "...", ... }`, for checks only: these keys replace the check's own in
-    /// a lab run (where to look, when the production target has no lab counterpart).
-    Override(DeTable<'static>),
+    /// `serial = ...`: its instances one host at a time (see [`super::serial`]).
+    pub serial: Option<Serial>,
 }
 
 /// The keys the engine reads in every resource table.
@@ -56,10 +51,10 @@ struct Common {
     depends_on: Vec<Spanned<String>>,
 }
 
-const COMMON_KEYS: [&str; 3] = ["name", "on", "depends_on"];
+pub(super) const COMMON_KEYS: [&str; 3] = ["name", "on", "depends_on"];
 
 /// The key of a resource's lab behaviour, read by the engine too.
-const LAB_KEY: &str = "lab";
+pub(super) const LAB_KEY: &str = "lab";
 
 impl Loader<'_> {
     /// The resource declarations of one module file: every top-level key but `module` is a
@@ -131,10 +126,12 @@ impl Loader<'_> {
             return None;
         };
         let (mut common, mut rest) = (DeTable::new(), DeTable::new());
-        let mut lab = None;
+        let (mut lab, mut serial) = (None, None);
         for (k, v) in table {
             if k.get_ref() == LAB_KEY {
                 lab = Some(v);
+            } else if k.get_ref() == SERIAL_KEY {
+                serial = Some(v);
             } else if COMMON_KEYS.contains(&k.get_ref().as_ref()) {
                 common.insert(k, v);
             } else {
@@ -175,6 +172,10 @@ impl Loader<'_> {
             }
             _ => {}
         }
+        let serial = match serial {
+            Some(v) => Some(self.serial(src, kind, &placement, v)?),
+            None => None,
+        };
         let lab = match lab {
             Some(v) => Some(self.resource_lab(src, v)?),
             None => None,
@@ -227,6 +228,7 @@ impl Loader<'_> {
             declared,
             lab_skip,
             lab_variant,
+            serial,
         })
     }
 
@@ -254,7 +256,8 @@ impl Loader<'_> {
             table: Some(table),
             common: match placement {
                 Placement::Api { .. } => &["name", "depends_on", LAB_KEY],
-                _ => &["name", "on", "depends_on", LAB_KEY],
+                Placement::Group => &["name", "on", "depends_on", LAB_KEY],
+                Placement::EachHost => &["name", "on", "depends_on", LAB_KEY, SERIAL_KEY],
             },
             diags: Vec::new(),
             sources: Vec::new(),
@@ -273,72 +276,6 @@ impl Loader<'_> {
         declared.filter(|_| ok)
     }
 
-    /// A resource's `lab = { ... }`: `{ skip = "REASON" }`, or keys that replace its own in a
-    /// lab run.
-    fn resource_lab(
-        &mut self,
-        src: &Arc<SourceFile>,
-        v: Spanned<DeValue<'static>>,
-    ) -> Option<ResourceLab> {
-        let span = v.span();
-        let DeValue::Table(t) = v.into_inner() else {
-            self.error(Diagnostic::at(
-                Location::new(src, span),
-                "`lab` must be a table: `lab = { skip = \"why\" }`, or the check keys a lab run uses instead (`lab = { address = \"...\" }`)",
-            ));
-            return None;
-        };
-        if t.is_empty() {
-            self.error(Diagnostic::at(
-                Location::new(src, span),
-                "`lab = {}` says nothing: give `skip = \"why\"`, or the check keys a lab run uses instead",
-            ));
-            return None;
-        }
-        if let Some(skip) = t.get("skip") {
-            if t.len() > 1 {
-                self.error(Diagnostic::at(
-                    Location::new(src, span),
-                    "`lab` gives `skip` and other keys: a resource left out of the lab needs nothing else there",
-                ));
-                return None;
-            }
-            let text = match skip.get_ref() {
-                DeValue::String(s) => Spanned::new(skip.span(), s.to_string()),
-                _ => {
-                    self.error(Diagnostic::at(
-                        Location::new(src, skip.span()),
-                        "`lab.skip` must be a string: why the lab leaves this out",
-                    ));
-                    return None;
-                }
-            };
-            return self.lab_skip_reason(src, &text).map(ResourceLab::Skip);
-        }
-        for k in t.keys() {
-            let key: &str = k.get_ref();
-            if COMMON_KEYS.contains(&key) || key == "kind" || key == LAB_KEY {
-                self.error(Diagnostic::at(
-                    Location::new(src, k.span()),
-                    format!("`lab.{key}`: a lab run keeps the resource's `{key}` (it may change only where a check looks)"),
-                ));
-                return None;
-            }
-        }
-        Some(ResourceLab::Override(t))
-    }
-}
-
-/// The resource's own keys with the lab's in their place.
-fn with_overrides(own: &DeTable<'static>, over: &DeTable<'static>) -> DeTable<'static> {
-    let mut t = own.clone();
-    for (k, v) in over {
-        t.insert(k.clone(), v.clone());
-    }
-    t
-}
-
-impl Loader<'_> {
     /// Expands declarations into instances (one per selected host, one per group, or one behind
     /// an API) and resolves `depends_on`.
     pub(crate) fn expand(
@@ -436,6 +373,7 @@ impl Loader<'_> {
         }
         if self.diags.is_empty() {
             self.resolve_depends_on(decls, &ranges, &mut instances);
+            self.serial_edges(decls, &ranges, &mut instances);
         }
         instances
     }
@@ -601,5 +539,6 @@ impl Loader<'_> {
     }
 }
 
+mod lab;
 #[cfg(test)]
 mod tests;

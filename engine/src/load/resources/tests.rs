@@ -20,6 +20,7 @@ fn decl(file: &Arc<SourceFile>, name: &str, deps: &[&str]) -> Decl {
         declared: Declared::default(),
         lab_skip: None,
         lab_variant: None,
+        serial: None,
     }
 }
 
