@@ -29,7 +29,7 @@ content = "minio\n"
 name = "cluster-health"
 on = { role = "app" }
 kind = "command"
-command = "CHECK"
+command = "test -n '${secret.MINIO_LAB_PASSWORD}'; CHECK"
 tries = 1
 successes = 1
 interval = "1s"
@@ -98,7 +98,15 @@ fn plan_under_lab_leaves_out_the_skipped_module_and_says_why() {
     let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert!(doc.get("skipped_modules").is_none(), "{}", json.stdout);
 
+    // Its secret is needed to save a plan outside the lab, not in it: nothing there uses it.
+    let out = s.path().join("saved.plan");
+    let out = out.to_str().unwrap();
+    s.kz(&["plan", "DIR", "--refresh=false", "--out", out])
+        .code(1)
+        .stderr_has("KZ_SECRET_MINIO_LAB_PASSWORD");
     fake_lab(&s, &name);
+    s.kz(&["plan", "DIR", "--lab", "--refresh=false", "--out", out])
+        .code(0);
     let p = s.kz(&["plan", "DIR", "--lab", "--refresh=false"]);
     p.code(0)
         .stdout_has("Skipped in the lab:")
@@ -149,7 +157,7 @@ fn plan_under_lab_leaves_out_the_skipped_module_and_says_why() {
 #[test]
 fn verify_reports_a_skipped_module_as_skipped_without_failing() {
     let name = format!("kzskipv{}", std::process::id());
-    let s = stack(&name, "true");
+    let s = stack(&name, "true").env("KZ_SECRET_MINIO_LAB_PASSWORD", "minio-lab-secret");
     // Outside the lab the module is applied, and its check runs (here, on this machine).
     s.kz(&["apply", "DIR", "--yes"]).code(0);
     s.kz(&["verify", "DIR", "--module", "06_minio"])

@@ -236,7 +236,7 @@ impl Loader<'_> {
         }
 
         let mut hosts = hosts?;
-        let mut secrets_used = std::collections::BTreeSet::new();
+        let mut secrets_used = std::collections::HashMap::new();
         let mut instances = Vec::new();
         let mut decls = Vec::new();
         let drill_tables = drills::take_tables(&mut parsed);
@@ -257,7 +257,14 @@ impl Loader<'_> {
             return None;
         }
         self.instance_cycles(&instances, &modules, &decls)?;
-        let secrets = Secrets::read(secrets_used.into_iter().collect(), self.env);
+        // The secrets of the instances this run keeps: a lab run needs none of what it skips.
+        let used: std::collections::BTreeSet<String> = instances
+            .iter()
+            .filter_map(|i| secrets_used.get(&i.address.to_string()))
+            .flatten()
+            .cloned()
+            .collect();
+        let secrets = Secrets::read(used.into_iter().collect(), self.env);
         let digest = hex::encode(std::mem::take(&mut self.digest).finalize());
         Some(Stack {
             name,

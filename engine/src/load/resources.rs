@@ -277,12 +277,13 @@ impl Loader<'_> {
     }
 
     /// Expands declarations into instances (one per selected host, one per group, or one behind
-    /// an API) and resolves `depends_on`.
+    /// an API) and resolves `depends_on`. `secrets_used` gets the secrets each instance uses, by
+    /// its address, so that a run that leaves some out (the lab) needs only the others'.
     pub(crate) fn expand(
         &mut self,
         decls: &[Decl],
         hosts: &BTreeMap<String, Host>,
-        secrets_used: &mut BTreeSet<String>,
+        secrets_used: &mut HashMap<String, BTreeSet<String>>,
     ) -> Vec<Instance> {
         let mut first_seen: HashMap<String, Location> = HashMap::new();
         let mut instances = Vec::new();
@@ -351,16 +352,19 @@ impl Loader<'_> {
                     self.instance_attrs(d, &lab.attrs, host, &members, hosts, &mut unused);
                 }
                 let own = &d.declared.attrs;
+                let mut secrets = BTreeSet::new();
                 if let Some(attrs) =
-                    self.instance_attrs(d, own, host, &members, hosts, secrets_used)
+                    self.instance_attrs(d, own, host, &members, hosts, &mut secrets)
                 {
+                    let address = Address {
+                        module: d.module.clone(),
+                        kind: d.kind.clone(),
+                        name: name.clone(),
+                        host: host.map(|h| h.name.clone()),
+                    };
+                    secrets_used.insert(address.to_string(), secrets);
                     instances.push(Instance {
-                        address: Address {
-                            module: d.module.clone(),
-                            kind: d.kind.clone(),
-                            name: name.clone(),
-                            host: host.map(|h| h.name.clone()),
-                        },
+                        address,
                         members,
                         attrs,
                         depends_on: Vec::new(),
