@@ -82,6 +82,9 @@ for run in $(seq "$RUNS"); do
     ups+=("$(secs "$t0" "$t1")"); applies+=("$(secs "$t1" "$t2")"); verifies+=("$(secs "$t2" "$t3")")
     totals+=("$(secs "$t0" "$t3")")
     echo "   up ${ups[-1]} s, apply ${applies[-1]} s, verify ${verifies[-1]} s, total ${totals[-1]} s; memory +${peaks[-1]} MiB at peak, +${ends[-1]} MiB at the end" >&2
+    # What apply and verify said, for the README's examples.
+    grep -E '^Apply:' "$TMP/apply.txt" | sed 's/^/   /' >&2 || true
+    sed -n '/^Summary:/,$p' "$TMP/verify.txt" | sed 's/^/   /' >&2 || true
     if [ "$DRILLS" = 1 ]; then
         for d in "${DRILL_NAMES[@]}"; do
             t4=$(now)

@@ -37,6 +37,19 @@ steady = ["check.flag"]
 fault = { kind = "command", hosts = ["local"], command = "(sleep 1; touch @ROOT@/broken) >/dev/null 2>&1 &", undo = "sleep 0.5; rm -f @ROOT@/broken" }
 expect = [{ check = "check.flag", within = "5s", hold = "4s" }]
 
+[[check]]
+name = "late"
+on = ["local"]
+command = "test -e @ROOT@/late"
+
+# The flag blinks while another expectation is still waiting: its hold is read from its own
+# first pass, not from when the last expectation passed.
+[[drill]]
+name = "blink"
+steady = ["check.flag"]
+fault = { kind = "command", hosts = ["local"], command = "(sleep 1; touch @ROOT@/broken; sleep 1; rm -f @ROOT@/broken; sleep 2; touch @ROOT@/late) >/dev/null 2>&1 &", undo = "sleep 3; rm -f @ROOT@/broken @ROOT@/late" }
+expect = [{ check = "check.flag", within = "5s", hold = "3s" }, { check = "check.late", within = "10s" }]
+
 [[drill]]
 name = "broken"
 steady = ["check.flag"]
@@ -173,7 +186,12 @@ fn typed_stack_name_runs_drills_that_pass_fail_and_always_restore() {
     );
     assert!(out.contains("✓ restore      command pass"), "{out}");
     assert!(out.contains("FAILED in "), "{out}");
-    assert!(out.contains("Drills: 1 passed, 2 failed."), "{out}");
+    // The blink: the flag broke at about 1 s, within its hold, while check.late still waited.
+    assert!(
+        out.contains("within its hold of 3s: FAIL on local: exit 1"),
+        "{out}"
+    );
+    assert!(out.contains("Drills: 1 passed, 3 failed."), "{out}");
     assert!(s.at("undo-ran").exists(), "the restore did not run");
     assert!(!s.at("broken").exists(), "the fault was not undone");
 }

@@ -15,6 +15,9 @@ pub const MIN_SECRET_LEN: usize = 6;
 pub struct Secrets {
     used: Vec<String>,
     values: BTreeMap<String, String>,
+    /// Values of secrets the stack declares but this run does not use (what a lab run skips):
+    /// masked in output all the same, never required.
+    unused_values: Vec<String>,
 }
 
 impl Secrets {
@@ -24,7 +27,28 @@ impl Secrets {
             .iter()
             .filter_map(|s| env(&secret_var(s)).map(|v| (s.clone(), v)))
             .collect();
-        Secrets { used, values }
+        Secrets {
+            used,
+            values,
+            unused_values: Vec::new(),
+        }
+    }
+
+    /// As [`Secrets::read`], and the values of `declared` secrets this run does not use, for
+    /// masking only.
+    pub fn read_with_declared(
+        used: Vec<String>,
+        declared: &[String],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Secrets {
+        let mut s = Secrets::read(used, env);
+        s.unused_values = declared
+            .iter()
+            .filter(|d| !s.used.contains(d))
+            .filter_map(|d| env(&secret_var(d)))
+            .filter(|v| v.chars().count() >= MIN_SECRET_LEN)
+            .collect();
+        s
     }
 
     /// The names of the secrets the stack uses, sorted.
@@ -46,9 +70,14 @@ impl Secrets {
         self.missing().into_iter().map(secret_var).collect()
     }
 
-    /// Every value that is set, for the output layer to mask.
+    /// Every value that is set, for the output layer to mask (those of declared secrets this run
+    /// does not use included).
     pub fn values(&self) -> Vec<String> {
-        self.values.values().cloned().collect()
+        self.values
+            .values()
+            .chain(&self.unused_values)
+            .cloned()
+            .collect()
     }
 
     /// The variables of secrets so short that masking them would garble the output (an `x`
@@ -88,5 +117,24 @@ impl Secrets {
             }
         }
         format!("{salt}:{}", hex::encode(h.finalize()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A secret the run does not use (a lab skips what uses it) is masked, never required.
+    #[test]
+    fn declared_but_unused_secrets_are_masked_not_required() {
+        let env = |v: &str| (v == "KZ_SECRET_SKIPPED").then(|| "skipped-secret".to_string());
+        let s = Secrets::read_with_declared(
+            vec!["KEPT".into()],
+            &["KEPT".into(), "SKIPPED".into()],
+            &env,
+        );
+        assert_eq!(s.missing(), vec!["KEPT"]);
+        assert_eq!(s.values(), vec!["skipped-secret".to_string()]);
+        assert!(s.require_all().is_err_and(|e| e.contains("KZ_SECRET_KEPT")));
     }
 }

@@ -167,8 +167,14 @@ fn after_each_waits_for_the_check_on_the_host_before() {
         deps(&s, "note", "galera"),
         pairs(&[
             ("maria-01", &[]),
-            ("maria-02", &["m.check.synced[maria-01]"]),
-            ("maria-03", &["m.check.synced[maria-02]"]),
+            (
+                "maria-02",
+                &["m.note.galera[maria-01]", "m.check.synced[maria-01]"]
+            ),
+            (
+                "maria-03",
+                &["m.note.galera[maria-02]", "m.check.synced[maria-02]"]
+            ),
         ])
     );
     assert_eq!(
@@ -202,7 +208,10 @@ fn a_host_left_out_of_the_lab_keeps_the_others_in_order() {
         deps(&s, "note", "galera"),
         pairs(&[
             ("maria-01", &[]),
-            ("maria-03", &["m.check.synced[maria-01]"]),
+            (
+                "maria-03",
+                &["m.note.galera[maria-01]", "m.check.synced[maria-01]"],
+            ),
         ])
     );
 }

@@ -71,47 +71,71 @@ pub(super) async fn poll(env: &DrillEnv<'_>, resources: &[String], within: Durat
     polled
 }
 
-/// How a check held after it first passed: each `(resource, until)` is read again and again
-/// until `until` (from `start`); the first read that does not pass ends its hold.
+/// How each expectation held after it first passed (those with a `hold`).
 #[derive(Debug, Default)]
 pub(super) struct Held {
-    /// When it stopped passing (from `start`), and what that read saw.
+    /// When it stopped passing (from the poll's start), and what that read saw.
     pub broke: BTreeMap<String, (Duration, String)>,
     /// How many reads it passed while held.
     pub reads: BTreeMap<String, u32>,
+    /// The run was interrupted while one was still held: its hold did not run out.
+    pub interrupted: bool,
 }
 
-pub(super) async fn hold(
-    env: &DrillEnv<'_>,
-    holding: &[(String, Duration)],
-    start: Instant,
-) -> Held {
+/// One expectation: a check, how long it may take to pass, and how long it must then go on
+/// passing.
+pub(super) struct Expecting<'a> {
+    pub check: &'a String,
+    pub within: Duration,
+    pub hold: Duration,
+}
+
+/// Reads every expectation from now on: each until it passed (or its `within` ran out), and one
+/// with a `hold` again and again until its first pass plus its hold, the first failing read
+/// ending it. All in one loop, so each hold starts at its own first pass whatever the others do.
+pub(super) async fn poll_expecting(env: &DrillEnv<'_>, items: &[Expecting<'_>]) -> (Polled, Held) {
+    let start = Instant::now();
+    let mut polled = Polled::default();
     let mut held = Held::default();
     loop {
         let at = start.elapsed();
-        let pending: Vec<&String> = holding
+        let reading: Vec<&String> = items
             .iter()
-            .filter(|(r, until)| at < *until && !held.broke.contains_key(r))
-            .map(|(r, _)| r)
+            .filter(|e| match polled.passed_after.get(e.check) {
+                None => at < e.within || !polled.last.contains_key(e.check),
+                Some(first) => at < *first + e.hold && !held.broke.contains_key(e.check),
+            })
+            .map(|e| e.check)
             .collect();
-        if pending.is_empty() || (env.interrupted)() {
+        if reading.is_empty() {
             break;
         }
-        let read = read_once(env, &pending).await;
+        if (env.interrupted)() {
+            held.interrupted = items
+                .iter()
+                .any(|e| polled.passed_after.contains_key(e.check) && !e.hold.is_zero());
+            break;
+        }
+        let read = read_once(env, &reading).await;
         let at = start.elapsed();
         for (r, reports) in read {
-            if passes(&reports) {
-                *held.reads.entry(r).or_default() += 1;
-            } else {
-                let mut p = Polled::default();
-                p.last.insert(r.clone(), reports);
-                let seen = p.observed(&r);
-                held.broke.insert(r, (at, seen));
+            match polled.passed_after.get(&r) {
+                None if passes(&reports) => {
+                    polled.passed_after.insert(r.clone(), at);
+                }
+                None => {}
+                Some(_) if passes(&reports) => *held.reads.entry(r.clone()).or_default() += 1,
+                Some(_) => {
+                    let mut p = Polled::default();
+                    p.last.insert(r.clone(), reports.clone());
+                    held.broke.insert(r.clone(), (at, p.observed(&r)));
+                }
             }
+            polled.last.insert(r, reports);
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
-    held
+    (polled, held)
 }
 
 fn passes(reports: &[CheckReport]) -> bool {

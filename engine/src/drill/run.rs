@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::journal::{DrillRun, Outcome, Step};
-use super::poll::{hold, poll};
+use super::poll::{Expecting, poll, poll_expecting};
 use super::{Drill, Expectation, FaultKind};
 use crate::model::Stack;
 use crate::plan::Runtime;
@@ -162,23 +162,24 @@ async fn checks(
     ok
 }
 
-/// Polls every expectation at once from the end of the fault, each until its own `within`; then
-/// reads again, until its `hold` ends, each one that passed and must hold.
+/// Polls every expectation at once from the end of the fault, each until its own `within`, and
+/// each that passed and must hold until its hold ends.
 async fn expectations(
     env: &DrillEnv<'_>,
     drill: &Drill,
     rec: &mut Recorder,
     fault_end: Instant,
 ) -> bool {
-    let longest = drill
+    let items: Vec<Expecting<'_>> = drill
         .expect
         .iter()
-        .map(|e| e.within)
-        .max()
-        .unwrap_or_default();
-    let resources: Vec<String> = drill.expect.iter().map(|e| e.check.clone()).collect();
-    let poll_start = Instant::now();
-    let polled = poll(env, &resources, longest).await;
+        .map(|e| Expecting {
+            check: &e.check,
+            within: e.within,
+            hold: e.hold,
+        })
+        .collect();
+    let (polled, held) = poll_expecting(env, &items).await;
     // The poll measures from its own start, right after the fault.
     let passed = |e: &Expectation| {
         polled
@@ -187,13 +188,6 @@ async fn expectations(
             .copied()
             .filter(|t| *t <= e.within)
     };
-    let holding: Vec<(String, Duration)> = drill
-        .expect
-        .iter()
-        .filter(|e| !e.hold.is_zero())
-        .filter_map(|e| passed(e).map(|t| (e.check.clone(), t + e.hold)))
-        .collect();
-    let held = hold(env, &holding, poll_start).await;
     let mut ok = true;
     for e in &drill.expect {
         let after = passed(e);
@@ -204,6 +198,14 @@ async fn expectations(
                     "passed {} after the fault, then failed {} after it, within its hold of {}: {seen}",
                     seconds(t),
                     seconds(*at),
+                    crate::units::format_duration(e.hold)
+                ),
+            ),
+            (Some(_), None) if !e.hold.is_zero() && held.interrupted => (
+                Outcome::Skipped,
+                format!(
+                    "{}; interrupted before its hold of {} ran out",
+                    polled.observed(&e.check),
                     crate::units::format_duration(e.hold)
                 ),
             ),

@@ -264,7 +264,11 @@ impl Loader<'_> {
             .flatten()
             .cloned()
             .collect();
-        let secrets = Secrets::read(used.into_iter().collect(), self.env);
+        // Every declared secret is masked in output all the same.
+        let declared: std::collections::BTreeSet<&String> =
+            secrets_used.values().flatten().collect();
+        let declared: Vec<String> = declared.into_iter().cloned().collect();
+        let secrets = Secrets::read_with_declared(used.into_iter().collect(), &declared, self.env);
         let digest = hex::encode(std::mem::take(&mut self.digest).finalize());
         Some(Stack {
             name,

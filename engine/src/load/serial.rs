@@ -152,9 +152,19 @@ impl Loader<'_> {
                     out
                 }
             };
+            // Each instance waits for the one before it too, not only for its check: a check
+            // that does not depend on that instance would otherwise be read passing at apply
+            // (nothing above it changed) and let the two run together; and a deletion (which
+            // knows no checks) keeps the order, reversed.
+            let own: Vec<Address> = instances[range.clone()]
+                .iter()
+                .map(|i| i.address.clone())
+                .collect();
             for (k, inst) in instances[range.clone()].iter_mut().enumerate().skip(1) {
-                if let Some(prev) = before.get(k - 1) {
-                    inst.depends_on.push(prev.clone());
+                for prev in [own.get(k - 1), before.get(k - 1)].into_iter().flatten() {
+                    if !inst.depends_on.contains(prev) {
+                        inst.depends_on.push(prev.clone());
+                    }
                 }
             }
         }
