@@ -5,53 +5,30 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-
 use kz_engine::load::declare::Template;
 use kz_engine::load::load_stack_with_env;
-use kz_engine::model::{AttrValue, Instance, Value};
-use kz_engine::provider::{
-    Applied, ApplyCtx, Declaration, Declared, MemberOutputs, Observation, Provider, ProviderError,
-    Providers,
-};
+use kz_engine::model::{AttrValue, Value};
+use kz_engine::provider::{Declared, Providers};
+
+mod common;
 
 /// A type whose one attribute is the host's `runtime` setting, `podman` unless set.
-struct Runs;
-
-#[async_trait]
-impl Provider for Runs {
-    fn kind(&self) -> &'static str {
-        "runs"
-    }
-    fn host_settings(&self) -> &'static [&'static str] {
-        &["runtime"]
-    }
-    fn declare(&self, _: &mut Declaration<'_>) -> Option<Declared> {
-        Some(Declared {
-            attrs: vec![(
-                "runtime".into(),
-                Template::Setting {
-                    key: "runtime",
-                    default: "podman",
-                },
-            )],
-            gate: None,
-        })
-    }
-    fn probe(&self, _: &Instance, _: &str) -> Option<String> {
-        None
-    }
-    fn observe(&self, _: &Instance, _: &MemberOutputs) -> Result<Observation, String> {
-        Ok(Observation::default())
-    }
-    async fn create(&self, _: &ApplyCtx) -> Result<Applied, ProviderError> {
-        Ok(Applied::default())
-    }
-    async fn update(&self, _: &ApplyCtx) -> Result<Applied, ProviderError> {
-        Ok(Applied::default())
-    }
-    async fn delete(&self, _: &ApplyCtx) -> Result<Applied, ProviderError> {
-        Ok(Applied::default())
+fn runs() -> common::Declares {
+    common::Declares {
+        kind: "runs",
+        host_settings: &["runtime"],
+        declare: |_| {
+            Some(Declared {
+                attrs: vec![(
+                    "runtime".into(),
+                    Template::Setting {
+                        key: "runtime",
+                        default: "podman",
+                    },
+                )],
+                gate: None,
+            })
+        },
     }
 }
 
@@ -76,7 +53,7 @@ fn stack(defaults: &str) -> tempfile::TempDir {
 
 fn runtimes(defaults: &str) -> Result<Vec<(String, String)>, String> {
     let dir = stack(defaults);
-    let providers = Providers::new(vec![Arc::new(Runs)]);
+    let providers = Providers::new(vec![Arc::new(runs())]);
     let s = load_stack_with_env(dir.path(), &providers, &|_| None).map_err(|d| d.to_string())?;
     Ok(s.instances
         .iter()

@@ -6,56 +6,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use serde::Deserialize;
-use toml::Spanned;
-
-use kz_engine::load::declare::Template;
 use kz_engine::load::{load_stack_with_env, load_stack_with_overlay};
-use kz_engine::model::{AttrValue, Instance, SshSettings, Value};
+use kz_engine::model::{AttrValue, SshSettings, Value};
 use kz_engine::overlay::{HostOverlay, HostReach};
-use kz_engine::provider::{
-    Applied, ApplyCtx, Declaration, Declared, MemberOutputs, Observation, Provider, ProviderError,
-    Providers,
-};
+use kz_engine::provider::Providers;
 
-/// A type with one text attribute, `text`, interpolated on each host.
-struct Note;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoteTable {
-    text: Spanned<String>,
-}
-
-#[async_trait]
-impl Provider for Note {
-    fn kind(&self) -> &'static str {
-        "note"
-    }
-    fn declare(&self, decl: &mut Declaration<'_>) -> Option<Declared> {
-        let t: NoteTable = decl.parse()?;
-        Some(Declared {
-            attrs: vec![("text".into(), Template::Text(t.text))],
-            gate: None,
-        })
-    }
-    fn probe(&self, _: &Instance, _: &str) -> Option<String> {
-        None
-    }
-    fn observe(&self, _: &Instance, _: &MemberOutputs) -> Result<Observation, String> {
-        Ok(Observation::default())
-    }
-    async fn create(&self, _: &ApplyCtx) -> Result<Applied, ProviderError> {
-        Ok(Applied::default())
-    }
-    async fn update(&self, _: &ApplyCtx) -> Result<Applied, ProviderError> {
-        Ok(Applied::default())
-    }
-    async fn delete(&self, _: &ApplyCtx) -> Result<Applied, ProviderError> {
-        Ok(Applied::default())
-    }
-}
+mod common;
 
 fn stack() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -84,7 +40,7 @@ fn text(s: &kz_engine::model::Stack) -> String {
 #[test]
 fn a_network_is_the_stack_s_own_range_outside_the_lab() {
     let dir = stack();
-    let providers = Providers::new(vec![Arc::new(Note)]);
+    let providers = Providers::new(vec![Arc::new(common::note("note"))]);
     let s = load_stack_with_env(dir.path(), &providers, &|_| None).unwrap();
     assert_eq!(text(&s), "host all all 10.0.0.0/16 from 10.0.0.120");
     assert_eq!(s.networks["private"], "10.0.0.0/16");
@@ -93,7 +49,7 @@ fn a_network_is_the_stack_s_own_range_outside_the_lab() {
 #[test]
 fn under_the_lab_every_network_is_the_lab_s_subnet() {
     let dir = stack();
-    let providers = Providers::new(vec![Arc::new(Note)]);
+    let providers = Providers::new(vec![Arc::new(common::note("note"))]);
     let overlay = HostOverlay {
         name: "the lab".into(),
         hosts: BTreeMap::from([(

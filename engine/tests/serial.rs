@@ -6,70 +6,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use serde::Deserialize;
-use toml::Spanned;
-
-use kz_engine::load::declare::Template;
 use kz_engine::load::{load_stack_with_env, load_stack_with_overlay};
-use kz_engine::model::{Gate, Instance, SshSettings, Stack};
+use kz_engine::model::{SshSettings, Stack};
 use kz_engine::overlay::{HostOverlay, HostReach};
-use kz_engine::provider::{
-    Applied, ApplyCtx, Declaration, Declared, MemberOutputs, Observation, Provider, ProviderError,
-    Providers,
-};
+use kz_engine::provider::Providers;
 
-/// A type with one text attribute; a check (a gate) when `gate` is set.
-struct Note {
-    kind: &'static str,
-    gate: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoteTable {
-    text: Spanned<String>,
-}
-
-#[async_trait]
-impl Provider for Note {
-    fn kind(&self) -> &'static str {
-        self.kind
-    }
-    fn declare(&self, decl: &mut Declaration<'_>) -> Option<Declared> {
-        let t: NoteTable = decl.parse()?;
-        Some(Declared {
-            attrs: vec![("text".into(), Template::Text(t.text))],
-            gate: self.gate.then(Gate::default),
-        })
-    }
-    fn probe(&self, _: &Instance, _: &str) -> Option<String> {
-        None
-    }
-    fn observe(&self, _: &Instance, _: &MemberOutputs) -> Result<Observation, String> {
-        Ok(Observation::default())
-    }
-    async fn create(&self, _: &ApplyCtx) -> Result<Applied, ProviderError> {
-        Ok(Applied::default())
-    }
-    async fn update(&self, _: &ApplyCtx) -> Result<Applied, ProviderError> {
-        Ok(Applied::default())
-    }
-    async fn delete(&self, _: &ApplyCtx) -> Result<Applied, ProviderError> {
-        Ok(Applied::default())
-    }
-}
+mod common;
 
 fn providers() -> Providers {
     Providers::new(vec![
-        Arc::new(Note {
-            kind: "note",
-            gate: false,
-        }),
-        Arc::new(Note {
-            kind: "check",
-            gate: true,
-        }),
+        Arc::new(common::note("note")),
+        Arc::new(common::note_check("check")),
     ])
 }
 
