@@ -63,7 +63,7 @@ fn drills_refuse_hosts_that_are_not_a_lab_without_the_flag_and_a_terminal() {
     s.write("01_m.toml", LOCAL_DRILLS);
     s.kz(&["validate", "DIR"])
         .code(0)
-        .stdout_has("1 resource instance, 2 drills.");
+        .stdout_has("2 resource instances, 4 drills.");
     // A drill is no infrastructure: the plan has only the check to show.
     let plan = s.kz(&["plan", "DIR", "--json"]);
     plan.code(0);
@@ -78,7 +78,7 @@ fn drills_refuse_hosts_that_are_not_a_lab_without_the_flag_and_a_terminal() {
         .stderr_has("without a terminal to type the stack's name on (nothing was run)");
     s.kz(&["drill", "DIR", "nope", "--i-know-this-is-production"])
         .code(1)
-        .stderr_has("no drill `nope` in the stack (drills: blip, broken)");
+        .stderr_has("no drill `nope` in the stack (drills: blip, relapse, blink, broken)");
     assert!(!s.at("fault-ran").exists(), "a fault ran");
     assert!(!s.at("broken").exists());
 

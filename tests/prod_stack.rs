@@ -367,7 +367,11 @@ fn the_lab_skips_minio_proxysql_k3s_and_the_checks_through_them_with_their_reaso
     text.code(0)
         .stdout_has("06_minio: skipped in the lab: no Debian package of MinIO")
         .stdout_has("10_lb depends on 08_proxysql, skipped in the lab")
-        .stdout_has("10_lb.check.mariadb-via-lb: skipped in the lab: it goes through ProxySQL");
+        .stdout_has("10_lb.check.mariadb-via-lb: skipped in the lab: it goes through ProxySQL")
+        .stdout_has(
+            "07_mariadb_galera.container.galera: maria-01, then maria-02, then maria-03, \
+             each once 07_mariadb_galera.check.node-synced passes on the host before",
+        );
 }
 
 /// Without a stand-in of the Hetzner API on this machine, a lab run leaves the load balancers

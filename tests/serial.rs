@@ -74,11 +74,27 @@ fn after_each_with_nothing_to_change_is_no_change() {
         "01_db.toml",
         &(logged("serial = { after_each = \"check.ok\" }") + CHECK.replace("H2", "none").as_str()),
     );
+    // The plan says the order; its JSON too.
+    s.kz(&["plan", "DIR"]).code(0).stdout_has(
+        "One host at a time:\n  01_db.command.restart: h1, then h2, then h3, each once 01_db.check.ok passes on the host before\n",
+    );
+    let j = s.kz(&["plan", "DIR", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&j.stdout).expect("a JSON plan");
+    assert_eq!(
+        doc["serial"],
+        serde_json::json!([{
+            "resource": "01_db.command.restart",
+            "hosts": ["h1", "h2", "h3"],
+            "after_each": "01_db.check.ok"
+        }])
+    );
     s.kz(&["apply", "DIR", "--yes"]).code(0);
     assert_eq!(log(&s).len(), 6);
-    s.kz(&["plan", "DIR"])
-        .code(0)
+    let p = s.kz(&["plan", "DIR"]);
+    p.code(0)
         .stdout_has("No changes. The hosts match the stack.");
+    // Nothing changes: no order to show.
+    assert!(!p.stdout.contains("One host at a time"), "{}", p.stdout);
     s.kz(&["apply", "DIR", "--yes"]).code(0);
     assert_eq!(log(&s).len(), 6, "nothing ran again");
 }

@@ -30,7 +30,20 @@ pub struct Stack {
     /// `[networks]`: named IPv4 ranges as this run sees them (under the lab, the lab's network).
     pub networks: BTreeMap<String, String>,
     /// `[lab]`: how `kz lab up` makes this stack's hosts.
+    /// The resources applied one host at a time, as this run orders them.
+    pub serial: Vec<SerialOrder>,
     pub lab: LabSettings,
+}
+
+/// A resource applied one host at a time (`serial`): its hosts in order, and the check each
+/// waits for on the host before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialOrder {
+    /// `MODULE.TYPE.NAME`.
+    pub resource: String,
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_each: Option<String>,
 }
 
 /// The stack's `[lab]` table.

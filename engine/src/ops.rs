@@ -303,6 +303,7 @@ pub fn destroy_plan(ws: &Workspace, state: &State, targets: &[String]) -> Plan {
         removed_modules: Vec::new(),
         skipped_modules: Vec::new(),
         skipped_resources: Vec::new(),
+        serial: Vec::new(),
         modules: Vec::new(),
         unverified: Vec::new(),
         not_applicable: Vec::new(),

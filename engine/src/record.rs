@@ -221,6 +221,7 @@ mod tests {
             })],
             digest: String::new(),
             secrets: Default::default(),
+            serial: Vec::new(),
             left_out: Default::default(),
             drills: Vec::new(),
             networks: Default::default(),

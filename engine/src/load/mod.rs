@@ -270,6 +270,7 @@ impl Loader<'_> {
         let declared: Vec<String> = declared.into_iter().cloned().collect();
         let secrets = Secrets::read_with_declared(used.into_iter().collect(), &declared, self.env);
         let digest = hex::encode(std::mem::take(&mut self.digest).finalize());
+        let serial = serial::orders(&decls, &instances);
         Some(Stack {
             name,
             description: raw.stack.description.clone(),
@@ -284,6 +285,7 @@ impl Loader<'_> {
             left_out,
             drills,
             networks: std::mem::take(&mut self.networks),
+            serial,
             lab,
         })
     }

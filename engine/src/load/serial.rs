@@ -14,7 +14,7 @@ use toml::de::DeValue;
 use super::Loader;
 use super::resources::Decl;
 use crate::diag::{Diagnostic, Location, SourceFile};
-use crate::model::{Address, Instance};
+use crate::model::{Address, Instance, SerialOrder};
 use crate::provider::Placement;
 
 /// The key, read by the engine in every resource table.
@@ -226,4 +226,33 @@ impl Loader<'_> {
                 .collect(),
         )
     }
+}
+
+/// The resources applied one host at a time, with their hosts in order as this run keeps them
+/// (a lab may leave some out), for the plan to show.
+pub(super) fn orders(decls: &[Decl], instances: &[Instance]) -> Vec<SerialOrder> {
+    decls
+        .iter()
+        .filter_map(|d| {
+            let serial = d.serial.as_ref()?;
+            let resource = format!("{}.{}.{}", d.module, d.kind, d.name.get_ref());
+            let hosts: Vec<String> = instances
+                .iter()
+                .filter(|i| i.address.resource() == resource)
+                .filter_map(|i| i.address.host.clone())
+                .collect();
+            let after_each = match serial {
+                Serial::OneByOne => None,
+                Serial::AfterEach(c) if c.get_ref().matches('.').count() == 1 => {
+                    Some(format!("{}.{}", d.module, c.get_ref()))
+                }
+                Serial::AfterEach(c) => Some(c.get_ref().clone()),
+            };
+            (hosts.len() > 1).then_some(SerialOrder {
+                resource,
+                hosts,
+                after_each,
+            })
+        })
+        .collect()
 }

@@ -209,6 +209,9 @@ pub struct Plan {
     /// with no stand-in here), with their reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped_resources: Vec<crate::overlay::SkippedResource>,
+    /// Resources with changes here that apply one host at a time (`serial`), in their order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serial: Vec<crate::model::SerialOrder>,
     /// The modules that have changes, in the order apply reaches them, with how many.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub modules: Vec<ModuleChanges>,
@@ -421,6 +424,16 @@ pub async fn plan(
         removed_modules,
         skipped_modules: stack.left_out.modules.clone(),
         skipped_resources: stack.left_out.resources.clone(),
+        serial: stack
+            .serial
+            .iter()
+            .filter(|o| {
+                d.changes
+                    .iter()
+                    .any(|c| format!("{}.{}.{}", c.module, c.kind, c.name) == o.resource)
+            })
+            .cloned()
+            .collect(),
         modules,
         changes: d.changes,
         unverified: d.unverified,

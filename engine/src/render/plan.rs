@@ -33,6 +33,26 @@ fn render_gates(out: &mut String, plan: &Plan, style: &Style) {
     }
 }
 
+/// The resources whose changes apply one host at a time, each with its hosts in order.
+fn render_serial(out: &mut String, orders: &[crate::model::SerialOrder], style: &Style) {
+    if orders.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{}", style.bold("One host at a time:"));
+    for o in orders {
+        let after = match &o.after_each {
+            Some(c) => format!(", each once {} passes on the host before", style.safe(c)),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {}: {}{after}",
+            style.safe(&o.resource),
+            style.safe(&o.hosts.join(", then "))
+        );
+    }
+}
+
 /// The human form of a plan, host by host, in the style of `terraform plan`.
 pub fn render_plan(plan: &Plan, style: &Style) -> String {
     let mut out = String::new();
@@ -71,6 +91,7 @@ pub fn render_plan(plan: &Plan, style: &Style) -> String {
         }
         render_change(&mut out, c, style);
     }
+    render_serial(&mut out, &plan.serial, style);
     for e in &plan.errors {
         let _ = writeln!(out, "\n{} {}", style.red("error:"), style.safe(&e.message));
     }

@@ -157,6 +157,7 @@ mod panics {
             instances,
             digest: String::new(),
             secrets: Default::default(),
+            serial: Vec::new(),
             left_out: Default::default(),
             drills: Vec::new(),
             networks: BTreeMap::new(),
