@@ -87,12 +87,8 @@ impl LeftOut {
         warnings: &mut Vec<String>,
     ) {
         deletes.retain(|(addr, r)| {
-            if self.modules.iter().any(|m| m.module == r.module)
-                || self
-                    .resources
-                    .iter()
-                    .any(|s| s.module == r.module && s.resource == format!("{}.{}", r.kind, r.name))
-            {
+            let resource = format!("{}.{}.{}", r.module, r.kind, r.name);
+            if self.skip_reason(&resource).is_some() {
                 return false;
             }
             match self.api_left_alone(&r.kind) {
@@ -252,10 +248,7 @@ impl HostOverlay {
         let mut skipped = Vec::new();
         for (address, reason) in skips {
             let before = instances.len();
-            instances.retain(|i| {
-                let a = &i.address;
-                format!("{}.{}.{}", a.module, a.kind, a.name) != *address
-            });
+            instances.retain(|i| i.address.resource() != *address);
             let (module, resource) = address.split_once('.').unwrap_or((address, ""));
             if before > instances.len() {
                 skipped.push(SkippedResource {

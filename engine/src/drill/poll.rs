@@ -1,7 +1,7 @@
 //! Polling checks: the plan's read (one round trip per host), restricted to the checks asked
 //! for, repeated every [`POLL_INTERVAL`] until each has passed or the time runs out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::DrillEnv;
@@ -48,27 +48,15 @@ impl Polled {
 /// Reads `resources` until each passed on all its instances, `within` ran out, or the run was
 /// interrupted. A `within` of zero reads once.
 pub(super) async fn poll(env: &DrillEnv<'_>, resources: &[String], within: Duration) -> Polled {
-    let start = Instant::now();
-    let mut polled = Polled::default();
-    let mut pending: Vec<&String> = resources.iter().collect();
-    pending.dedup();
-    while !pending.is_empty() {
-        let read = read_once(env, &pending).await;
-        let at = start.elapsed();
-        for (r, reports) in read {
-            if passes(&reports) {
-                polled.passed_after.insert(r.clone(), at);
-            }
-            polled.last.insert(r, reports);
-        }
-        pending.retain(|r| !polled.passed_after.contains_key(*r));
-        let elapsed = start.elapsed();
-        if pending.is_empty() || elapsed >= within || (env.interrupted)() {
-            break;
-        }
-        tokio::time::sleep(POLL_INTERVAL.min(within - elapsed)).await;
-    }
-    polled
+    let items: Vec<Expecting<'_>> = resources
+        .iter()
+        .map(|check| Expecting {
+            check,
+            within,
+            hold: Duration::ZERO,
+        })
+        .collect();
+    poll_expecting(env, &items).await.0
 }
 
 /// How each expectation held after it first passed (those with a `hold`).
@@ -78,8 +66,8 @@ pub(super) struct Held {
     pub broke: BTreeMap<String, (Duration, String)>,
     /// How many reads it passed while held.
     pub reads: BTreeMap<String, u32>,
-    /// The run was interrupted while one was still held: its hold did not run out.
-    pub interrupted: bool,
+    /// Those still held when the run was interrupted: their hold did not run out.
+    pub cut: BTreeSet<String>,
 }
 
 /// One expectation: a check, how long it may take to pass, and how long it must then go on
@@ -90,33 +78,18 @@ pub(super) struct Expecting<'a> {
     pub hold: Duration,
 }
 
-/// Reads every expectation from now on: each until it passed (or its `within` ran out), and one
-/// with a `hold` again and again until its first pass plus its hold, the first failing read
-/// ending it. All in one loop, so each hold starts at its own first pass whatever the others do.
+/// Reads every expectation from now on: each until it passed (or its `within` ran out, one read
+/// at least), and one with a `hold` again and again until its first pass plus its hold, the first
+/// failing read ending it; or until the run is interrupted. All in one loop, so each hold starts
+/// at its own first pass whatever the others do.
 pub(super) async fn poll_expecting(env: &DrillEnv<'_>, items: &[Expecting<'_>]) -> (Polled, Held) {
     let start = Instant::now();
     let mut polled = Polled::default();
     let mut held = Held::default();
-    loop {
-        let at = start.elapsed();
-        let reading: Vec<&String> = items
-            .iter()
-            .filter(|e| match polled.passed_after.get(e.check) {
-                None => at < e.within || !polled.last.contains_key(e.check),
-                Some(first) => at < *first + e.hold && !held.broke.contains_key(e.check),
-            })
-            .map(|e| e.check)
-            .collect();
-        if reading.is_empty() {
-            break;
-        }
-        if (env.interrupted)() {
-            held.interrupted = items
-                .iter()
-                .any(|e| polled.passed_after.contains_key(e.check) && !e.hold.is_zero());
-            break;
-        }
-        let read = read_once(env, &reading).await;
+    let mut reading: Vec<&Expecting<'_>> = items.iter().collect();
+    while !reading.is_empty() {
+        let checks: Vec<&String> = reading.iter().map(|e| e.check).collect();
+        let read = read_once(env, &checks).await;
         let at = start.elapsed();
         for (r, reports) in read {
             match polled.passed_after.get(&r) {
@@ -133,7 +106,31 @@ pub(super) async fn poll_expecting(env: &DrillEnv<'_>, items: &[Expecting<'_>]) 
             }
             polled.last.insert(r, reports);
         }
-        tokio::time::sleep(POLL_INTERVAL).await;
+        // What is read again, and until when: the time left is judged right after a read, so
+        // the last read falls at the deadline itself.
+        let elapsed = start.elapsed();
+        let ends: Vec<(&Expecting<'_>, Duration)> = reading
+            .iter()
+            .filter_map(|e| match polled.passed_after.get(e.check) {
+                None => Some((*e, e.within)),
+                Some(_) if held.broke.contains_key(e.check) => None,
+                Some(first) => Some((*e, *first + e.hold)),
+            })
+            .filter(|(_, end)| elapsed < *end)
+            .collect();
+        if (env.interrupted)() {
+            held.cut = ends
+                .iter()
+                .filter(|(e, _)| polled.passed_after.contains_key(e.check))
+                .map(|(e, _)| e.check.clone())
+                .collect();
+            break;
+        }
+        let Some(next) = ends.iter().map(|(_, end)| *end - elapsed).min() else {
+            break;
+        };
+        reading = ends.into_iter().map(|(e, _)| e).collect();
+        tokio::time::sleep(POLL_INTERVAL.min(next)).await;
     }
     (polled, held)
 }

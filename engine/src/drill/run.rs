@@ -12,6 +12,7 @@ use super::{Drill, Expectation, FaultKind};
 use crate::model::Stack;
 use crate::plan::Runtime;
 use crate::provider::CommandSpec;
+use crate::render::seconds;
 
 /// Faults on hosts from outside (stop, pause, cut a lab host): the binary drives podman, as the
 /// engine spawns no process.
@@ -201,7 +202,7 @@ async fn expectations(
                     crate::units::format_duration(e.hold)
                 ),
             ),
-            (Some(_), None) if !e.hold.is_zero() && held.interrupted => (
+            (Some(_), None) if held.cut.contains(&e.check) => (
                 Outcome::Skipped,
                 format!(
                     "{}; interrupted before its hold of {} ran out",
@@ -232,11 +233,6 @@ async fn expectations(
         rec.push(("expect", &e.check), fault_end, outcome, observed, after);
     }
     ok
-}
-
-/// `6.20s`.
-fn seconds(d: Duration) -> String {
-    format!("{:.2}s", d.as_secs_f64())
 }
 
 /// Breaks what the drill breaks, on each of its hosts in turn.

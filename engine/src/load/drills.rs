@@ -360,9 +360,7 @@ impl Loader<'_> {
             1 => format!("{module}.{text}"),
             _ => text.clone(),
         };
-        let found = decls
-            .iter()
-            .find(|d| format!("{}.{}.{}", d.module, d.kind, d.name.get_ref()) == full);
+        let found = decls.iter().find(|d| d.resource() == full);
         match found {
             Some(d) if d.declared.gate.is_some() => Some(full),
             Some(_) => {
@@ -380,7 +378,7 @@ impl Loader<'_> {
                         if d.module == module {
                             format!("{}.{}", d.kind, d.name.get_ref())
                         } else {
-                            format!("{}.{}.{}", d.module, d.kind, d.name.get_ref())
+                            d.resource()
                         }
                     })
                     .collect();

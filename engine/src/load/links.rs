@@ -112,7 +112,7 @@ impl Loader<'_> {
             if range.is_empty() {
                 continue;
             }
-            let resource = format!("{}.{}.{}", d.module, d.kind, d.name.get_ref());
+            let resource = d.resource();
             by_resource.entry(resource).or_default().extend(
                 instances[range.clone()]
                     .iter()

@@ -512,26 +512,9 @@ impl Loader<'_> {
             .map(|i| (i.address.to_string(), i.depends_on.clone()))
             .collect();
         let skipped = overlay.skip_modules(instances, modules);
-        let skips: Vec<(String, String)> = decls
-            .iter()
-            .filter_map(|d| {
-                let reason = match (&d.lab_skip, &d.placement) {
-                    (Some(reason), _) if overlay.skip_lab_modules => reason.clone(),
-                    // A lab never changes real cloud resources: without a stand-in of the API on
-                    // this machine, what lives behind it stays out of the run.
-                    (_, crate::provider::Placement::Api { service }) if !overlay.keep_api => {
-                        api_reason(service, &overlay.api_hint)
-                    }
-                    _ => return None,
-                };
-                Some((
-                    format!("{}.{}.{}", d.module, d.kind, d.name.get_ref()),
-                    reason,
-                ))
-            })
-            .collect();
-        let skipped_resources = overlay.skip_resources(instances, &skips);
-        let api_kinds = if overlay.keep_api {
+        // A lab never changes real cloud resources: without a stand-in of an API on this
+        // machine, what lives behind it stays out of the run (and its state records alone).
+        let api_kinds: Vec<(String, String)> = if overlay.keep_api {
             Vec::new()
         } else {
             let mut kinds: Vec<(String, String)> = self
@@ -547,6 +530,20 @@ impl Loader<'_> {
             kinds.sort();
             kinds
         };
+        let skips: Vec<(String, String)> = decls
+            .iter()
+            .filter_map(|d| {
+                let own = d.lab_skip.clone().filter(|_| overlay.skip_lab_modules);
+                let api = || {
+                    api_kinds
+                        .iter()
+                        .find(|(k, _)| *k == d.kind)
+                        .map(|(_, why)| why.clone())
+                };
+                Some((d.resource(), own.or_else(api)?))
+            })
+            .collect();
+        let skipped_resources = overlay.skip_resources(instances, &skips);
         let dropped = overlay.filter_instances(instances, gone);
         crate::overlay::reroute_dependencies(instances, &deps_before);
         for i in instances.iter() {

@@ -41,6 +41,13 @@ pub(crate) struct Decl {
     pub serial: Option<Serial>,
 }
 
+impl Decl {
+    /// `MODULE.TYPE.NAME`, as its instances' `Address::resource` says it.
+    pub fn resource(&self) -> String {
+        format!("{}.{}.{}", self.module, self.kind, self.name.get_ref())
+    }
+}
+
 /// The keys the engine reads in every resource table.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

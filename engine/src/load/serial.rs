@@ -114,7 +114,7 @@ impl Loader<'_> {
         let index: HashMap<String, usize> = decls
             .iter()
             .enumerate()
-            .map(|(i, d)| (format!("{}.{}.{}", d.module, d.kind, d.name.get_ref()), i))
+            .map(|(i, d)| (d.resource(), i))
             .collect();
         for (d, range) in decls.iter().zip(ranges) {
             let Some(serial) = &d.serial else { continue };
@@ -235,7 +235,7 @@ pub(super) fn orders(decls: &[Decl], instances: &[Instance]) -> Vec<SerialOrder>
         .iter()
         .filter_map(|d| {
             let serial = d.serial.as_ref()?;
-            let resource = format!("{}.{}.{}", d.module, d.kind, d.name.get_ref());
+            let resource = d.resource();
             let hosts: Vec<String> = instances
                 .iter()
                 .filter(|i| i.address.resource() == resource)
